@@ -1,0 +1,194 @@
+//! `mediaproc`: the command line of the mediaproc runtime.
+//!
+//! Today: `blob` builds a media session configuration, `call-body` builds create-call request bodies for the
+//! seed's scenarios, `inspect` reads and validates any Graph call document. The daemon (`serve`), the emulator
+//! (`callsim`), `demo` and `load` come with the crates that implement them.
+//!
+//! Exit codes, for scripts: 0 success, 1 invalid input (the reason on stderr, one line per problem), 2 usage error.
+
+mod blob_cmd;
+mod call_body;
+mod inspect;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+/// Exit code for invalid input.
+const EXIT_INVALID: u8 = 1;
+/// Exit code for usage errors (clap uses it too).
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mediaproc",
+    version,
+    about = "Application-hosted media for calling bots: blobs, Graph call bodies, inspection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a media session configuration blob (compact JSON; --media-config for the appHostedMediaConfig).
+    Blob(BlobArgs),
+    /// Print a create-call request body (POST /app/calls) for one of the seed's scenarios.
+    CallBody(CallBodyArgs),
+    /// Recognise, summarise and validate a Graph call, notification, participant, media config or blob.
+    Inspect(InspectArgs),
+}
+
+/// Flags of `mediaproc blob`.
+#[derive(Debug, Args)]
+struct BlobArgs {
+    /// Where the edge reaches the media processor.
+    #[arg(long, value_name = "URI", default_value = mediaproc_blob::DEFAULT_MP_URI)]
+    mp_uri: String,
+    /// Audio socket direction: sendrecv, sendonly, recvonly, inactive, or none (no audio socket).
+    #[arg(long, value_name = "DIR", default_value = "sendrecv")]
+    audio: String,
+    /// PCM format exchanged with the bot (Pcm16K, Pcm8K, Pcm24K, Pcm48K; other strings are kept as given).
+    #[arg(long, value_name = "FMT", default_value = "Pcm16K")]
+    audio_format: String,
+    /// Ask for unmixed meeting audio (one stream per active speaker) besides the mix.
+    #[arg(long)]
+    unmixed: bool,
+    /// Number of video sockets (0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=10))]
+    video: u8,
+    /// Direction of the video sockets.
+    #[arg(long, value_name = "DIR", default_value = "sendrecv")]
+    video_direction: String,
+    /// How the video sockets receive frames: nv12 (decoded) or h264 (encoded).
+    #[arg(long, value_name = "FMT", default_value = "nv12")]
+    video_format: String,
+    /// Add a receive-only video-based screen-sharing socket.
+    #[arg(long)]
+    vbss: bool,
+    /// Add a data socket.
+    #[arg(long)]
+    data: bool,
+    /// Render context id of the audio socket (random unless given).
+    #[arg(long, value_name = "UUID")]
+    audio_render_context: Option<Uuid>,
+    /// Source context id of the audio socket (random unless given).
+    #[arg(long, value_name = "UUID")]
+    audio_source_context: Option<Uuid>,
+    /// mpMediaSessionId (random unless given).
+    #[arg(long, value_name = "UUID")]
+    session_id: Option<Uuid>,
+    /// callId (random unless given).
+    #[arg(long, value_name = "UUID")]
+    call_id: Option<Uuid>,
+    /// Token the edge must present to attach (written as the `edgeToken` member; left out unless given).
+    #[arg(long, value_name = "TOKEN")]
+    edge_token: Option<String>,
+    /// Pretty-print.
+    #[arg(long)]
+    pretty: bool,
+    /// Print the whole appHostedMediaConfig object instead of the bare blob.
+    #[arg(long)]
+    media_config: bool,
+}
+
+/// Flags of `mediaproc call-body`.
+#[derive(Debug, Args)]
+struct CallBodyArgs {
+    /// What the call does: p2p, scheduled-meeting, channel-meeting, guest-join.
+    #[arg(long, value_name = "SCENARIO")]
+    scenario: mediaproc_blob::Scenario,
+    /// Who hosts the media: app (a media processor such as mediaproc) or service (Graph).
+    #[arg(long, value_name = "app|service", value_parser = ["app", "service"])]
+    media: String,
+    /// Where Graph posts notifications (https).
+    #[arg(long, value_name = "URI")]
+    callback: String,
+    /// A user to call (p2p; repeat for a group call).
+    #[arg(long, value_name = "ID[:NAME]")]
+    target_user: Vec<String>,
+    /// The meeting's chat thread id.
+    #[arg(long, value_name = "ID")]
+    thread_id: Option<String>,
+    /// The meeting's message id (default "0", as for scheduled meetings).
+    #[arg(long, value_name = "ID")]
+    message_id: Option<String>,
+    /// The meeting's organizer (a user).
+    #[arg(long, value_name = "ID[:NAME]")]
+    organizer: Option<String>,
+    /// The tenant of the organizer (meetings) or of the target users (p2p).
+    #[arg(long, value_name = "ID")]
+    tenant: Option<String>,
+    /// The guest identity to join as (guest-join).
+    #[arg(long, value_name = "ID[:NAME]")]
+    guest: Option<String>,
+    /// Blob for app-hosted media: a file (or - for stdin) with a blob, an appHostedMediaConfig, or any text to use
+    /// verbatim. Without it a new blob is generated.
+    #[arg(long, value_name = "FILE")]
+    blob: Option<PathBuf>,
+    /// A prompt for service-hosted media to prefetch (repeatable).
+    #[arg(long, value_name = "URI[=RESOURCE_ID]")]
+    prefetch: Vec<String>,
+    /// Print the required application permissions, one a line, instead of the body.
+    #[arg(long)]
+    permissions: bool,
+    /// Print compact JSON instead of pretty-printed.
+    #[arg(long)]
+    compact: bool,
+}
+
+/// Flags of `mediaproc inspect`.
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The document (default or `-`: standard input).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Print the document re-serialized through the model (lossless) instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failed command: what to print on stderr and the exit code.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    lines: Vec<String>,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_USAGE,
+            lines: vec![message.into()],
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Failure {
+            code: EXIT_INVALID,
+            lines: vec![message.into()],
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Blob(args) => blob_cmd::run(&args),
+        Command::CallBody(args) => call_body::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            for line in &failure.lines {
+                output::error_line(line);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}
