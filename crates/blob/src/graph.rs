@@ -299,6 +299,16 @@ model_object! {
     }
 }
 
+/// An integer sent either as a JSON number or as a numeric string (`"code": "200"` appears in Graph's own
+/// documentation); such members are kept as JSON so that both round-trip unchanged.
+pub fn int_like(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 /// Which variant a [`MeetingInfo`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MeetingInfoKind {
@@ -417,8 +427,8 @@ model_object! {
     ToneInfo {
         /// `@odata.type`.
         odata_type: String = "@odata.type",
-        /// Sequence id.
-        sequence_id: i64 = "sequenceId",
+        /// Sequence id (a number; kept as JSON because documents differ).
+        sequence_id: Value = "sequenceId",
         /// `tone0`…`tone9`, `star`, `pound`, `a`…`d`, `flash`.
         tone: String = "tone",
     }
@@ -429,10 +439,10 @@ model_object! {
     ResultInfo {
         /// `@odata.type`.
         odata_type: String = "@odata.type",
-        /// Result code.
-        code: i64 = "code",
-        /// Sub-code.
-        subcode: i64 = "subcode",
+        /// Result code: a number, or a numeric string in some documents (see [`int_like`]).
+        code: Value = "code",
+        /// Sub-code (also spelled `subCode` by some documents; that spelling stays in `extra`).
+        subcode: Value = "subcode",
         /// Message.
         message: String = "message",
     }
@@ -535,8 +545,8 @@ model_object! {
         answered_by: ParticipantInfo = "answeredBy",
         /// Why it ended (server generated).
         termination_reason: String = "terminationReason",
-        /// Ringing timeout, 30 to 115 seconds.
-        ringing_timeout_in_seconds: i64 = "ringingTimeoutInSeconds",
+        /// Ringing timeout, 30 to 115 seconds (see [`int_like`]).
+        ringing_timeout_in_seconds: Value = "ringingTimeoutInSeconds",
         /// Media state (server generated).
         media_state: Value = "mediaState",
         /// Meeting capability (server generated).

@@ -209,7 +209,7 @@ fn check_request(call: &Call, expected: Option<Scenario>, problems: &mut Problem
         }
     }
     if let Some(timeout) = call.ringing_timeout_in_seconds.as_ref() {
-        if !(30..=115).contains(timeout) {
+        if !crate::graph::int_like(timeout).is_some_and(|seconds| (30..=115).contains(&seconds)) {
             problems.error(
                 "ringingTimeoutInSeconds",
                 format!("must be 30 to 115 seconds, found {timeout}"),

@@ -183,7 +183,11 @@ fn summarise_call(call: &Call, out: &mut Summary) {
         summarise_media(media, out);
     }
     if let Some(result) = call.result_info.as_ref() {
-        let code = result.code.as_ref().map_or("?".to_owned(), i64::to_string);
+        let code = result
+            .code
+            .as_ref()
+            .and_then(mediaproc_blob::int_like)
+            .map_or("?".to_owned(), |c| c.to_string());
         let message = result.message.as_ref().map_or("", String::as_str);
         out.field("result", format!("{code} {message}").trim_end());
     }
