@@ -1,0 +1,9 @@
+//! mediaproc pipeline (docs to come)
+pub mod codec;
+pub mod error;
+pub mod frame;
+pub mod ring;
+pub use codec::*;
+pub use error::{Error, Result};
+pub use frame::*;
+pub use ring::*;
