@@ -2,8 +2,12 @@
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod jitter;
+pub mod resample;
 pub mod ring;
 pub use codec::*;
 pub use error::{Error, Result};
 pub use frame::*;
+pub use jitter::*;
+pub use resample::*;
 pub use ring::*;
