@@ -1,0 +1,256 @@
+//! The Opus codec stage (libopus through `audiopus`).
+//!
+//! Decoders run straight at the bot's rate when Opus supports it (8/12/16/24/48 kHz), so no resampler sits in that
+//! path. Each decoder and encoder owns its buffers; nothing is allocated per frame.
+
+use audiopus::coder::{Decoder, Encoder};
+use audiopus::{Application, Bitrate, Channels};
+
+use crate::error::{Error, Result};
+use crate::frame::SampleRate;
+
+/// Largest Opus payload we accept or produce for one 20 ms packet (RFC 6716's limit for one frame).
+pub const MAX_PAYLOAD: usize = 1275;
+
+/// libopus `OPUS_SET_DTX_REQUEST`.
+const OPUS_SET_DTX_REQUEST: i32 = 4016;
+
+/// Encoder settings. The defaults suit speech in a call: 32 kbit/s VoIP, complexity 5, in-band FEC tuned for
+/// 5 % loss, DTX off (the pacer already skips the encoder for digital silence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderSettings {
+    /// Target bitrate in bit/s (6000..=510000).
+    pub bitrate_bps: i32,
+    /// 0 (cheapest) ..= 10 (best).
+    pub complexity: u8,
+    /// Add in-band forward error correction (LBRR) so the receiver can rebuild a lost packet from the next one.
+    pub inband_fec: bool,
+    /// Expected packet loss in percent (0..=100); libopus only spends bits on FEC when this is above zero.
+    pub expected_loss_percent: u8,
+    /// Discontinuous transmission inside libopus (near-empty packets during background noise).
+    pub dtx: bool,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self {
+            bitrate_bps: 32_000,
+            complexity: 5,
+            inband_fec: true,
+            expected_loss_percent: 5,
+            dtx: false,
+        }
+    }
+}
+
+fn opus_err(operation: &'static str) -> impl FnOnce(audiopus::Error) -> Error {
+    move |source| Error::Opus { operation, source }
+}
+
+/// An Opus decoder producing 20 ms mono frames at a rate Opus supports natively.
+pub struct OpusDecoder {
+    inner: Decoder,
+    samples_per_frame: usize,
+}
+
+impl std::fmt::Debug for OpusDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusDecoder")
+            .field("samples_per_frame", &self.samples_per_frame)
+            .finish()
+    }
+}
+
+impl OpusDecoder {
+    /// Creates a decoder at `rate` (must be 8, 12, 16, 24 or 48 kHz).
+    pub fn new(rate: SampleRate) -> Result<Self> {
+        let native = rate.opus_native().ok_or(Error::UnsupportedSampleRate {
+            hz: rate.hz(),
+            context: "Opus decoder (8/12/16/24/48 kHz)",
+        })?;
+        let inner = Decoder::new(native, Channels::Mono).map_err(opus_err("decoder creation"))?;
+        Ok(Self {
+            inner,
+            samples_per_frame: rate.samples_per_frame(),
+        })
+    }
+
+    /// Samples in one output frame.
+    pub fn samples_per_frame(&self) -> usize {
+        self.samples_per_frame
+    }
+
+    fn out<'a>(&self, out: &'a mut [i16]) -> Result<&'a mut [i16]> {
+        let n = self.samples_per_frame;
+        let len = out.len();
+        out.get_mut(..n).ok_or(Error::FrameLength {
+            got: len,
+            expected: n,
+            rate_hz: (n * 50) as u32,
+            context: "Opus decoder output buffer",
+        })
+    }
+
+    /// Decodes one 20 ms packet into `out[..samples_per_frame]`. A malformed packet (or one longer than 20 ms)
+    /// is an error; the caller conceals instead.
+    pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<()> {
+        let out = self.out(out)?;
+        let n = self
+            .inner
+            .decode(Some(packet), &mut *out, false)
+            .map_err(opus_err("decode"))?;
+        if n < out.len() {
+            out[n..].fill(0);
+        }
+        Ok(())
+    }
+
+    /// Packet-loss concealment: synthesises 20 ms continuing the previous signal (fading out over a long gap).
+    pub fn conceal(&mut self, out: &mut [i16]) -> Result<()> {
+        let out = self.out(out)?;
+        self.inner
+            .decode(None::<&[u8]>, &mut *out, false)
+            .map_err(opus_err("concealment"))?;
+        Ok(())
+    }
+
+    /// Recovers a lost packet from the in-band FEC data carried in the packet that follows it. Without FEC data in
+    /// `next_packet` libopus falls back to concealment.
+    pub fn decode_fec(&mut self, next_packet: &[u8], out: &mut [i16]) -> Result<()> {
+        let out = self.out(out)?;
+        self.inner
+            .decode(Some(next_packet), &mut *out, true)
+            .map_err(opus_err("FEC decode"))?;
+        Ok(())
+    }
+}
+
+/// An Opus encoder for 20 ms mono frames at a rate Opus supports natively.
+pub struct OpusEncoder {
+    inner: Encoder,
+    samples_per_frame: usize,
+    settings: EncoderSettings,
+}
+
+impl std::fmt::Debug for OpusEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpusEncoder")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl OpusEncoder {
+    /// Creates a VoIP encoder at `rate` (8, 12, 16, 24 or 48 kHz) with `settings`.
+    pub fn new(rate: SampleRate, settings: EncoderSettings) -> Result<Self> {
+        let native = rate.opus_native().ok_or(Error::UnsupportedSampleRate {
+            hz: rate.hz(),
+            context: "Opus encoder (8/12/16/24/48 kHz)",
+        })?;
+        if settings.complexity > 10 {
+            return Err(Error::Config {
+                field: "encoder complexity",
+                problem: "must be 0..=10",
+            });
+        }
+        if !(6_000..=510_000).contains(&settings.bitrate_bps) {
+            return Err(Error::Config {
+                field: "encoder bitrate",
+                problem: "must be 6000..=510000 bit/s",
+            });
+        }
+        if settings.expected_loss_percent > 100 {
+            return Err(Error::Config {
+                field: "expected loss",
+                problem: "must be 0..=100 %",
+            });
+        }
+        let mut inner = Encoder::new(native, Channels::Mono, Application::Voip)
+            .map_err(opus_err("encoder creation"))?;
+        inner
+            .set_bitrate(Bitrate::BitsPerSecond(settings.bitrate_bps))
+            .map_err(opus_err("set bitrate"))?;
+        inner
+            .set_complexity(settings.complexity)
+            .map_err(opus_err("set complexity"))?;
+        inner
+            .set_inband_fec(settings.inband_fec)
+            .map_err(opus_err("set in-band FEC"))?;
+        inner
+            .set_packet_loss_perc(settings.expected_loss_percent)
+            .map_err(opus_err("set packet loss"))?;
+        inner
+            .set_encoder_ctl_request(OPUS_SET_DTX_REQUEST, i32::from(settings.dtx))
+            .map_err(opus_err("set DTX"))?;
+        Ok(Self {
+            inner,
+            samples_per_frame: rate.samples_per_frame(),
+            settings,
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> EncoderSettings {
+        self.settings
+    }
+
+    /// Encoder look-ahead in samples at the encoder's rate (part of the codec delay).
+    pub fn lookahead(&self) -> u32 {
+        self.inner.lookahead().unwrap_or(0)
+    }
+
+    /// Encodes one 20 ms frame into `out`, returning the packet length.
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize> {
+        if pcm.len() != self.samples_per_frame {
+            return Err(Error::FrameLength {
+                got: pcm.len(),
+                expected: self.samples_per_frame,
+                rate_hz: (self.samples_per_frame * 50) as u32,
+                context: "Opus encoder input",
+            });
+        }
+        self.inner.encode(pcm, out).map_err(opus_err("encode"))
+    }
+}
+
+/// A one-byte Opus packet (TOC only: SILK wideband 20 ms, one frame of zero bytes) meaning "no audio": the
+/// receiver runs its concealment/comfort path. Sent instead of encoding digital silence.
+pub const OPUS_SILENCE_PACKET: [u8; 1] = [0x48];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_plc_fec_and_bad_packets() {
+        let rate = SampleRate::HZ_16000;
+        let mut enc = OpusEncoder::new(rate, EncoderSettings::default()).unwrap();
+        let mut dec = OpusDecoder::new(rate).unwrap();
+        let mut pkt = [0u8; MAX_PAYLOAD];
+        let mut out = [0i16; 320];
+        let mut energy_out = 0.0;
+        for n in 0..50 {
+            let pcm: Vec<i16> = (0..320)
+                .map(|i| {
+                    ((((n * 320 + i) as f32) * 2.0 * std::f32::consts::PI * 440.0 / 16000.0).sin()
+                        * 8000.0) as i16
+                })
+                .collect();
+            let len = enc.encode(&pcm, &mut pkt).unwrap();
+            assert!(len > 2 && len < 400, "{len}");
+            dec.decode(&pkt[..len], &mut out).unwrap();
+            energy_out = crate::frame::energy(&out);
+        }
+        assert!(energy_out > 0.01, "decoded tone has energy {energy_out}");
+        dec.conceal(&mut out).unwrap();
+        let len = enc.encode(&[0; 320], &mut pkt).unwrap();
+        dec.decode_fec(&pkt[..len], &mut out).unwrap();
+        dec.decode(&OPUS_SILENCE_PACKET, &mut out).unwrap();
+        // Garbage never panics.
+        assert!(dec.decode(&[0xff, 0xff, 0xff], &mut out).is_err() || out.len() == 320);
+        assert!(dec.decode(&[], &mut out).is_err());
+        assert!(enc.encode(&[0; 100], &mut pkt).is_err());
+        assert!(OpusDecoder::new(SampleRate::new(44_100).unwrap()).is_err());
+        assert!(dec.decode(&pkt[..len], &mut [0i16; 10]).is_err());
+    }
+}

@@ -1,0 +1,712 @@
+//! The adaptive jitter buffer (one per inbound stream).
+//!
+//! ## Keying
+//! Packets are keyed by their RTP timestamp (48 kHz Opus clock): frame index = (timestamp − first timestamp) / 960,
+//! unwrapped to 64 bits. Sequence numbers (also unwrapped) classify gaps: a missing frame whose neighbours have
+//! consecutive sequence numbers was never sent (the sender was in DTX), otherwise it was lost. Slots live in a
+//! fixed array of [`JITTER_CAPACITY_FRAMES`]; a slot keeps its payload inline (no allocation).
+//!
+//! ## Playout
+//! The buffer is pulled once per 20 ms tick ([`JitterBuffer::next`]). Normally it hands out the packet at the
+//! playout index and advances. Otherwise:
+//! * **loss** (frame missing, later frames present): if the next frame is present, its in-band FEC rebuilds the lost
+//!   one ([`Playout::Fec`]), else the decoder conceals ([`Playout::Conceal`]); the index advances.
+//! * **underrun** (nothing buffered): conceal *without* advancing (NetEQ's "expand"), so the late packet is still
+//!   played when it arrives and the delay grows by one frame. After [`MAX_HOLD_FRAMES`] the stream is treated as
+//!   paused and media time flows on ([`Playout::Silence`]).
+//! * **DTX** (the last packet was a ≤ 2-byte Opus DTX packet): comfort noise, time flows; the first packet of the
+//!   next talkspurt re-buffers up to the target delay.
+//! * **too late** (index already played): dropped and counted.
+//!
+//! ## Adaptive target delay
+//! For every packet the transit time (arrival − RTP time) is compared with the smallest transit of the last
+//! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) lands in a
+//! histogram of 20 ms bins with exponential forgetting (factor [`FORGET_FACTOR`] per packet ≈ 4 s memory). The target
+//! level is one frame plus the bin holding the 95th percentile, clamped to `[min, max]`. The buffer level (frames
+//! from the playout index to the newest packet) is smoothed each tick and steered to the target:
+//! * **accelerate**: when the level is above target + 1 and the frame just decoded is low in energy (or the level
+//!   is far above target), that frame is dropped and the next one played instead;
+//! * **stretch**: when the level is below target and the last output was quiet, a concealment frame is inserted.
+//!
+//! Both happen at quiet points, so clock drift (±500 ppm: one frame every 40 s) is absorbed inaudibly and the buffer
+//! neither grows without bound nor starves.
+//!
+//! ## Statistics
+//! [`JitterStats`] mirrors WebRTC NetEQ: current and target delay, packets received, concealed, FEC-recovered, late,
+//! duplicate, reordered, accelerated and stretched frames, underruns, DTX frames, resyncs and malformed packets.
+
+use std::time::Duration;
+
+use crate::codec::MAX_PAYLOAD;
+use crate::error::{Error, Result};
+use crate::frame::RTP_TICKS_PER_FRAME;
+
+/// Frames the jitter buffer can hold (1.28 s).
+pub const JITTER_CAPACITY_FRAMES: usize = 64;
+/// Packets whose transit times form the baseline for the relative delay (≈ 2.5 s).
+pub const TRANSIT_WINDOW: usize = 128;
+/// Histogram bins (20 ms each).
+pub const HISTOGRAM_BINS: usize = 32;
+/// Per-packet forgetting factor of the delay histogram.
+pub const FORGET_FACTOR: f32 = 0.995;
+/// Ticks of underrun concealment before the stream is treated as paused.
+pub const MAX_HOLD_FRAMES: u32 = 10;
+/// Opus packets of at most this many bytes are DTX/comfort-noise packets.
+pub const DTX_PACKET_MAX_LEN: usize = 2;
+
+/// Jitter buffer settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JitterConfig {
+    /// Smallest target level in frames (default 1: the packet that arrived during the last 20 ms).
+    pub min_delay_frames: u16,
+    /// Largest target level in frames (default 25 = 500 ms).
+    pub max_delay_frames: u16,
+    /// Target before any statistics exist (default 2).
+    pub initial_delay_frames: u16,
+    /// Fraction of packets that should arrive in time (default 0.95).
+    pub quantile: f32,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            min_delay_frames: 1,
+            max_delay_frames: 25,
+            initial_delay_frames: 2,
+            quantile: 0.95,
+        }
+    }
+}
+
+impl JitterConfig {
+    fn validate(&self) -> Result<()> {
+        if self.min_delay_frames == 0 {
+            return Err(Error::Config {
+                field: "jitter min_delay_frames",
+                problem: "must be at least 1",
+            });
+        }
+        if self.max_delay_frames < self.min_delay_frames
+            || usize::from(self.max_delay_frames) > JITTER_CAPACITY_FRAMES / 2
+        {
+            return Err(Error::Config {
+                field: "jitter max_delay_frames",
+                problem: "must be >= min_delay_frames and <= JITTER_CAPACITY_FRAMES / 2",
+            });
+        }
+        if !(0.5..1.0).contains(&self.quantile) {
+            return Err(Error::Config {
+                field: "jitter quantile",
+                problem: "must be in [0.5, 1.0)",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// NetEQ-style statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JitterStats {
+    /// Buffer level at the last tick, in ms.
+    pub current_delay_ms: u32,
+    /// Target level, in ms.
+    pub target_delay_ms: u32,
+    /// Packets accepted.
+    pub received: u64,
+    /// Frames produced by concealment (loss without FEC, underruns, stretching).
+    pub concealed: u64,
+    /// Lost frames rebuilt from the next packet's in-band FEC.
+    pub fec_recovered: u64,
+    /// Packets that arrived after their playout time (dropped).
+    pub late: u64,
+    /// Duplicate packets (dropped).
+    pub duplicate: u64,
+    /// Packets that arrived after a packet with a higher sequence number.
+    pub reordered: u64,
+    /// Frames dropped at quiet points to reduce delay.
+    pub accelerated: u64,
+    /// Concealment frames inserted at quiet points to build delay.
+    pub stretched: u64,
+    /// Ticks with nothing to play while the stream was active.
+    pub underruns: u64,
+    /// Comfort-noise frames during the sender's DTX or a pause.
+    pub dtx: u64,
+    /// Restarts after a timestamp jump beyond the buffer.
+    pub resyncs: u64,
+    /// Packets rejected as empty or oversized.
+    pub malformed: u64,
+}
+
+/// What the decoder should do for this tick.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Playout<'a> {
+    /// Nothing to play: the stream has not started.
+    Idle,
+    /// Decode this packet.
+    Packet {
+        /// The Opus payload.
+        payload: &'a [u8],
+        /// The RFC 6464 audio level (-dBov, 0..=127) sent with it, if any.
+        audio_level: Option<u8>,
+    },
+    /// The frame was lost: rebuild it from the in-band FEC of the following packet.
+    Fec {
+        /// The following packet's payload.
+        next_payload: &'a [u8],
+    },
+    /// Conceal (packet-loss concealment).
+    Conceal,
+    /// The sender is silent (DTX or paused): produce comfort silence.
+    Silence,
+}
+
+/// Outcome of [`JitterBuffer::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored for playout.
+    Accepted,
+    /// Already buffered or played.
+    Duplicate,
+    /// Its playout time has passed.
+    Late,
+    /// Empty or larger than [`MAX_PAYLOAD`].
+    Malformed,
+}
+
+#[derive(Clone)]
+struct Slot {
+    used: bool,
+    played: bool,
+    index: i64,
+    seq: i64,
+    level: Option<u8>,
+    len: u16,
+    data: [u8; MAX_PAYLOAD],
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        used: false,
+        played: false,
+        index: i64::MIN,
+        seq: 0,
+        level: None,
+        len: 0,
+        data: [0; MAX_PAYLOAD],
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No packet yet.
+    Idle,
+    /// Waiting for the level to reach the target before (re)starting; `resumed` = played before.
+    Buffering {
+        resumed: bool,
+    },
+    Playing,
+}
+
+/// The jitter buffer. See the module docs for the algorithm.
+pub struct JitterBuffer {
+    cfg: JitterConfig,
+    slots: Box<[Slot]>,
+    state: State,
+    first_ts: i64,
+    last_ts_raw: u32,
+    last_ts_ext: i64,
+    last_seq_raw: u16,
+    highest_seq: i64,
+    highest_index: i64,
+    playout: i64,
+    last_played_seq: Option<i64>,
+    in_dtx: bool,
+    hold: u32,
+    transit: [i64; TRANSIT_WINDOW],
+    transit_len: usize,
+    transit_pos: usize,
+    hist: [f32; HISTOGRAM_BINS],
+    target: u16,
+    filtered_level: f32,
+    level: i64,
+    last_low_energy: bool,
+    stats: JitterStats,
+}
+
+impl std::fmt::Debug for JitterBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitterBuffer")
+            .field("state", &self.state)
+            .field("playout", &self.playout)
+            .field("target", &self.target)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl JitterBuffer {
+    /// Creates an empty buffer; all memory is allocated here.
+    pub fn new(cfg: JitterConfig) -> Result<Self> {
+        cfg.validate()?;
+        let initial = cfg
+            .initial_delay_frames
+            .clamp(cfg.min_delay_frames, cfg.max_delay_frames);
+        let mut hist = [0.0; HISTOGRAM_BINS];
+        hist[usize::from(initial - 1).min(HISTOGRAM_BINS - 1)] = 1.0;
+        Ok(Self {
+            cfg,
+            slots: vec![Slot::EMPTY; JITTER_CAPACITY_FRAMES].into_boxed_slice(),
+            state: State::Idle,
+            first_ts: 0,
+            last_ts_raw: 0,
+            last_ts_ext: 0,
+            last_seq_raw: 0,
+            highest_seq: 0,
+            highest_index: 0,
+            playout: 0,
+            last_played_seq: None,
+            in_dtx: false,
+            hold: 0,
+            transit: [0; TRANSIT_WINDOW],
+            transit_len: 0,
+            transit_pos: 0,
+            hist,
+            target: initial,
+            filtered_level: f32::from(initial),
+            level: 0,
+            last_low_energy: false,
+            stats: JitterStats {
+                target_delay_ms: u32::from(initial) * 20,
+                ..JitterStats::default()
+            },
+        })
+    }
+
+    /// Forgets all packets and statistics' history (stream restart); counters are kept.
+    pub fn reset(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.used = false;
+            s.played = false;
+            s.index = i64::MIN;
+        }
+        self.state = State::Idle;
+        self.transit_len = 0;
+        self.transit_pos = 0;
+        self.last_played_seq = None;
+        self.in_dtx = false;
+        self.hold = 0;
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Current target level in frames.
+    pub fn target_frames(&self) -> u16 {
+        self.target
+    }
+
+    /// Frames between the playout point and the newest packet.
+    pub fn level_frames(&self) -> i64 {
+        if self.state == State::Idle {
+            0
+        } else {
+            (self.highest_index - self.playout + 1).max(0)
+        }
+    }
+
+    /// True once the stream has played (and is not idle).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.state,
+            State::Playing | State::Buffering { resumed: true }
+        )
+    }
+
+    fn slot(&self, index: i64) -> Option<&Slot> {
+        let s = &self.slots[index.rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];
+        (s.used && s.index == index).then_some(s)
+    }
+
+    fn slot_mut(&mut self, index: i64) -> &mut Slot {
+        &mut self.slots[index.rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize]
+    }
+
+    fn update_delay_estimate(&mut self, now: Duration, ext_ts: i64) {
+        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+        let media_us = (ext_ts - self.first_ts) * 1000 / 48;
+        let transit = now_us - media_us;
+        self.transit[self.transit_pos] = transit;
+        self.transit_pos = (self.transit_pos + 1) % TRANSIT_WINDOW;
+        self.transit_len = (self.transit_len + 1).min(TRANSIT_WINDOW);
+        let min = self.transit[..self.transit_len]
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(transit);
+        let rel = (transit - min).max(0);
+        let bin = ((rel + 19_999) / 20_000).min(HISTOGRAM_BINS as i64 - 1) as usize;
+        for h in self.hist.iter_mut() {
+            *h *= FORGET_FACTOR;
+        }
+        self.hist[bin] += 1.0 - FORGET_FACTOR;
+        let total: f32 = self.hist.iter().sum();
+        let goal = self.cfg.quantile * total;
+        let mut acc = 0.0;
+        let mut k = HISTOGRAM_BINS - 1;
+        for (i, h) in self.hist.iter().enumerate() {
+            acc += h;
+            if acc >= goal {
+                k = i;
+                break;
+            }
+        }
+        let target = (k as u16 + 1).clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        self.target = target;
+        self.stats.target_delay_ms = u32::from(target) * 20;
+    }
+
+    /// Stores a packet that arrived at `now` (session-relative). Untrusted input: never panics.
+    pub fn insert(
+        &mut self,
+        now: Duration,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+        audio_level: Option<u8>,
+    ) -> InsertOutcome {
+        if payload.is_empty() || payload.len() > MAX_PAYLOAD {
+            self.stats.malformed += 1;
+            return InsertOutcome::Malformed;
+        }
+        let fresh = self.state == State::Idle;
+        let (ext_ts, ext_seq) = if fresh {
+            (i64::from(timestamp) + (1 << 32), i64::from(seq) + (1 << 16))
+        } else {
+            let ts = self.last_ts_ext + i64::from(timestamp.wrapping_sub(self.last_ts_raw) as i32);
+            let sq = self.highest_seq + i64::from(seq.wrapping_sub(self.last_seq_raw) as i16);
+            (ts, sq)
+        };
+        if fresh {
+            self.first_ts = ext_ts;
+        }
+        let rel = ext_ts - self.first_ts;
+        let half = i64::from(RTP_TICKS_PER_FRAME / 2);
+        let index = (rel + half).div_euclid(i64::from(RTP_TICKS_PER_FRAME));
+        if !fresh {
+            // A jump beyond the buffer (sender restart, long outage): start again from this packet.
+            let behind = self.playout - index;
+            let ahead = index - self.playout;
+            if ahead >= JITTER_CAPACITY_FRAMES as i64
+                || behind >= (JITTER_CAPACITY_FRAMES * 4) as i64
+            {
+                self.stats.resyncs += 1;
+                self.reset();
+                return self.insert(now, seq, timestamp, payload, audio_level);
+            }
+        }
+        if let Some(s) = self.slot(index) {
+            let _ = s;
+            self.stats.duplicate += 1;
+            return InsertOutcome::Duplicate;
+        }
+        if !fresh && index < self.playout {
+            if self.in_dtx || matches!(self.state, State::Buffering { .. }) {
+                // First packet of a new talkspurt that is "late" against the comfort-noise timeline: re-buffer at it.
+                self.playout = index;
+                self.state = State::Buffering { resumed: true };
+                self.in_dtx = false;
+            } else {
+                self.stats.late += 1;
+                return InsertOutcome::Late;
+            }
+        }
+        if !fresh && ext_seq < self.highest_seq {
+            self.stats.reordered += 1;
+        }
+        if fresh || ext_ts > self.last_ts_ext {
+            self.last_ts_ext = ext_ts;
+            self.last_ts_raw = timestamp;
+        }
+        if fresh || ext_seq > self.highest_seq {
+            self.highest_seq = ext_seq;
+            self.last_seq_raw = seq;
+        }
+        if fresh || index > self.highest_index {
+            self.highest_index = index;
+        }
+        if fresh {
+            self.playout = index;
+            self.state = State::Buffering { resumed: false };
+        }
+        self.update_delay_estimate(now, ext_ts);
+        let slot = self.slot_mut(index);
+        slot.used = true;
+        slot.played = false;
+        slot.index = index;
+        slot.seq = ext_seq;
+        slot.level = audio_level;
+        slot.len = payload.len() as u16;
+        slot.data[..payload.len()].copy_from_slice(payload);
+        self.stats.received += 1;
+        InsertOutcome::Accepted
+    }
+
+    /// Tells the buffer whether the frame just output was quiet (where stretching is inaudible).
+    pub fn set_last_output_quiet(&mut self, quiet: bool) {
+        self.last_low_energy = quiet;
+    }
+
+    fn take(&mut self, index: i64) -> Playout<'_> {
+        let s = self.slot_mut(index);
+        s.played = true;
+        s.used = false;
+        let seq = s.seq;
+        let dtx = usize::from(s.len) <= DTX_PACKET_MAX_LEN;
+        self.last_played_seq = Some(seq);
+        self.in_dtx = dtx;
+        let s = &self.slots[index.rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];
+        Playout::Packet {
+            payload: &s.data[..usize::from(s.len)],
+            audio_level: s.level,
+        }
+    }
+
+    /// Decides what to play for this tick (call once per 20 ms).
+    pub fn pop(&mut self) -> Playout<'_> {
+        let level = self.level_frames();
+        self.level = level;
+        self.stats.current_delay_ms = (level.max(0) as u32) * 20;
+        match self.state {
+            State::Idle => return Playout::Idle,
+            State::Buffering { resumed } => {
+                if level >= i64::from(self.target) && self.slot(self.playout).is_some() {
+                    self.state = State::Playing;
+                    self.hold = 0;
+                } else if resumed {
+                    self.stats.dtx += 1;
+                    return Playout::Silence;
+                } else {
+                    return Playout::Idle;
+                }
+            }
+            State::Playing => {}
+        }
+        self.filtered_level += (level as f32 - self.filtered_level) / 8.0;
+        let target = i64::from(self.target);
+        if self.slot(self.playout).is_some() {
+            self.hold = 0;
+            if level < target
+                && self.last_low_energy
+                && !self.in_dtx
+                && (self.filtered_level as i64) < target
+            {
+                // Build delay at a quiet point.
+                self.stats.stretched += 1;
+                self.stats.concealed += 1;
+                self.last_low_energy = false;
+                return Playout::Conceal;
+            }
+            let idx = self.playout;
+            self.playout += 1;
+            return self.take(idx);
+        }
+        if self.highest_index > self.playout {
+            // Missing frame with later frames buffered: DTX gap, or loss.
+            self.hold = 0;
+            let lost = self.playout;
+            self.playout += 1;
+            if self.in_dtx {
+                self.stats.dtx += 1;
+                return Playout::Silence;
+            }
+            if let Some(next) = self.slot(lost + 1) {
+                // A consecutive sequence number across the gap means the sender skipped this frame (DTX).
+                if self.last_played_seq.is_some_and(|p| next.seq == p + 1) {
+                    self.stats.dtx += 1;
+                    return Playout::Silence;
+                }
+                self.stats.fec_recovered += 1;
+                let s = &self.slots[(lost + 1).rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];
+                return Playout::Fec {
+                    next_payload: &s.data[..usize::from(s.len)],
+                };
+            }
+            self.stats.concealed += 1;
+            return Playout::Conceal;
+        }
+        // Nothing buffered.
+        if self.in_dtx || self.hold >= MAX_HOLD_FRAMES {
+            self.playout += 1;
+            self.in_dtx = true;
+            self.stats.dtx += 1;
+            return Playout::Silence;
+        }
+        self.hold += 1;
+        self.stats.underruns += 1;
+        self.stats.concealed += 1;
+        Playout::Conceal
+    }
+
+    /// After decoding a [`Playout::Packet`]: if the level is above target and the frame was quiet (or the level is far
+    /// above target), drop it and return the next packet to play instead.
+    pub fn accelerate(&mut self, decoded_was_quiet: bool) -> Option<Playout<'_>> {
+        let target = i64::from(self.target);
+        let remaining = self.level - 1;
+        let quiet_ok =
+            decoded_was_quiet && remaining > target && self.filtered_level > (target as f32) + 1.0;
+        let forced = remaining > target + 3 && self.filtered_level > (target as f32) + 3.0;
+        if !(quiet_ok || forced)
+            || self.state != State::Playing
+            || self.slot(self.playout).is_none()
+        {
+            return None;
+        }
+        self.stats.accelerated += 1;
+        self.level -= 1;
+        self.filtered_level -= 1.0;
+        let idx = self.playout;
+        self.playout += 1;
+        Some(self.take(idx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn jb() -> JitterBuffer {
+        JitterBuffer::new(JitterConfig::default()).unwrap()
+    }
+
+    fn seq_of(p: &Playout<'_>) -> Option<u8> {
+        match p {
+            Playout::Packet { payload, .. } => Some(payload[1]),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn reorder_duplicate_late_and_loss() {
+        let mut b = jb();
+        let pkt = |n: u8| [0x48, n, 1];
+        assert_eq!(b.pop(), Playout::Idle);
+        let base_ts = u32::MAX - 960; // wraps during the test
+        let ins = |b: &mut JitterBuffer, t: u64, n: u16| {
+            b.insert(
+                ms(t),
+                65534u16.wrapping_add(n),
+                base_ts.wrapping_add(960 * u32::from(n)),
+                &pkt(n as u8),
+                None,
+            )
+        };
+        assert_eq!(ins(&mut b, 0, 0), InsertOutcome::Accepted);
+        assert_eq!(ins(&mut b, 1, 0), InsertOutcome::Duplicate);
+        assert_eq!(ins(&mut b, 20, 2), InsertOutcome::Accepted);
+        assert_eq!(ins(&mut b, 21, 1), InsertOutcome::Accepted); // reordered
+        assert_eq!(b.stats().reordered, 1);
+        assert_eq!(seq_of(&b.pop()), Some(0));
+        assert_eq!(seq_of(&b.pop()), Some(1));
+        assert_eq!(seq_of(&b.pop()), Some(2));
+        // 3 lost, 4 present: FEC from 4.
+        assert_eq!(ins(&mut b, 80, 4), InsertOutcome::Accepted);
+        assert!(matches!(b.pop(), Playout::Fec { next_payload } if next_payload[1] == 4));
+        assert_eq!(seq_of(&b.pop()), Some(4));
+        assert_eq!(ins(&mut b, 90, 3), InsertOutcome::Late);
+        assert_eq!(ins(&mut b, 91, 4), InsertOutcome::Late);
+        // Underrun: conceal without advancing; the late packet 5 is then still played.
+        assert_eq!(b.pop(), Playout::Conceal);
+        assert_eq!(ins(&mut b, 120, 5), InsertOutcome::Accepted);
+        assert_eq!(seq_of(&b.pop()), Some(5));
+        let s = b.stats();
+        assert_eq!(
+            (
+                s.duplicate,
+                s.late,
+                s.fec_recovered,
+                s.underruns,
+                s.received
+            ),
+            (1, 2, 1, 1, 5)
+        );
+        // Malformed input never panics.
+        assert_eq!(b.insert(ms(130), 9, 9, &[], None), InsertOutcome::Malformed);
+        assert_eq!(
+            b.insert(ms(130), 9, 9, &[0; MAX_PAYLOAD + 1], None),
+            InsertOutcome::Malformed
+        );
+    }
+
+    #[test]
+    fn target_follows_jitter() {
+        let mut b = jb();
+        // 100 ms of jitter on every 4th packet for 20 s.
+        for n in 0..1000u32 {
+            let extra = if n % 4 == 0 { 100 } else { 0 };
+            b.insert(
+                ms(u64::from(n) * 20 + extra),
+                n as u16,
+                n * 960,
+                &[0x48, 1, 2],
+                None,
+            );
+        }
+        assert!(
+            b.target_frames() >= 5 && b.target_frames() <= 7,
+            "target {}",
+            b.target_frames()
+        );
+        let mut c = jb();
+        for n in 0..1000u32 {
+            c.insert(
+                ms(u64::from(n) * 20),
+                n as u16,
+                n * 960,
+                &[0x48, 1, 2],
+                None,
+            );
+        }
+        assert_eq!(c.target_frames(), 1);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(
+            JitterBuffer::new(JitterConfig {
+                min_delay_frames: 0,
+                ..JitterConfig::default()
+            })
+            .is_err()
+        );
+        assert!(
+            JitterBuffer::new(JitterConfig {
+                max_delay_frames: 200,
+                ..JitterConfig::default()
+            })
+            .is_err()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_packets_never_panic(ops in proptest::collection::vec(
+            (0u64..100_000, proptest::num::u16::ANY, proptest::num::u32::ANY, 0usize..1400, proptest::bool::ANY), 0..300)) {
+            let mut b = jb();
+            let buf = [0x48u8; 1400];
+            for (t, seq, ts, len, pop) in ops {
+                b.insert(Duration::from_millis(t), seq, ts, &buf[..len], None);
+                if pop {
+                    let _ = b.pop();
+                    let _ = b.accelerate(true);
+                }
+                proptest::prop_assert!(b.level_frames() <= JITTER_CAPACITY_FRAMES as i64 * 5);
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Send pacing: one RTP packet per 20 ms of media timeline, from absolute deadlines.
+//!
+//! The n-th packet is due at `start + n × 20 ms` (never "sleep 20 ms" from the last send, which accumulates the
+//! worker's lateness). When the bot has queued nothing, or its frame is digital silence, the encoder is skipped and a
+//! one-byte Opus "no audio" packet keeps the stream alive (the receiver conceals/generates comfort noise). A tick
+//! without a bot frame after the bot started sending counts as an underrun. The send status goes
+//! [`SendStatus::Active`] with the first frame the bot queues (like `AudioSendStatusChanged`).
+
+use std::time::Duration;
+
+use crate::codec::{EncoderSettings, MAX_PAYLOAD, OPUS_SILENCE_PACKET, OpusEncoder};
+use crate::error::Result;
+use crate::frame::{FRAME_DURATION, RTP_TICKS_PER_FRAME, SampleRate, is_digital_silence};
+
+/// Whether the bot is sending audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// The bot has not sent a frame yet.
+    Inactive,
+    /// The bot has sent at least one frame.
+    Active,
+}
+
+/// An RTP packet to send (header fields and the Opus payload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutgoingPacket<'a> {
+    /// Our SSRC.
+    pub ssrc: u32,
+    /// RTP sequence number.
+    pub sequence: u16,
+    /// RTP timestamp (48 kHz).
+    pub timestamp: u32,
+    /// Set on the first packet of a talkspurt.
+    pub marker: bool,
+    /// RTP payload type.
+    pub payload_type: u8,
+    /// Media time of the packet's deadline (session-relative).
+    pub deadline: Duration,
+    /// The Opus payload.
+    pub payload: &'a [u8],
+}
+
+/// Counters of the pacer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacerStats {
+    /// Packets produced.
+    pub packets: u64,
+    /// Packets that carried encoded bot audio.
+    pub encoded: u64,
+    /// Ticks where the encoder was skipped (nothing queued or digital silence).
+    pub encoder_skipped: u64,
+    /// Ticks without a bot frame after the bot became active.
+    pub underruns: u64,
+}
+
+/// Paces and encodes the outbound stream.
+pub struct SendPacer {
+    encoder: OpusEncoder,
+    start: Duration,
+    next_index: u64,
+    ssrc: u32,
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    status: SendStatus,
+    talking: bool,
+    stats: PacerStats,
+    buf: [u8; MAX_PAYLOAD],
+    len: usize,
+    last: (u16, u32, bool, Duration),
+}
+
+impl std::fmt::Debug for SendPacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendPacer")
+            .field("next_index", &self.next_index)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl SendPacer {
+    /// A pacer whose first packet is due at `start`, encoding frames at `rate`.
+    pub fn new(
+        start: Duration,
+        rate: SampleRate,
+        settings: EncoderSettings,
+        ssrc: u32,
+        payload_type: u8,
+        initial_sequence: u16,
+        initial_timestamp: u32,
+    ) -> Result<Self> {
+        Ok(Self {
+            encoder: OpusEncoder::new(rate, settings)?,
+            start,
+            next_index: 0,
+            ssrc,
+            payload_type,
+            sequence: initial_sequence,
+            timestamp: initial_timestamp,
+            status: SendStatus::Inactive,
+            talking: false,
+            stats: PacerStats::default(),
+            buf: [0; MAX_PAYLOAD],
+            len: 0,
+            last: (0, 0, false, Duration::ZERO),
+        })
+    }
+
+    /// When the next packet is due.
+    pub fn next_deadline(&self) -> Duration {
+        deadline(self.start, self.next_index)
+    }
+
+    /// Index of the next packet on the media timeline.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// The send status.
+    pub fn status(&self) -> SendStatus {
+        self.status
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PacerStats {
+        self.stats
+    }
+
+    /// Skips `n` packet slots (the worker was too late to send them); the RTP timestamp advances accordingly.
+    pub fn skip(&mut self, n: u64) {
+        self.next_index += n;
+        self.timestamp = self
+            .timestamp
+            .wrapping_add(RTP_TICKS_PER_FRAME.wrapping_mul(n as u32));
+        self.talking = false;
+    }
+
+    /// Produces the packet for the current deadline from the bot's frame (or `None` if it queued nothing).
+    /// Returns true if the send status just became active.
+    pub fn produce(&mut self, frame: Option<&[i16]>) -> Result<bool> {
+        let mut became_active = false;
+        if frame.is_some() && self.status == SendStatus::Inactive {
+            self.status = SendStatus::Active;
+            became_active = true;
+        }
+        if frame.is_none() && self.status == SendStatus::Active {
+            self.stats.underruns += 1;
+        }
+        let audible = frame.filter(|f| !is_digital_silence(f));
+        let marker = match audible {
+            Some(pcm) => {
+                let encoded = self.encoder.encode(pcm, &mut self.buf);
+                match encoded {
+                    Ok(len) => {
+                        self.len = len;
+                        self.stats.encoded += 1;
+                    }
+                    Err(e) => {
+                        self.buf[..1].copy_from_slice(&OPUS_SILENCE_PACKET);
+                        self.len = 1;
+                        self.finish(false);
+                        return Err(e);
+                    }
+                }
+                let m = !self.talking;
+                self.talking = true;
+                m
+            }
+            None => {
+                self.buf[..1].copy_from_slice(&OPUS_SILENCE_PACKET);
+                self.len = 1;
+                self.stats.encoder_skipped += 1;
+                self.talking = false;
+                false
+            }
+        };
+        self.finish(marker);
+        Ok(became_active)
+    }
+
+    fn finish(&mut self, marker: bool) {
+        self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(RTP_TICKS_PER_FRAME);
+        self.next_index += 1;
+        self.stats.packets += 1;
+    }
+
+    /// The packet produced by the last [`SendPacer::produce`].
+    pub fn packet(&self) -> OutgoingPacket<'_> {
+        OutgoingPacket {
+            ssrc: self.ssrc,
+            sequence: self.last.0,
+            timestamp: self.last.1,
+            marker: self.last.2,
+            payload_type: self.payload_type,
+            deadline: self.last.3,
+            payload: &self.buf[..self.len],
+        }
+    }
+}
+
+/// `start + index × 20 ms`.
+pub fn deadline(start: Duration, index: u64) -> Duration {
+    start + FRAME_DURATION * u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_silence_underruns_and_status() {
+        let start = Duration::from_millis(7);
+        let mut p = SendPacer::new(
+            start,
+            SampleRate::HZ_16000,
+            EncoderSettings::default(),
+            42,
+            111,
+            65535,
+            u32::MAX,
+        )
+        .unwrap();
+        assert_eq!(p.next_deadline(), start);
+        // Bot silent: no encoder, status inactive, no underrun.
+        assert!(!p.produce(None).unwrap());
+        let pk = p.packet();
+        assert_eq!(
+            (pk.sequence, pk.timestamp, pk.payload, pk.deadline),
+            (65535, u32::MAX, &[0x48][..], start)
+        );
+        assert_eq!(p.status(), SendStatus::Inactive);
+        // First frame: active, encoded, marker.
+        let tone: Vec<i16> = (0..320)
+            .map(|i| ((i as f32 * 0.3).sin() * 5000.0) as i16)
+            .collect();
+        assert!(p.produce(Some(&tone)).unwrap());
+        let pk = p.packet();
+        assert!(pk.marker && pk.payload.len() > 2);
+        assert_eq!((pk.sequence, pk.timestamp), (0, 959));
+        assert_eq!(pk.deadline, start + Duration::from_millis(20));
+        assert!(!p.produce(Some(&tone)).unwrap());
+        assert!(!p.packet().marker);
+        // Digital silence skips the encoder; nothing queued is an underrun.
+        p.produce(Some(&[0; 320])).unwrap();
+        p.produce(None).unwrap();
+        assert_eq!(
+            p.stats(),
+            PacerStats {
+                packets: 5,
+                encoded: 2,
+                encoder_skipped: 3,
+                underruns: 1
+            }
+        );
+        assert_eq!(p.next_deadline(), start + Duration::from_millis(100));
+        assert_eq!(deadline(start, 1000), start + Duration::from_secs(20));
+    }
+}
