@@ -1,0 +1,612 @@
+//! [`MediaSession`]: one call's media, sans-IO (the str0m / quinn-proto shape).
+//!
+//! The driver (a media worker thread in the daemon, a simulator in tests) feeds it:
+//! * [`MediaSession::handle_packet`] for each received RTP packet (already parsed by the wire crate),
+//! * [`MediaSession::handle_tick`] whenever [`MediaSession::poll_timeout`] has passed,
+//!
+//! and drains [`MediaSession::poll_output`] after each call: packets to transmit and events. Audio for the bot goes
+//! into the inbound ring and audio from the bot comes from the outbound ring ([`BotEndpoint`], the two ring ends the
+//! bot side owns, typically on another thread).
+//!
+//! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream pulls one frame from its jitter buffer
+//! (decode, FEC, concealment, accelerate/stretch), the speaker tracker updates, the mixed frame plus unmixed frames of
+//! the loudest speakers go to the bot, and the pacer turns the bot's next queued frame (or silence) into exactly one
+//! packet. The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many sessions over the 20 ms period.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::codec::{EncoderSettings, OpusDecoder};
+use crate::error::{Error, Result};
+use crate::frame::{
+    FRAME_DURATION, FrameInfo, MAX_FRAME_SAMPLES, SILENCE_DBOV, SampleRate, level_dbov, ticks_100ns,
+};
+use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::mixer::{SpeakerConfig, SpeakerTracker, accumulate, level_from_rfc6464, saturate};
+use crate::pacer::{OutgoingPacket, PacerStats, SendPacer, SendStatus};
+use crate::resample::FrameResampler;
+use crate::ring::{
+    DEFAULT_INBOUND_CAPACITY_FRAMES, DEFAULT_OUTBOUND_CAPACITY_FRAMES, InboundConsumer,
+    InboundProducer, MAX_UNMIXED, MarkName, OutboundConsumer, OutboundProducer, ReceivedAudio,
+    inbound, outbound,
+};
+
+/// Events kept for the driver; on overflow the oldest is dropped and counted.
+pub const EVENTS_CAPACITY: usize = 64;
+/// Upper bound of inbound streams per session.
+pub const MAX_STREAMS: usize = 16;
+/// A frame quieter than this is a good place to drop or insert audio (dBov).
+pub const QUIET_DBOV: f32 = -40.0;
+/// If the driver falls this many ticks behind, the missed ticks are skipped instead of replayed.
+pub const MAX_CATCH_UP_TICKS: u64 = 5;
+/// A stream without packets for this long may be reused for a new source.
+pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
+
+/// Session settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionConfig {
+    /// The bot's PCM rate (default 16 kHz, `Pcm16K`).
+    pub rate: SampleRate,
+    /// Outbound encoder settings.
+    pub encoder: EncoderSettings,
+    /// Jitter buffer settings (per inbound stream).
+    pub jitter: JitterConfig,
+    /// Speaker tracking settings.
+    pub speakers: SpeakerConfig,
+    /// Inbound streams (participants) decoded at once; allocated at session start (default 4).
+    pub max_streams: usize,
+    /// Unmixed streams of the loudest speakers handed to the bot with each frame (default 4, 0 = mixed only).
+    pub max_unmixed: usize,
+    /// Inbound ring capacity in frames (default 50 = 1 s).
+    pub inbound_capacity_frames: usize,
+    /// Outbound ring capacity in frames (default 500 = 10 s).
+    pub outbound_capacity_frames: usize,
+    /// Offset of this session's ticks within the 20 ms period.
+    pub tick_phase: Duration,
+    /// SSRC of our outbound stream.
+    pub ssrc: u32,
+    /// RTP payload type of Opus (dynamic, default 111).
+    pub payload_type: u8,
+    /// First outbound RTP sequence number (random in production).
+    pub initial_sequence: u16,
+    /// First outbound RTP timestamp (random in production).
+    pub initial_timestamp: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            rate: SampleRate::HZ_16000,
+            encoder: EncoderSettings::default(),
+            jitter: JitterConfig::default(),
+            speakers: SpeakerConfig::default(),
+            max_streams: 4,
+            max_unmixed: 4,
+            inbound_capacity_frames: DEFAULT_INBOUND_CAPACITY_FRAMES,
+            outbound_capacity_frames: DEFAULT_OUTBOUND_CAPACITY_FRAMES,
+            tick_phase: Duration::ZERO,
+            ssrc: 0x6d70_0001,
+            payload_type: 111,
+            initial_sequence: 0,
+            initial_timestamp: 0,
+        }
+    }
+}
+
+/// The RTP fields the session needs (the wire crate parses them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RtpPacketInfo {
+    /// Sender's SSRC.
+    pub ssrc: u32,
+    /// RTP sequence number.
+    pub sequence: u16,
+    /// RTP timestamp (48 kHz for Opus).
+    pub timestamp: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload type.
+    pub payload_type: u8,
+    /// RFC 6464 audio level (0..=127, -dBov) if the packet carried the extension.
+    pub audio_level: Option<u8>,
+    /// Media source id (MSI) of the participant; the SSRC is used when absent.
+    pub source_id: Option<u32>,
+}
+
+/// Something the driver should know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The bot started sending (`AudioSendStatusChanged`).
+    SendStatusChanged(SendStatus),
+    /// The dominant speaker changed (`DominantSpeakerChanged`).
+    DominantSpeakerChanged {
+        /// Previous dominant speaker's MSI.
+        previous: Option<u32>,
+        /// New dominant speaker's MSI.
+        current: Option<u32>,
+    },
+    /// A mark placed by the bot was reached (its preceding frame sent) or discarded by `clear`.
+    Mark {
+        /// The bot's name.
+        name: MarkName,
+        /// True if a clear discarded it.
+        cleared: bool,
+    },
+    /// A new inbound source started.
+    StreamStarted {
+        /// Its MSI.
+        source_id: u32,
+    },
+}
+
+/// What [`MediaSession::poll_output`] yields.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<'a> {
+    /// An RTP packet to send now.
+    Transmit(OutgoingPacket<'a>),
+    /// An event.
+    Event(Event),
+}
+
+/// Session counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionStats {
+    /// Ticks processed.
+    pub ticks: u64,
+    /// Ticks skipped because the driver was more than [`MAX_CATCH_UP_TICKS`] late.
+    pub skipped_ticks: u64,
+    /// Ticks handled more than one frame after their deadline.
+    pub late_ticks: u64,
+    /// RTP packets given to the session.
+    pub packets_received: u64,
+    /// Packets ignored (wrong payload type, no stream free, malformed).
+    pub packets_ignored: u64,
+    /// Frames delivered to the inbound ring.
+    pub frames_to_bot: u64,
+    /// Inbound frames dropped because the bot fell behind.
+    pub frames_dropped_for_bot: u64,
+    /// Frames that failed to decode (concealed instead).
+    pub decode_errors: u64,
+    /// Events dropped because the driver did not drain them.
+    pub events_dropped: u64,
+    /// Outbound frames discarded by `clear`.
+    pub frames_cleared: u64,
+    /// Outbound pacing.
+    pub pacer: PacerStats,
+}
+
+/// The two ring ends the bot side owns.
+#[derive(Debug)]
+pub struct BotEndpoint {
+    /// Frames for the bot (mixed, active speakers, unmixed).
+    pub inbound: InboundConsumer,
+    /// Frames from the bot, `clear` and `mark`.
+    pub outbound: OutboundProducer,
+}
+
+struct Stream {
+    source_id: Option<u32>,
+    last_packet: Duration,
+    jitter: JitterBuffer,
+    decoder: OpusDecoder,
+    resampler: Option<FrameResampler>,
+    decoded: [i16; MAX_FRAME_SAMPLES],
+    frame: [i16; MAX_FRAME_SAMPLES],
+    produced: bool,
+    level: f32,
+}
+
+impl Stream {
+    fn new(cfg: &SessionConfig) -> Result<Self> {
+        let (decoder, resampler) = match cfg.rate.opus_native() {
+            Some(_) => (OpusDecoder::new(cfg.rate)?, None),
+            None => (
+                OpusDecoder::new(SampleRate::HZ_48000)?,
+                Some(FrameResampler::new(SampleRate::HZ_48000, cfg.rate)?),
+            ),
+        };
+        Ok(Self {
+            source_id: None,
+            last_packet: Duration::ZERO,
+            jitter: JitterBuffer::new(cfg.jitter)?,
+            decoder,
+            resampler,
+            decoded: [0; MAX_FRAME_SAMPLES],
+            frame: [0; MAX_FRAME_SAMPLES],
+            produced: false,
+            level: -127.0,
+        })
+    }
+
+    /// Pulls this tick's frame. Returns decode errors (already concealed).
+    fn tick(&mut self, spf: usize) -> u64 {
+        let dspf = self.decoder.samples_per_frame();
+        let mut errors = 0;
+        self.produced = true;
+        let mut rfc_level = None;
+        let mut was_packet = false;
+        {
+            let out = &mut self.decoded[..dspf];
+            let r = match self.jitter.pop() {
+                Playout::Idle => {
+                    self.produced = false;
+                    Ok(())
+                }
+                Playout::Packet {
+                    payload,
+                    audio_level,
+                } => {
+                    rfc_level = audio_level;
+                    was_packet = true;
+                    self.decoder.decode(payload, out)
+                }
+                Playout::Fec { next_payload } => self.decoder.decode_fec(next_payload, out),
+                Playout::Conceal => self.decoder.conceal(out),
+                Playout::Silence => {
+                    out.fill(0);
+                    Ok(())
+                }
+            };
+            if r.is_err() {
+                errors += 1;
+                if self.decoder.conceal(out).is_err() {
+                    out.fill(0);
+                }
+            }
+        }
+        if !self.produced {
+            return errors;
+        }
+        let mut quiet = level_dbov(&self.decoded[..dspf]) < QUIET_DBOV;
+        if was_packet
+            && let Some(Playout::Packet {
+                payload,
+                audio_level,
+            }) = self.jitter.accelerate(quiet)
+        {
+            rfc_level = audio_level;
+            if self
+                .decoder
+                .decode(payload, &mut self.decoded[..dspf])
+                .is_err()
+            {
+                errors += 1;
+                if self.decoder.conceal(&mut self.decoded[..dspf]).is_err() {
+                    self.decoded[..dspf].fill(0);
+                }
+            }
+            quiet = level_dbov(&self.decoded[..dspf]) < QUIET_DBOV;
+        }
+        self.jitter.set_last_output_quiet(quiet);
+        match &mut self.resampler {
+            Some(r) => {
+                if r.process(&self.decoded[..dspf], &mut self.frame[..spf])
+                    .is_err()
+                {
+                    self.frame[..spf].fill(0);
+                }
+            }
+            None => self.frame[..spf].copy_from_slice(&self.decoded[..spf]),
+        }
+        self.level = match rfc_level {
+            Some(v) => level_from_rfc6464(v),
+            None => level_dbov(&self.frame[..spf]),
+        };
+        errors
+    }
+}
+
+/// One call's media. See the module docs.
+pub struct MediaSession {
+    cfg: SessionConfig,
+    spf: usize,
+    streams: Vec<Stream>,
+    tracker: SpeakerTracker,
+    pacer: SendPacer,
+    inbound: InboundProducer,
+    outbound: OutboundConsumer,
+    to_bot: Box<ReceivedAudio>,
+    acc: [i32; MAX_FRAME_SAMPLES],
+    bot_frame: [i16; MAX_FRAME_SAMPLES],
+    pcm48: [i16; MAX_FRAME_SAMPLES],
+    out_resampler: Option<FrameResampler>,
+    order: [usize; MAX_STREAMS],
+    events: VecDeque<Event>,
+    tx_pending: bool,
+    delivering: bool,
+    stats: SessionStats,
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession")
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl MediaSession {
+    /// Creates a session whose media clock starts at `start` (session-relative time, e.g. since the worker began).
+    /// Everything the session needs per frame is allocated here.
+    pub fn new(cfg: SessionConfig, start: Duration) -> Result<(Self, BotEndpoint)> {
+        if cfg.max_streams == 0 || cfg.max_streams > MAX_STREAMS {
+            return Err(Error::Config {
+                field: "max_streams",
+                problem: "must be 1..=MAX_STREAMS (16)",
+            });
+        }
+        if cfg.max_unmixed > MAX_UNMIXED {
+            return Err(Error::Config {
+                field: "max_unmixed",
+                problem: "must be at most MAX_UNMIXED (8)",
+            });
+        }
+        if cfg.tick_phase >= FRAME_DURATION {
+            return Err(Error::Config {
+                field: "tick_phase",
+                problem: "must be shorter than 20 ms",
+            });
+        }
+        let streams = (0..cfg.max_streams)
+            .map(|_| Stream::new(&cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let (encode_rate, out_resampler) = match cfg.rate.opus_native() {
+            Some(_) => (cfg.rate, None),
+            None => (
+                SampleRate::HZ_48000,
+                Some(FrameResampler::new(cfg.rate, SampleRate::HZ_48000)?),
+            ),
+        };
+        let pacer = SendPacer::new(
+            start + cfg.tick_phase,
+            encode_rate,
+            cfg.encoder,
+            cfg.ssrc,
+            cfg.payload_type,
+            cfg.initial_sequence,
+            cfg.initial_timestamp,
+        )?;
+        let (inbound_p, inbound_c) =
+            inbound(cfg.inbound_capacity_frames, cfg.rate, cfg.max_unmixed)?;
+        let (outbound_p, outbound_c) = outbound(cfg.outbound_capacity_frames, cfg.rate)?;
+        let session = Self {
+            spf: cfg.rate.samples_per_frame(),
+            streams,
+            tracker: SpeakerTracker::new(cfg.speakers),
+            pacer,
+            inbound: inbound_p,
+            outbound: outbound_c,
+            to_bot: Box::new(ReceivedAudio::new(cfg.rate)),
+            acc: [0; MAX_FRAME_SAMPLES],
+            bot_frame: [0; MAX_FRAME_SAMPLES],
+            pcm48: [0; MAX_FRAME_SAMPLES],
+            out_resampler,
+            order: [0; MAX_STREAMS],
+            events: VecDeque::with_capacity(EVENTS_CAPACITY),
+            tx_pending: false,
+            delivering: false,
+            stats: SessionStats::default(),
+            cfg,
+        };
+        Ok((
+            session,
+            BotEndpoint {
+                inbound: inbound_c,
+                outbound: outbound_p,
+            },
+        ))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats;
+        s.pacer = self.pacer.stats();
+        s.frames_dropped_for_bot = self.inbound.dropped();
+        s
+    }
+
+    /// Jitter statistics of the stream of `source_id`.
+    pub fn stream_stats(&self, source_id: u32) -> Option<JitterStats> {
+        self.streams
+            .iter()
+            .find(|s| s.source_id == Some(source_id))
+            .map(|s| s.jitter.stats())
+    }
+
+    /// The current dominant speaker.
+    pub fn dominant_speaker(&self) -> Option<u32> {
+        self.tracker.dominant()
+    }
+
+    /// The send status.
+    pub fn send_status(&self) -> SendStatus {
+        self.pacer.status()
+    }
+
+    /// When [`MediaSession::handle_tick`] must be called next.
+    pub fn poll_timeout(&self) -> Duration {
+        self.pacer.next_deadline()
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() == EVENTS_CAPACITY {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    /// Handles one received RTP packet with its Opus `payload`. Never fails: bad packets are counted and dropped.
+    pub fn handle_packet(&mut self, now: Duration, rtp: &RtpPacketInfo, payload: &[u8]) {
+        self.stats.packets_received += 1;
+        if rtp.payload_type != self.cfg.payload_type {
+            self.stats.packets_ignored += 1;
+            return;
+        }
+        let source = rtp.source_id.unwrap_or(rtp.ssrc);
+        let idx = match self
+            .streams
+            .iter()
+            .position(|s| s.source_id == Some(source))
+        {
+            Some(i) => i,
+            None => {
+                // A free stream, else the one idle longest if idle long enough.
+                let free = self.streams.iter().position(|s| s.source_id.is_none());
+                let reuse = || {
+                    self.streams
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| now.saturating_sub(s.last_packet) >= STREAM_IDLE_REUSE)
+                        .min_by_key(|(_, s)| s.last_packet)
+                        .map(|(i, _)| i)
+                };
+                let Some(i) = free.or_else(reuse) else {
+                    self.stats.packets_ignored += 1;
+                    return;
+                };
+                if let Some(old) = self.streams[i].source_id {
+                    self.tracker.remove(old);
+                }
+                let s = &mut self.streams[i];
+                s.source_id = Some(source);
+                s.jitter.reset();
+                if let Some(r) = &mut s.resampler {
+                    r.reset();
+                }
+                self.push_event(Event::StreamStarted { source_id: source });
+                i
+            }
+        };
+        let s = &mut self.streams[idx];
+        s.last_packet = now;
+        if s.jitter
+            .insert(now, rtp.sequence, rtp.timestamp, payload, rtp.audio_level)
+            == crate::jitter::InsertOutcome::Malformed
+        {
+            self.stats.packets_ignored += 1;
+        }
+        self.delivering = true;
+    }
+
+    /// Runs the tick that is due at `now`, if any (one per call; call again while [`MediaSession::poll_timeout`] has
+    /// passed). Returns true if a tick ran.
+    pub fn handle_tick(&mut self, now: Duration) -> bool {
+        let due = self.pacer.next_deadline();
+        if now < due {
+            return false;
+        }
+        let behind = ((now - due).as_micros() / FRAME_DURATION.as_micros()) as u64;
+        if behind > MAX_CATCH_UP_TICKS {
+            self.pacer.skip(behind);
+            self.stats.skipped_ticks += behind;
+        } else if behind >= 1 {
+            self.stats.late_ticks += 1;
+        }
+        let deadline = self.pacer.next_deadline();
+        self.stats.ticks += 1;
+        self.receive_tick(deadline);
+        self.send_tick();
+        true
+    }
+
+    fn receive_tick(&mut self, deadline: Duration) {
+        let spf = self.spf;
+        let mut n_produced = 0;
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            let Some(id) = s.source_id else { continue };
+            self.stats.decode_errors += s.tick(spf);
+            if s.produced {
+                self.tracker.observe(id, s.level);
+                self.order[n_produced] = i;
+                n_produced += 1;
+            }
+        }
+        if let Some(change) = self.tracker.end_frame() {
+            self.push_event(Event::DominantSpeakerChanged {
+                previous: change.previous,
+                current: change.current,
+            });
+        }
+        if !self.delivering {
+            return;
+        }
+        // Mix (saturating) every stream that produced audio.
+        let acc = &mut self.acc[..spf];
+        acc.fill(0);
+        let mut audible = false;
+        for &i in &self.order[..n_produced] {
+            let s = &self.streams[i];
+            accumulate(acc, &s.frame[..spf]);
+            audible |= s.level > SILENCE_DBOV;
+        }
+        let f = &mut *self.to_bot;
+        saturate(acc, f.mixed_mut());
+        f.info = FrameInfo {
+            timestamp: ticks_100ns(deadline),
+            sequence: self.stats.frames_to_bot,
+            is_silence: !audible,
+        };
+        f.set_active_speakers(self.tracker.active_speakers());
+        f.clear_unmixed();
+        let active_count = self
+            .tracker
+            .active_speakers()
+            .len()
+            .min(self.cfg.max_unmixed);
+        for k in 0..active_count {
+            let id = self.tracker.active_speakers()[k];
+            if let Some(s) = self
+                .streams
+                .iter()
+                .find(|s| s.source_id == Some(id) && s.produced)
+                && let Some(buf) = f.push_unmixed(id)
+            {
+                buf.copy_from_slice(&s.frame[..spf]);
+            }
+        }
+        self.inbound.push(f);
+        self.stats.frames_to_bot += 1;
+    }
+
+    fn send_tick(&mut self) {
+        let spf = self.spf;
+        self.stats.frames_cleared += self.outbound.apply_clear();
+        let have = self.outbound.pop(&mut self.bot_frame[..spf]);
+        let frame: Option<&[i16]> = match (&mut self.out_resampler, have) {
+            (_, false) => None,
+            (None, true) => Some(&self.bot_frame[..spf]),
+            (Some(r), true) => {
+                if r.process(&self.bot_frame[..spf], &mut self.pcm48).is_err() {
+                    self.pcm48.fill(0);
+                }
+                Some(&self.pcm48[..])
+            }
+        };
+        let became_active = self.pacer.produce(frame).unwrap_or(false);
+        self.tx_pending = true;
+        if became_active {
+            self.push_event(Event::SendStatusChanged(SendStatus::Active));
+        }
+        while let Some(m) = self.outbound.next_due_mark() {
+            self.push_event(Event::Mark {
+                name: m.name,
+                cleared: m.cleared,
+            });
+        }
+    }
+
+    /// The next thing to do: a packet to send, then events. `None` when there is nothing.
+    pub fn poll_output(&mut self) -> Option<Output<'_>> {
+        if self.tx_pending {
+            self.tx_pending = false;
+            return Some(Output::Transmit(self.pacer.packet()));
+        }
+        self.events.pop_front().map(Output::Event)
+    }
+}

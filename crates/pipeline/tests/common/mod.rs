@@ -1,0 +1,367 @@
+//! Shared test helpers: a seeded PRNG, a speech-like signal, a network simulator and a driver.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use mediaproc_pipeline::{
+    EncoderSettings, MAX_PAYLOAD, MediaSession, OpusEncoder, Output, ReceivedAudio, RtpPacketInfo,
+    SampleRate, SessionConfig,
+};
+
+/// SplitMix64: small, seeded, deterministic.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Speech-like test signal: a harmonic series (1/k amplitudes up to 3.8 kHz) on a pitch that glides between
+/// about 90 and 230 Hz, shaped by a syllable envelope (≈ 4 syllables/s with short gaps and a longer pause every
+/// 3 s) and a slowly varying loudness. Deterministic.
+pub fn speech_like(rate: u32, samples: usize) -> Vec<i16> {
+    let fs = f64::from(rate);
+    let mut phases = [0.0f64; 48];
+    let mut out = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let t = n as f64 / fs;
+        let f0 = 150.0
+            + 50.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin()
+            + 25.0 * (2.0 * std::f64::consts::PI * 0.13 * t).sin();
+        // Syllables: 250 ms, on for the first 190 ms with raised-cosine edges.
+        let ts = t % 0.25;
+        let syl = if ts < 0.19 {
+            (std::f64::consts::PI * ts / 0.19).sin().powf(0.6)
+        } else {
+            0.0
+        };
+        let pause = if t % 3.0 > 2.6 { 0.0 } else { 1.0 };
+        let loud = 0.6 + 0.4 * (2.0 * std::f64::consts::PI * 0.23 * t).sin();
+        let env = syl * pause * loud;
+        let mut v = 0.0;
+        for (k, ph) in phases.iter_mut().enumerate() {
+            let fk = f0 * (k + 1) as f64;
+            *ph = (*ph + 2.0 * std::f64::consts::PI * fk / fs) % (2.0 * std::f64::consts::PI);
+            if fk < 3800.0 {
+                v += ph.sin() / (k + 1) as f64;
+            }
+        }
+        out.push((v * env * 6000.0).clamp(-32000.0, 32000.0) as i16);
+    }
+    out
+}
+
+/// Loss model.
+#[derive(Debug, Clone, Copy)]
+pub enum Loss {
+    None,
+    /// Independent loss with this probability.
+    Random(f64),
+    /// Gilbert–Elliott: (p good→bad, p bad→good, loss probability in bad state).
+    Bursty(f64, f64, f64),
+}
+
+/// Network conditions.
+#[derive(Debug, Clone, Copy)]
+pub struct NetConfig {
+    pub loss: Loss,
+    /// Fixed one-way delay.
+    pub base_delay_ms: f64,
+    /// Uniform extra delay 0..jitter_ms.
+    pub jitter_ms: f64,
+    /// Probability that a packet is held back an extra 30–60 ms (reordering).
+    pub reorder: f64,
+    /// Probability that a packet is delivered twice.
+    pub duplicate: f64,
+    /// Sender clock error in ppm (positive: the sender's 20 ms are shorter than ours).
+    pub drift_ppm: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            loss: Loss::None,
+            base_delay_ms: 40.0,
+            jitter_ms: 0.0,
+            reorder: 0.0,
+            duplicate: 0.0,
+            drift_ppm: 0.0,
+        }
+    }
+}
+
+/// Pre-encoded packets of a looping source signal (encoding once keeps the simulation fast).
+pub struct Source {
+    /// The original signal.
+    pub pcm: Vec<i16>,
+    /// The packets.
+    pub packets: Vec<Vec<u8>>,
+    /// The packets decoded over a perfect network (the best any receiver can do).
+    pub decoded: Vec<i16>,
+    pub rate: SampleRate,
+}
+
+impl Source {
+    pub fn new(rate: SampleRate, seconds: usize, settings: EncoderSettings) -> Self {
+        let spf = rate.samples_per_frame();
+        let pcm = speech_like(rate.hz(), seconds * rate.hz() as usize);
+        let mut enc = OpusEncoder::new(rate, settings).unwrap();
+        let mut buf = [0u8; MAX_PAYLOAD];
+        let packets = pcm
+            .chunks(spf)
+            .map(|c| {
+                let n = enc.encode(c, &mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect::<Vec<Vec<u8>>>();
+        let mut dec = mediaproc_pipeline::OpusDecoder::new(rate).unwrap();
+        let mut decoded = vec![0i16; pcm.len()];
+        for (p, out) in packets.iter().zip(decoded.chunks_mut(spf)) {
+            dec.decode(p, out).unwrap();
+        }
+        Self {
+            pcm,
+            packets,
+            decoded,
+            rate,
+        }
+    }
+}
+
+/// Sample `i` of `signal` looped endlessly.
+pub fn looped(signal: &[i16], i: i64) -> f64 {
+    f64::from(signal[i.rem_euclid(signal.len() as i64) as usize])
+}
+
+/// Per-tick observations.
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// Mixed audio delivered to the bot.
+    pub audio: Vec<i16>,
+    /// (tick, current delay ms, target delay ms)
+    pub delays: Vec<(u64, u32, u32)>,
+    /// Ticks at which the bot got a frame (first one included).
+    pub frames: u64,
+    /// Sequence gaps seen by the bot.
+    pub seq_gaps: u64,
+    /// Ticks after delivery started where the bot got no frame.
+    pub missing: u64,
+    /// Time the first frame reached the bot.
+    pub first_frame_at: Option<Duration>,
+}
+
+/// Runs `source` from one sender through the network into a `MediaSession` for `duration`.
+pub fn run(
+    source: &Source,
+    net: NetConfig,
+    seed: u64,
+    duration: Duration,
+    keep_audio: bool,
+) -> (MediaSession, Trace) {
+    let cfg = SessionConfig {
+        tick_phase: Duration::from_millis(7),
+        ..SessionConfig::default()
+    };
+    let (mut session, mut bot) = MediaSession::new(cfg, Duration::ZERO).unwrap();
+    let mut rng = Rng::new(seed);
+    let mut heap: BinaryHeap<Reverse<(u128, u64, usize)>> = BinaryHeap::new();
+    let mut order = 0u64;
+    let mut sent = 0usize;
+    let sender_start = Duration::from_millis(3);
+    let period_ns = 20e6 / (1.0 + net.drift_ppm * 1e-6);
+    let mut bad = false;
+    let mut out = ReceivedAudio::new(source.rate);
+    let mut trace = Trace::default();
+    let mut last_seq: Option<u64> = None;
+    let mut started = false;
+    let end = duration.as_nanos();
+    loop {
+        let next_send = sender_start.as_nanos() + (sent as f64 * period_ns) as u128;
+        let next_arrival = heap
+            .peek()
+            .map(|Reverse((t, _, _))| *t)
+            .unwrap_or(u128::MAX);
+        let next_tick = session.poll_timeout().as_nanos();
+        let now = next_send.min(next_arrival).min(next_tick);
+        if now > end {
+            break;
+        }
+        let now_d = Duration::from_nanos(now as u64);
+        if now == next_send {
+            let lost = match net.loss {
+                Loss::None => false,
+                Loss::Random(p) => rng.f64() < p,
+                Loss::Bursty(g2b, b2g, pl) => {
+                    bad = if bad {
+                        rng.f64() >= b2g
+                    } else {
+                        rng.f64() < g2b
+                    };
+                    bad && rng.f64() < pl
+                }
+            };
+            let copies = if rng.f64() < net.duplicate { 2 } else { 1 };
+            if !lost {
+                for _ in 0..copies {
+                    let mut d = net.base_delay_ms + rng.f64() * net.jitter_ms;
+                    if rng.f64() < net.reorder {
+                        d += 30.0 + rng.f64() * 30.0;
+                    }
+                    order += 1;
+                    heap.push(Reverse((now + (d * 1e6) as u128, order, sent)));
+                }
+            }
+            sent += 1;
+        } else if now == next_arrival {
+            let Reverse((_, _, n)) = heap.pop().unwrap();
+            let payload = &source.packets[n % source.packets.len()];
+            let rtp = RtpPacketInfo {
+                ssrc: 0xabcd,
+                sequence: (n as u16).wrapping_add(40_000),
+                timestamp: (n as u32).wrapping_mul(960).wrapping_add(4_000_000_000),
+                marker: n == 0,
+                payload_type: 111,
+                audio_level: None,
+                source_id: Some(7),
+            };
+            session.handle_packet(now_d, &rtp, payload);
+        } else {
+            session.handle_tick(now_d);
+            while let Some(o) = session.poll_output() {
+                if let Output::Transmit(p) = o {
+                    assert!(!p.payload.is_empty());
+                }
+            }
+            let mut got = 0;
+            while bot.inbound.pop(&mut out) {
+                got += 1;
+                if let Some(prev) = last_seq
+                    && out.info.sequence != prev + 1
+                {
+                    trace.seq_gaps += 1;
+                }
+                last_seq = Some(out.info.sequence);
+                if keep_audio {
+                    trace.audio.extend_from_slice(out.mixed());
+                }
+                if trace.first_frame_at.is_none() {
+                    trace.first_frame_at = Some(now_d);
+                }
+            }
+            if got > 0 {
+                started = true;
+            } else if started {
+                trace.missing += 1;
+            }
+            trace.frames += got;
+            if let Some(s) = session.stream_stats(7) {
+                trace
+                    .delays
+                    .push((trace.frames, s.current_delay_ms, s.target_delay_ms));
+            }
+        }
+    }
+    (session, trace)
+}
+
+/// Quality of `audio` against a looped `reference`: for 100 ms windows every `step` samples, the best normalised
+/// correlation over lags of whole frames (the jitter buffer moves audio in whole frames) from -60 to +8 frames, each
+/// refined by ±`fine` samples (0 when the reference is the clean decode, which is frame-aligned; the codec delay
+/// when comparing with the original). Windows where the reference is quiet are skipped.
+pub fn window_correlations(
+    reference: &[i16],
+    spf: usize,
+    audio: &[i16],
+    step: usize,
+    fine: i64,
+) -> Vec<(f64, i64, usize)> {
+    let spf = spf as i64;
+    let win = 5 * spf as usize;
+    let mut res = Vec::new();
+    let mut i = 10 * spf as usize;
+    while i + win < audio.len() {
+        let out = &audio[i..i + win];
+        let corr_at = |lag: i64| -> (f64, f64) {
+            let (mut xy, mut yy, mut xx) = (0.0, 0.0, 0.0);
+            for (k, &o) in out.iter().enumerate() {
+                let s = looped(reference, i as i64 + k as i64 + lag);
+                let o = f64::from(o);
+                xy += s * o;
+                yy += o * o;
+                xx += s * s;
+            }
+            (
+                if xx <= 0.0 || yy <= 0.0 {
+                    0.0
+                } else {
+                    xy / (xx * yy).sqrt()
+                },
+                xx,
+            )
+        };
+        let mut best = (f64::MIN, 0i64, 0.0);
+        for kf in -60..=8 {
+            let step = if fine > 0 { 4 } else { 1 };
+            for q in 0..step {
+                let lag = kf * spf + q * spf / step;
+                let (c, e) = corr_at(lag);
+                if c > best.0 {
+                    best = (c, lag, e);
+                }
+            }
+        }
+        let centre = best.1;
+        for d in -fine..=fine {
+            let (c, e) = corr_at(centre + d);
+            if c > best.0 {
+                best = (c, centre + d, e);
+            }
+        }
+        if best.2 / win as f64 > 300.0f64.powi(2) {
+            res.push((best.0, best.1, i));
+        }
+        i += step;
+    }
+    res
+}
+
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[((s.len() - 1) as f64 * p) as usize]
+}
+
+/// Normalised correlation of `a[i..i + win]` (looped) with `b[i + lag..]` (looped).
+pub fn corr_fixed(a: &[i16], b: &[i16], i: i64, win: usize, lag: i64) -> f64 {
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for k in 0..win as i64 {
+        let x = looped(a, i + k);
+        let y = looped(b, i + k + lag);
+        xy += x * y;
+        xx += x * x;
+        yy += y * y;
+    }
+    if xx <= 0.0 || yy <= 0.0 {
+        0.0
+    } else {
+        xy / (xx * yy).sqrt()
+    }
+}
