@@ -1,0 +1,52 @@
+//! # mediaproc-net — the async network shell
+//!
+//! Moves RTP between the network and media sessions' packet rings; everything protocol-shaped lives in
+//! the sans-IO `mediaproc-wire` crate, and everything media-shaped (jitter buffer, codec) in the session
+//! workers that consume the rings. This crate contains:
+//!
+//! * [`MediaServer`] — the QUIC endpoint at `quic://host:port/MediaProcessor` (TLS 1.3, ALPN `mproq/1`,
+//!   certificate files or a generated self-signed certificate whose SHA-256 fingerprint it reports). Edges
+//!   attach to sessions with the session's token; unknown sessions and wrong tokens get the same
+//!   `ATTACH_REFUSED` and are counted. RTP flows as QUIC datagrams (`flow id varint | RTP`), see
+//!   `proto/SPEC.md`.
+//! * [`EdgeConnection`] — the edge side, for the call emulator and tests.
+//! * [`RtpUdpEndpoint`] — a plain RTP/UDP port per session for third-party tools (symmetric RTP or a
+//!   configured remote), Opus or G.711.
+//! * [`ring`] — the bounded lock-free packet rings that connect the shell to session workers: the network
+//!   side never blocks, and on overflow the **oldest** packet is dropped and counted.
+//! * [`stats`] — per-session and per-endpoint counters (packets, bytes, loss, jitter, RTT, malformed,
+//!   refused).
+//!
+//! ## How a session worker uses it
+//! `MediaServer::add_session(SessionSpec{id, token, contexts})` returns a [`QuicSession`]: `rx` (packets from
+//! the edge, tagged with their flow id and arrival time), `tx` (push RTP tagged with a source flow id),
+//! `waker` (call once per tick after pushing), `events` (attach/detach, flows, roster, dominant speaker,
+//! DTMF, send status) and `stats`. [`RtpUdpEndpoint::bind`] returns the same kind of ring handles
+//! ([`UdpSession`]). The worker owns its ring ends; no lock is shared with the network tasks.
+//!
+//! ## Hot path
+//! One tokio task per QUIC connection (or per UDP endpoint) owns the connection's flow table and the
+//! network ends of its sessions' rings. Receiving a datagram: parse in place, look the flow id up, update
+//! RTP statistics, copy into the ring — no allocation (quinn hands datagrams over as `Bytes` it allocated),
+//! no lock, no logging. Sending: on a wake-up or every [`TX_POLL_INTERVAL`], drain all sessions' transmit
+//! rings and hand the datagrams to quinn in one burst (quinn coalesces them into shared QUIC packets);
+//! datagram buffers are carved from a per-connection arena.
+
+pub mod edge;
+pub mod error;
+pub mod ring;
+pub mod server;
+pub mod stats;
+pub mod tls;
+pub mod udp;
+
+pub use edge::{EdgeConfig, EdgeConnection, parse_mp_uri};
+pub use error::NetError;
+pub use ring::{PacketConsumer, PacketMeta, PacketProducer, packet_ring};
+pub use server::{
+    MediaServer, QuicSession, ServerConfig, SessionEvent, SessionSpec, TX_POLL_INTERVAL, TxWaker,
+    generate_token,
+};
+pub use stats::{ConnectionStatsSnapshot, SessionStats, SessionStatsSnapshot};
+pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint};
+pub use udp::{RtpUdpConfig, RtpUdpEndpoint, UdpSession};

@@ -1,0 +1,136 @@
+//! Statistics per session and per connection: plain atomic counters (relaxed increments on the packet path,
+//! no locks), read as snapshots.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Live counters of one media session (QUIC) or one RTP/UDP endpoint.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    pub(crate) rx_packets: AtomicU64,
+    pub(crate) rx_bytes: AtomicU64,
+    pub(crate) rx_rtcp: AtomicU64,
+    pub(crate) rx_malformed: AtomicU64,
+    pub(crate) rx_unexpected: AtomicU64,
+    pub(crate) tx_packets: AtomicU64,
+    pub(crate) tx_bytes: AtomicU64,
+    pub(crate) tx_dropped: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) jitter_us: AtomicU64,
+    pub(crate) rtt_us: AtomicU64,
+    pub(crate) events_dropped: AtomicU64,
+}
+
+/// A snapshot of [`SessionStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStatsSnapshot {
+    /// RTP packets received and handed to the receive ring.
+    pub rx_packets: u64,
+    /// Bytes of those packets.
+    pub rx_bytes: u64,
+    /// RTCP packets received.
+    pub rx_rtcp: u64,
+    /// Datagrams of this session that did not parse (dropped).
+    pub rx_malformed: u64,
+    /// Well-formed packets not expected here (wrong payload type, reserved flow kinds), dropped.
+    pub rx_unexpected: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets the worker queued that could not be sent (no remote yet, too large, connection gone).
+    pub tx_dropped: u64,
+    /// Cumulative RTP packets lost, summed over the session's receive flows (RFC 3550 A.3).
+    pub lost: u64,
+    /// Interarrival jitter of the most recent receive flow, in microseconds (RFC 3550 A.8).
+    pub jitter_us: u64,
+    /// Round-trip time in microseconds (from RTCP when available, else the QUIC connection's estimate).
+    pub rtt_us: u64,
+    /// Control events the session's consumer did not take in time (its event queue was full).
+    pub events_dropped: u64,
+}
+
+impl SessionStats {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> SessionStatsSnapshot {
+        SessionStatsSnapshot {
+            rx_packets: self.rx_packets.load(Relaxed),
+            rx_bytes: self.rx_bytes.load(Relaxed),
+            rx_rtcp: self.rx_rtcp.load(Relaxed),
+            rx_malformed: self.rx_malformed.load(Relaxed),
+            rx_unexpected: self.rx_unexpected.load(Relaxed),
+            tx_packets: self.tx_packets.load(Relaxed),
+            tx_bytes: self.tx_bytes.load(Relaxed),
+            tx_dropped: self.tx_dropped.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            jitter_us: self.jitter_us.load(Relaxed),
+            rtt_us: self.rtt_us.load(Relaxed),
+            events_dropped: self.events_dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Live counters of the QUIC endpoint, summed over its connections.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub(crate) connections: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) datagrams_rx: AtomicU64,
+    pub(crate) datagrams_tx: AtomicU64,
+    pub(crate) bytes_rx: AtomicU64,
+    pub(crate) bytes_tx: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) unknown_flow: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+}
+
+/// A snapshot of [`EndpointStats`] (or of one connection's counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionStatsSnapshot {
+    /// Connections accepted (endpoint totals only).
+    pub connections: u64,
+    /// Connections open now (endpoint totals only).
+    pub connections_open: u64,
+    /// Datagrams received.
+    pub datagrams_rx: u64,
+    /// Datagrams sent.
+    pub datagrams_tx: u64,
+    /// Datagram bytes received.
+    pub bytes_rx: u64,
+    /// Datagram bytes sent.
+    pub bytes_tx: u64,
+    /// Datagrams dropped because they did not parse (bad flow id varint, bad RTP/RTCP).
+    pub malformed: u64,
+    /// Datagrams dropped because their flow id was not declared.
+    pub unknown_flow: u64,
+    /// Attach attempts refused (unknown session or wrong token).
+    pub refused: u64,
+    /// Control-stream protocol errors (malformed, unknown or misdirected messages).
+    pub protocol_errors: u64,
+}
+
+impl EndpointStats {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> ConnectionStatsSnapshot {
+        ConnectionStatsSnapshot {
+            connections: self.connections.load(Relaxed),
+            connections_open: self.connections_open.load(Relaxed),
+            datagrams_rx: self.datagrams_rx.load(Relaxed),
+            datagrams_tx: self.datagrams_tx.load(Relaxed),
+            bytes_rx: self.bytes_rx.load(Relaxed),
+            bytes_tx: self.bytes_tx.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            unknown_flow: self.unknown_flow.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+        }
+    }
+}
+
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
