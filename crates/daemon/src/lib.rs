@@ -1,0 +1,137 @@
+//! # mediaproc-daemon — the sidecar as a library
+//!
+//! `mediaproc serve` is [`run`]: a control API on loopback hands out media sessions (each with its blob, its edge
+//! token and a bot WebSocket URL); a QUIC endpoint at `mpUri` terminates the edge's media (RTP over QUIC datagrams,
+//! `mediaproc-net`); media worker threads run each session's sans-IO pipeline (`mediaproc-pipeline`) by absolute
+//! deadlines; bots get 20 ms PCM frames through lock-free rings — on the worker itself (`echo`), on their own
+//! threads (`record`, `play`, `tone`), or through the WebSocket bridge for bots in any language.
+//!
+//! ## Threads and what crosses them
+//! - **tokio runtime**: the HTTP API, WebSocket bridges, the QUIC endpoint and RTP/UDP sockets (all I/O).
+//! - **media workers** (`media-worker-N`, one per core by default): own the sessions; per loop they drain packet
+//!   rings, run due ticks, queue outgoing packets, then sleep until the next session deadline. Sessions' ticks are
+//!   spread over the 20 ms period. Workers publish load once a second (`/healthz`).
+//! - Between them only bounded SPSC rings (packets: `mediaproc-net`; frames: `mediaproc-pipeline`) and bounded
+//!   channels for control events; a slow bot or a bad packet drops and counts, never blocks a worker.
+//!
+//! ## Control plane
+//! [`api`] is axum: bearer-token auth (constant-time compare), JSON errors `{"error":{"code","message"}}`, a body
+//! size limit, 503 when overloaded or draining. Shutdown ([`RunningDaemon::shutdown`]) refuses new sessions, ends
+//! every session (bots get `stop`, recordings are finalised) and stops the workers.
+
+pub mod api;
+pub mod bots;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod request;
+pub mod worker;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub use config::Config;
+pub use error::DaemonError;
+pub use health::HealthStatus;
+
+/// A started daemon: its addresses and token, and the way to stop it.
+#[derive(Debug)]
+pub struct RunningDaemon {
+    /// Where the control API listens.
+    pub api_addr: SocketAddr,
+    /// Where the QUIC media endpoint listens.
+    pub media_addr: Option<SocketAddr>,
+    /// The API bearer token.
+    pub api_token: String,
+    /// True when the token was generated (nobody configured one), so the caller should show it once.
+    pub token_generated: bool,
+    /// The mpUri written into blobs.
+    pub mp_uri: String,
+    /// SHA-256 of the media certificate, hex.
+    pub certificate_sha256: String,
+    state: Arc<api::AppState>,
+    server: tokio::task::JoinHandle<()>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Binds everything and starts serving; returns once the daemon is ready.
+pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
+    config.validate()?;
+    let (api_token, token_generated) = match &config.api_token {
+        Some(token) => (token.clone(), false),
+        None => (engine::new_token(), true),
+    };
+    let workers = config.worker_count();
+    let load = Arc::new(health::LoadMonitor::new(workers, config.heavily_loaded_at, config.overloaded_at));
+    let (ended_tx, _ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = engine::Engine::start(&config, load.clone(), ended_tx).await?;
+    let listener = tokio::net::TcpListener::bind(config.api)
+        .await
+        .map_err(|source| DaemonError::Bind { addr: config.api, source })?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Io { context: "control API address".into(), source })?;
+    let mp_uri = engine.mp_uri();
+    let certificate_sha256 = engine.fingerprint_hex();
+    let media_addr = engine.media_addr();
+    let state = Arc::new(api::AppState {
+        config,
+        api_token: api_token.clone(),
+        sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
+        load,
+        engine,
+        api_base: format!("http://{api_addr}"),
+        counters: api::Counters::default(),
+        draining: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (stop_http, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(state.clone());
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!("control API stopped: {err}");
+        }
+    });
+    tracing::info!(%api_addr, ?media_addr, %mp_uri, "mediaproc serve ready");
+    Ok(RunningDaemon {
+        api_addr,
+        media_addr,
+        api_token,
+        token_generated,
+        mp_uri,
+        certificate_sha256,
+        state,
+        server,
+        stop_http,
+    })
+}
+
+impl RunningDaemon {
+    /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),
+    /// stop the workers and the API.
+    pub async fn shutdown(self) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        for entry in self.state.all_sessions() {
+            self.state.forget(entry.id);
+        }
+        self.state.engine.shutdown().await;
+        let _ = self.stop_http.send(());
+        let _ = self.server.await;
+        tracing::info!("mediaproc serve stopped");
+    }
+}
+
+/// Runs the daemon until `shutdown` completes (e.g. SIGTERM or Ctrl-C), then stops it gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let daemon = start(config).await?;
+    shutdown.await;
+    daemon.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! `POST /v1/sessions` bodies: parsed strictly, with errors that name the JSON path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use mediaproc_blob::{AudioFormat, AudioSocketSpec, Direction, SessionSpec, VideoSocketSpec};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::api::ApiError;
+
+/// The body of `POST /v1/sessions`. Every member is optional: `{}` asks for a send-and-receive `Pcm16K` audio
+/// session served to a WebSocket bot.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateSessionRequest {
+    /// The audio socket.
+    #[serde(default)]
+    pub audio: Option<AudioRequest>,
+    /// Number of video sockets (0..=10); video is carried opaquely for now.
+    #[serde(default)]
+    pub video: u8,
+    /// A screen-sharing socket.
+    #[serde(default)]
+    pub vbss: bool,
+    /// A data socket.
+    #[serde(default)]
+    pub data: bool,
+    /// The call's correlation id (random when absent).
+    #[serde(default)]
+    pub call_id: Option<Uuid>,
+    /// Who handles the audio: `"websocket"` (default), `"echo"`, `"record"`, `"tone"`, or
+    /// `{"type":"play","file":"x.wav"}` / `{"type":"tone","frequencyHz":440}`.
+    #[serde(default)]
+    pub bot: Option<serde_json::Value>,
+    /// A plain RTP/UDP edge instead of (or besides) QUIC.
+    #[serde(default)]
+    pub rtp: Option<RtpRequest>,
+}
+
+/// The audio socket of a session request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AudioRequest {
+    /// `sendrecv` (default), `sendonly`, `recvonly`, `inactive`.
+    #[serde(default)]
+    pub direction: Option<String>,
+    /// `Pcm16K` (default), `Pcm8K`, `Pcm24K`, `Pcm48K`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Unmixed meeting audio: one stream per active speaker besides the mix.
+    #[serde(default)]
+    pub unmixed: bool,
+}
+
+/// A plain RTP/UDP edge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RtpRequest {
+    /// Local address to bind (default `127.0.0.1:0`, a free port).
+    #[serde(default)]
+    pub local: Option<SocketAddr>,
+    /// Where to send; absent = symmetric RTP (reply to where packets come from).
+    #[serde(default)]
+    pub remote: Option<SocketAddr>,
+    /// `opus` (default), `pcmu`, `pcma`.
+    #[serde(default)]
+    pub codec: Option<String>,
+    /// RTP payload type (default 96 for Opus, 0 PCMU, 8 PCMA).
+    #[serde(default)]
+    pub payload_type: Option<u8>,
+}
+
+/// Built-in and external bots.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BotKind {
+    /// An external bot connects to the session's WebSocket.
+    WebSocket,
+    /// Sends back what it hears.
+    Echo,
+    /// Writes the mixed audio and each participant's to WAV files, finalised when the session ends.
+    Record,
+    /// Plays a WAV file (resampled if needed), then silence.
+    Play {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Sends a continuous sine tone.
+    Tone {
+        /// Frequency in Hz.
+        frequency_hz: f32,
+    },
+}
+
+impl BotKind {
+    /// The API spelling.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BotKind::WebSocket => "websocket",
+            BotKind::Echo => "echo",
+            BotKind::Record => "record",
+            BotKind::Play { .. } => "play",
+            BotKind::Tone { .. } => "tone",
+        }
+    }
+}
+
+/// Codecs of the RTP/UDP edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtpCodec {
+    /// Opus, 48 kHz RTP clock.
+    Opus,
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
+/// A validated RTP/UDP edge request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtpPlan {
+    /// Local address.
+    pub local: SocketAddr,
+    /// Fixed remote, or symmetric.
+    pub remote: Option<SocketAddr>,
+    /// Codec.
+    pub codec: RtpCodec,
+    /// Payload type.
+    pub payload_type: u8,
+}
+
+/// A validated request: what the engine needs to start the session.
+#[derive(Debug, Clone)]
+pub struct SessionPlan {
+    /// Sockets for the blob (ids and mpUri filled in by the API).
+    pub spec: SessionSpec,
+    /// The bot.
+    pub bot: BotKind,
+    /// The RTP/UDP edge, if asked for.
+    pub rtp: Option<RtpPlan>,
+}
+
+impl CreateSessionRequest {
+    /// Parses a body; an empty body is `{}`.
+    pub fn parse(body: &[u8]) -> Result<CreateSessionRequest, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(CreateSessionRequest::default());
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let request: CreateSessionRequest = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let message = if inner.is_syntax() || inner.is_eof() {
+                format!("invalid JSON at line {}, column {}: {inner}", inner.line(), inner.column())
+            } else {
+                format!("{path}: {inner}")
+            };
+            ApiError::bad_request("invalid_body", message)
+        })?;
+        deserializer.end().map_err(|err| ApiError::bad_request("invalid_body", format!("trailing data: {err}")))?;
+        Ok(request)
+    }
+
+    /// Validates the request into a plan.
+    pub fn into_plan(self) -> Result<SessionPlan, ApiError> {
+        let bad = |message: String| ApiError::bad_request("invalid_session", message);
+        let audio = match self.audio {
+            None => Some(AudioSocketSpec::default()),
+            Some(audio) => {
+                let direction = match audio.direction.as_deref() {
+                    None => Direction::SendRecv,
+                    Some("none") => return Err(bad("audio.direction: mediaproc sessions carry audio; use `inactive`".into())),
+                    Some(text) => text.parse().map_err(|_| {
+                        bad(format!("audio.direction: `{text}` is not one of {}", Direction::NAMES.join(", ")))
+                    })?,
+                };
+                let format = AudioFormat::from_text(audio.format.as_deref().unwrap_or("Pcm16K"));
+                if format.sample_rate().is_none() {
+                    return Err(bad(format!(
+                        "audio.format: `{format}` is not supported; use one of {}",
+                        AudioFormat::KNOWN.join(", ")
+                    )));
+                }
+                Some(AudioSocketSpec {
+                    direction,
+                    format,
+                    unmixed_meeting_audio: audio.unmixed,
+                    ..AudioSocketSpec::default()
+                })
+            }
+        };
+        if usize::from(self.video) > mediaproc_blob::MAX_VIDEO_SOCKETS {
+            return Err(bad(format!("video: at most {} video sockets", mediaproc_blob::MAX_VIDEO_SOCKETS)));
+        }
+        let bot = parse_bot(self.bot.as_ref()).map_err(bad)?;
+        let rtp = self.rtp.map(parse_rtp).transpose().map_err(bad)?;
+        Ok(SessionPlan {
+            spec: SessionSpec {
+                audio,
+                video: vec![VideoSocketSpec::default(); usize::from(self.video)],
+                vbss: self.vbss,
+                data: self.data,
+                call_id: self.call_id,
+                ..SessionSpec::default()
+            },
+            bot,
+            rtp,
+        })
+    }
+}
+
+fn parse_bot(value: Option<&serde_json::Value>) -> Result<BotKind, String> {
+    use serde_json::Value;
+    let (kind, object) = match value {
+        None | Some(Value::Null) => return Ok(BotKind::WebSocket),
+        Some(Value::String(kind)) => (kind.as_str(), None),
+        Some(Value::Object(object)) => match object.get("type") {
+            Some(Value::String(kind)) => (kind.as_str(), Some(object)),
+            _ => return Err("bot.type: a bot object needs a string `type`".to_owned()),
+        },
+        Some(_) => return Err("bot: expected a string (\"websocket\", \"echo\", ...) or an object with `type`".to_owned()),
+    };
+    let allowed: &[&str] = match kind {
+        "websocket" | "echo" | "record" => &["type"],
+        "play" => &["type", "file"],
+        "tone" => &["type", "frequencyHz"],
+        other => {
+            return Err(format!("bot: `{other}` is not one of websocket, echo, record, play, tone"));
+        }
+    };
+    if let Some(object) = object {
+        if let Some(key) = object.keys().find(|key| !allowed.contains(&key.as_str())) {
+            return Err(format!("bot.{key}: unknown member for a `{kind}` bot"));
+        }
+    }
+    let member = |name: &str| object.and_then(|o| o.get(name));
+    Ok(match kind {
+        "websocket" => BotKind::WebSocket,
+        "echo" => BotKind::Echo,
+        "record" => BotKind::Record,
+        "play" => match member("file") {
+            Some(Value::String(file)) if !file.is_empty() => BotKind::Play { file: PathBuf::from(file) },
+            _ => return Err("bot.file: a `play` bot needs the WAV file to play".to_owned()),
+        },
+        _ => {
+            let frequency_hz = match member("frequencyHz") {
+                None => 440.0,
+                Some(value) => value
+                    .as_f64()
+                    .filter(|f| (20.0..=8000.0).contains(f))
+                    .ok_or("bot.frequencyHz: a number from 20 to 8000")? as f32,
+            };
+            BotKind::Tone { frequency_hz }
+        }
+    })
+}
+
+fn parse_rtp(request: RtpRequest) -> Result<RtpPlan, String> {
+    let codec = match request.codec.as_deref().unwrap_or("opus").to_ascii_lowercase().as_str() {
+        "opus" => RtpCodec::Opus,
+        "pcmu" => RtpCodec::Pcmu,
+        "pcma" => RtpCodec::Pcma,
+        other => return Err(format!("rtp.codec: `{other}` is not one of opus, pcmu, pcma")),
+    };
+    let payload_type = request.payload_type.unwrap_or(match codec {
+        RtpCodec::Opus => 96,
+        RtpCodec::Pcmu => 0,
+        RtpCodec::Pcma => 8,
+    });
+    if payload_type > 127 {
+        return Err(format!("rtp.payloadType: {payload_type} is not a payload type (0..=127)"));
+    }
+    Ok(RtpPlan {
+        local: request.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        remote: request.remote,
+        codec,
+        payload_type,
+    })
+}

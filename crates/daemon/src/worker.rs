@@ -1,0 +1,465 @@
+//! Media worker threads: each owns many sessions and paces them by absolute deadlines.
+//!
+//! One loop per thread, one sleep per loop: the worker sleeps until the earliest session deadline (each session's
+//! ticks sit at its own phase of the 20 ms period, see `SessionConfig::tick_phase`) or [`MAX_IDLE`], whichever is
+//! first, then drains every session's receive ring (packets are handed to the jitter buffer with their *arrival*
+//! time), runs the ticks that are due, and queues the outgoing packets; the network task is woken once per loop.
+//! Nothing here allocates, locks or logs per frame: statistics are published once a second, the roster on change.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use mediaproc_net::server::{QuicSession, SessionEvent, TxWaker};
+use mediaproc_net::{PacketMeta, UdpSession};
+use mediaproc_pipeline::{
+    BotEndpoint, Event, MediaSession, Output, ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
+};
+use mediaproc_wire::control::{Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
+use mediaproc_wire::rtp::{AudioLevel, RtpPacket, TelephoneEvent};
+use serde_json::json;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::bots::BotEvent;
+use crate::engine::{LiveSession, SessionState};
+use crate::health::LoadMonitor;
+
+/// Longest sleep of a worker, so receive rings and control events are drained promptly between ticks.
+pub const MAX_IDLE: Duration = Duration::from_millis(5);
+/// How often a worker publishes load and session statistics.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Payload type of RFC 4733 telephone events on the RTP/UDP edge.
+pub const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
+/// RFC 8285 extension id the daemon reads RFC 6464 audio levels from (see proto/SPEC.md).
+pub const AUDIO_LEVEL_EXTENSION_ID: u8 = 1;
+/// Largest RTP packet handled.
+const PACKET_BUFFER: usize = 1500;
+/// Flows remembered per session.
+const MAX_FLOWS: usize = 64;
+
+/// A command from the engine.
+#[derive(Debug)]
+pub enum WorkerCommand {
+    /// Take over a session.
+    Add(Box<WorkerSession>),
+    /// End a session.
+    Remove(Uuid),
+    /// Stop the thread (after ending all sessions).
+    Stop,
+}
+
+/// The network side of a session: its QUIC rings and, optionally, an RTP/UDP endpoint.
+#[derive(Debug)]
+pub struct NetSide {
+    quic: QuicSession,
+    udp: Option<(UdpSession, Duration)>,
+    source_context: Option<Uuid>,
+    /// Render flows: flow id → media source id.
+    render_flows: Vec<(u64, u32)>,
+    /// The flow our audio goes out on.
+    send_flow: Option<u64>,
+}
+
+impl NetSide {
+    /// `udp` carries the offset of the UDP endpoint's clock origin from the engine's.
+    pub fn new(quic: QuicSession, udp: Option<(UdpSession, Duration)>, source_context: Option<Uuid>) -> Self {
+        NetSide { quic, udp, source_context, render_flows: Vec::with_capacity(MAX_FLOWS), send_flow: None }
+    }
+
+    fn open_flow(&mut self, flow: &FlowDecl) {
+        if flow.media != MediaKind::Audio {
+            return;
+        }
+        match flow.direction {
+            FlowDirection::Render => {
+                self.render_flows.retain(|(id, _)| *id != flow.flow_id);
+                if self.render_flows.len() < MAX_FLOWS {
+                    self.render_flows.push((flow.flow_id, flow.msi));
+                }
+            }
+            FlowDirection::Source => {
+                if self.send_flow.is_none() || Some(flow.context) == self.source_context {
+                    self.send_flow = Some(flow.flow_id);
+                }
+            }
+        }
+    }
+
+    fn close_flow(&mut self, flow_id: u64) {
+        self.render_flows.retain(|(id, _)| *id != flow_id);
+        if self.send_flow == Some(flow_id) {
+            self.send_flow = None;
+        }
+    }
+}
+
+/// One session on a worker.
+pub struct WorkerSession {
+    id: Uuid,
+    media: MediaSession,
+    net: NetSide,
+    echo: Option<BotEndpoint>,
+    frame: Box<ReceivedAudio>,
+    events: mpsc::Sender<BotEvent>,
+    live: Arc<LiveSession>,
+    packet: Box<[u8; PACKET_BUFFER]>,
+    out: Box<[u8; PACKET_BUFFER]>,
+    last_dtmf_timestamp: Option<u32>,
+    counters: Counters,
+    next_publish: Duration,
+}
+
+impl std::fmt::Debug for WorkerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSession").field("id", &self.id).finish()
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    malformed: u64,
+    rtcp: u64,
+    unknown_flow: u64,
+    sent: u64,
+    unsent_no_edge: u64,
+    tx_ring_full: u64,
+    dtmf: u64,
+    echo_frames: u64,
+}
+
+impl WorkerSession {
+    /// A session ready for a worker; `echo` set for the built-in echo bot, which runs on the worker itself.
+    pub fn new(
+        id: Uuid,
+        media: MediaSession,
+        net: NetSide,
+        echo: Option<BotEndpoint>,
+        events: mpsc::Sender<BotEvent>,
+        live: Arc<LiveSession>,
+        rate: SampleRate,
+    ) -> Self {
+        WorkerSession {
+            id,
+            media,
+            net,
+            echo,
+            frame: Box::new(ReceivedAudio::new(rate)),
+            events,
+            live,
+            packet: Box::new([0; PACKET_BUFFER]),
+            out: Box::new([0; PACKET_BUFFER]),
+            last_dtmf_timestamp: None,
+            counters: Counters::default(),
+            next_publish: Duration::ZERO,
+        }
+    }
+
+    fn send_bot(&self, event: BotEvent) {
+        if self.events.try_send(event).is_err() {
+            self.live.bot_events_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn handle_net_events(&mut self) {
+        loop {
+            let event = match self.net.quic.events.try_recv() {
+                Ok(event) => event,
+                Err(_) => return,
+            };
+            match event {
+                SessionEvent::Attached { flows, remote } => {
+                    self.net.render_flows.clear();
+                    self.net.send_flow = None;
+                    for flow in &flows {
+                        self.net.open_flow(flow);
+                    }
+                    self.live.set_state(SessionState::Active);
+                    tracing::info!(session = %self.id, %remote, flows = flows.len(), "edge attached");
+                }
+                SessionEvent::Detached { reason } => {
+                    self.net.render_flows.clear();
+                    self.net.send_flow = None;
+                    self.live.set_state(SessionState::EdgeDetached);
+                    tracing::info!(session = %self.id, reason, "edge detached");
+                }
+                SessionEvent::FlowOpened(flow) => self.net.open_flow(&flow),
+                SessionEvent::FlowClosed { flow_id } => self.net.close_flow(flow_id),
+                SessionEvent::Roster(participants) => {
+                    let roster: Vec<_> = participants
+                        .iter()
+                        .map(|p| json!({"id": p.id, "sourceId": p.msi, "muted": p.muted}))
+                        .collect();
+                    self.live.set_participants(json!(roster));
+                    self.send_bot(BotEvent::Participants(json!(roster)));
+                }
+                SessionEvent::Dtmf { event, duration_ms } => {
+                    self.counters.dtmf += 1;
+                    self.send_bot(BotEvent::Dtmf { digit: dtmf_digit(event), duration_ms });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Hands every queued packet to the pipeline with its arrival time.
+    fn drain_packets(&mut self) {
+        while let Some(meta) = self.net.quic.rx.pop(&mut self.packet[..]) {
+            let msi = self.net.render_flows.iter().find(|(id, _)| *id == meta.flow_id).map(|(_, msi)| *msi);
+            match msi {
+                Some(msi) => self.deliver(meta, Duration::ZERO, (msi != NO_MSI).then_some(msi)),
+                None => self.counters.unknown_flow += 1,
+            }
+        }
+        // Moved out for the loop so `deliver` may borrow the session; put back right after (no allocation).
+        if let Some((mut udp, offset)) = self.net.udp.take() {
+            while let Some(meta) = udp.rx.pop(&mut self.packet[..]) {
+                self.deliver(meta, offset, None);
+            }
+            self.net.udp = Some((udp, offset));
+        }
+    }
+
+    fn deliver(&mut self, meta: PacketMeta, clock_offset: Duration, source_id: Option<u32>) {
+        let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
+        if mediaproc_wire::roq::is_rtcp(bytes) {
+            self.counters.rtcp += 1;
+            return;
+        }
+        let Ok(rtp) = RtpPacket::parse(bytes) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if rtp.payload_type == TELEPHONE_EVENT_PAYLOAD_TYPE {
+            // RFC 4733: one event spans several packets with the same timestamp; report it once, at its end.
+            if let Ok(event) = TelephoneEvent::parse(rtp.payload) {
+                if event.end && self.last_dtmf_timestamp != Some(rtp.timestamp) {
+                    self.last_dtmf_timestamp = Some(rtp.timestamp);
+                    self.counters.dtmf += 1;
+                    let duration_ms = (u32::from(event.duration) / 8) as u16;
+                    self.send_bot(BotEvent::Dtmf { digit: dtmf_digit(event.event), duration_ms });
+                }
+            }
+            return;
+        }
+        let audio_level = rtp
+            .extension
+            .and_then(|ext| ext.find(AUDIO_LEVEL_EXTENSION_ID))
+            .and_then(|data| AudioLevel::parse(data).ok())
+            .map(|level| level.to_byte() & 0x7f);
+        let info = RtpPacketInfo {
+            ssrc: rtp.ssrc,
+            sequence: rtp.sequence,
+            timestamp: rtp.timestamp,
+            marker: rtp.marker,
+            payload_type: rtp.payload_type,
+            audio_level,
+            source_id,
+        };
+        let arrival = Duration::from_nanos(meta.time_ns) + clock_offset;
+        self.media.handle_packet(arrival, &info, rtp.payload);
+    }
+
+    /// Runs due ticks and queues their output. Returns (sent on QUIC, sent on UDP).
+    fn tick(&mut self, now: Duration) -> (bool, bool) {
+        let mut sent = (false, false);
+        while self.media.poll_timeout() <= now {
+            if !self.media.handle_tick(now) {
+                break;
+            }
+            if let Some(echo) = &mut self.echo {
+                while echo.inbound.pop(&mut self.frame) {
+                    if echo.outbound.push(self.frame.mixed()).is_ok() {
+                        self.counters.echo_frames += 1;
+                    }
+                }
+            }
+            while let Some(output) = self.media.poll_output() {
+                match output {
+                    Output::Transmit(packet) => {
+                        let mut rtp = RtpPacket::new(
+                            packet.payload_type,
+                            packet.sequence,
+                            packet.timestamp,
+                            packet.ssrc,
+                            packet.payload,
+                        );
+                        rtp.marker = packet.marker;
+                        let Ok(len) = rtp.write(&mut self.out[..]) else {
+                            self.counters.malformed += 1;
+                            continue;
+                        };
+                        let mut delivered = false;
+                        if let Some(flow) = self.net.send_flow {
+                            if self.net.quic.tx.push(flow, 0, &self.out[..len]).is_ok() {
+                                sent.0 = true;
+                                delivered = true;
+                            } else {
+                                self.counters.tx_ring_full += 1;
+                            }
+                        }
+                        if let Some((udp, _)) = &mut self.net.udp {
+                            if udp.tx.push(0, 0, &self.out[..len]).is_ok() {
+                                sent.1 = true;
+                                delivered = true;
+                            }
+                        }
+                        if delivered {
+                            self.counters.sent += 1;
+                        } else {
+                            self.counters.unsent_no_edge += 1;
+                        }
+                    }
+                    Output::Event(event) => {
+                        let event = match event {
+                            Event::SendStatusChanged(status) => {
+                                BotEvent::SendStatus { active: status == SendStatus::Active }
+                            }
+                            Event::DominantSpeakerChanged { previous, current } => {
+                                BotEvent::DominantSpeaker { previous, current }
+                            }
+                            Event::Mark { name, cleared } => BotEvent::Mark { name: name.as_str().to_owned(), cleared },
+                            Event::StreamStarted { source_id } => BotEvent::StreamStarted { source_id },
+                        };
+                        self.send_bot(event);
+                    }
+                }
+            }
+        }
+        if let Some((udp, _)) = &self.net.udp {
+            if sent.1 {
+                udp.waker.wake();
+            }
+        }
+        sent
+    }
+
+    fn publish(&mut self, now: Duration) {
+        if now < self.next_publish {
+            return;
+        }
+        self.next_publish = now + PUBLISH_INTERVAL;
+        let stats = self.media.stats();
+        let net = self.net.quic.stats.snapshot();
+        let mut streams = Vec::new();
+        for (_, msi) in &self.net.render_flows {
+            if let Some(jitter) = self.media.stream_stats(*msi) {
+                streams.push(json!({
+                    "sourceId": msi,
+                    "jitterBufferDelayMs": jitter.current_delay_ms,
+                    "targetDelayMs": jitter.target_delay_ms,
+                    "received": jitter.received,
+                    "concealed": jitter.concealed,
+                    "fecRecovered": jitter.fec_recovered,
+                    "late": jitter.late,
+                    "duplicate": jitter.duplicate,
+                    "reordered": jitter.reordered,
+                    "accelerated": jitter.accelerated,
+                    "stretched": jitter.stretched,
+                }));
+            }
+        }
+        let c = self.counters;
+        self.live.set_stats(json!({
+            "ticks": stats.ticks,
+            "lateTicks": stats.late_ticks,
+            "skippedTicks": stats.skipped_ticks,
+            "packetsReceived": stats.packets_received,
+            "packetsIgnored": stats.packets_ignored,
+            "framesToBot": stats.frames_to_bot,
+            "overruns": stats.frames_dropped_for_bot,
+            "underruns": stats.pacer.underruns,
+            "packetsSent": c.sent,
+            "packetsUnsentNoEdge": c.unsent_no_edge,
+            "txRingFull": c.tx_ring_full,
+            "malformed": c.malformed,
+            "rtcp": c.rtcp,
+            "unknownFlow": c.unknown_flow,
+            "dtmf": c.dtmf,
+            "echoFrames": c.echo_frames,
+            "encoderSkipped": stats.pacer.encoder_skipped,
+            "framesCleared": stats.frames_cleared,
+            "dominantSpeaker": self.media.dominant_speaker(),
+            "network": format!("{net:?}"),
+            "streams": streams,
+        }));
+    }
+
+    fn end(self) {
+        self.live.set_state(SessionState::Ended);
+        let _ = self.events.try_send(BotEvent::Stop { reason: "session ended".to_owned() });
+    }
+}
+
+/// RFC 4733 event code → DTMF character.
+pub fn dtmf_digit(event: u8) -> char {
+    match event {
+        0..=9 => char::from(b'0' + event),
+        10 => '*',
+        11 => '#',
+        12..=15 => char::from(b'A' + event - 12),
+        16 => '!', // flash
+        _ => '?',
+    }
+}
+
+/// The worker thread's body.
+pub fn run(
+    index: usize,
+    origin: Instant,
+    commands: Receiver<WorkerCommand>,
+    load: Arc<LoadMonitor>,
+    quic_waker: TxWaker,
+    _ended: mpsc::UnboundedSender<Uuid>,
+) {
+    let mut sessions: Vec<WorkerSession> = Vec::with_capacity(256);
+    let mut busy = Duration::ZERO;
+    let mut window_start = origin.elapsed();
+    let mut late_total = 0u64;
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(WorkerCommand::Add(session)) => sessions.push(*session),
+                Ok(WorkerCommand::Remove(id)) => {
+                    if let Some(pos) = sessions.iter().position(|s| s.id == id) {
+                        sessions.swap_remove(pos).end();
+                    }
+                }
+                Ok(WorkerCommand::Stop) | Err(TryRecvError::Disconnected) => {
+                    for session in sessions.drain(..) {
+                        session.end();
+                    }
+                    return;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        let woke = origin.elapsed();
+        let mut quic_sent = false;
+        for session in &mut sessions {
+            session.handle_net_events();
+            session.drain_packets();
+            let now = origin.elapsed();
+            let (quic, _) = session.tick(now);
+            quic_sent |= quic;
+            session.publish(now);
+        }
+        if quic_sent {
+            quic_waker.wake();
+        }
+        let done = origin.elapsed();
+        busy += done.saturating_sub(woke);
+        if done.saturating_sub(window_start) >= PUBLISH_INTERVAL {
+            late_total = sessions.iter().map(|s| s.media.stats().late_ticks).sum::<u64>().max(late_total);
+            let window = done.saturating_sub(window_start).as_secs_f64();
+            load.publish(index, busy.as_secs_f64() / window, late_total);
+            busy = Duration::ZERO;
+            window_start = done;
+        }
+        let next = sessions.iter().map(|s| s.media.poll_timeout()).min().unwrap_or(done + MAX_IDLE);
+        let wait = next.saturating_sub(origin.elapsed()).min(MAX_IDLE);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
