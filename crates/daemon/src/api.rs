@@ -34,15 +34,27 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with a code and message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
     }
 
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn not_found(id: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no session `{id}`"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no session `{id}`"),
+        )
     }
 }
 
@@ -128,13 +140,18 @@ pub struct Counters {
 impl AppState {
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<SessionEntry>>> {
         // The map is only inserted into and removed from; a panic elsewhere cannot leave it half-updated.
-        self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The session with this id.
     pub fn session(&self, id: &str) -> Result<Arc<SessionEntry>, ApiError> {
         let uuid = Uuid::parse_str(id).map_err(|_| ApiError::not_found(id))?;
-        self.lock_sessions().get(&uuid).cloned().ok_or_else(|| ApiError::not_found(id))
+        self.lock_sessions()
+            .get(&uuid)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(id))
     }
 
     /// Removes a session from the registry (the engine has ended it or is ending it).
@@ -155,7 +172,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/v1/sessions", get(list_sessions).post(create_session))
-        .route("/v1/sessions/{id}", get(show_session).delete(delete_session))
+        .route(
+            "/v1/sessions/{id}",
+            get(show_session).delete(delete_session),
+        )
         .route("/v1/sessions/{id}/media", get(bot_websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -171,22 +191,40 @@ fn tokens_equal(given: &str, expected: &str) -> bool {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match bearer(headers) {
         Some(token) if tokens_equal(token, &state.api_token) => Ok(()),
         given => {
-            state.counters.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let message = if given.is_some() { "the bearer token is not valid" } else { "send `Authorization: Bearer <token>`" };
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message))
+            state
+                .counters
+                .unauthorized
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let message = if given.is_some() {
+                "the bearer token is not valid"
+            } else {
+                "send `Authorization: Bearer <token>`"
+            };
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                message,
+            ))
         }
     }
 }
 
 fn unix_ms() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 async fn create_session(
@@ -199,16 +237,26 @@ async fn create_session(
         BytesRejection::FailedToBufferBody(_) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("the body is larger than {} bytes", state.config.max_body_bytes),
+            format!(
+                "the body is larger than {} bytes",
+                state.config.max_body_bytes
+            ),
         ),
         other => ApiError::bad_request("invalid_body", other.body_text()),
     })?;
     let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is shutting down"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is shutting down",
+        ));
     }
     if state.load.status() == HealthStatus::Overloaded {
-        state.counters.refused_overloaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .counters
+            .refused_overloaded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -219,7 +267,10 @@ async fn create_session(
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_sessions",
-            format!("the daemon holds its maximum of {} sessions", state.config.max_sessions),
+            format!(
+                "the daemon holds its maximum of {} sessions",
+                state.config.max_sessions
+            ),
         ));
     }
 
@@ -230,10 +281,15 @@ async fn create_session(
     spec.mp_uri = state.engine.mp_uri();
     spec.session_id = Some(id);
     spec.edge_token = Some(edge_token.clone());
-    let config = spec.build().map_err(|err| ApiError::bad_request("invalid_session", err.to_string()))?;
+    let config = spec
+        .build()
+        .map_err(|err| ApiError::bad_request("invalid_session", err.to_string()))?;
     let blob = config.to_blob();
     let media_config = serde_json::to_value(config.to_media_config()).unwrap_or(Value::Null);
-    let started = state.engine.start_session(id, &plan, &config, &edge_token).await?;
+    let started = state
+        .engine
+        .start_session(id, &plan, &config, &edge_token)
+        .await?;
     let entry = Arc::new(SessionEntry {
         id,
         call_id: config.call_id.as_ref().cloned().unwrap_or_default(),
@@ -248,7 +304,10 @@ async fn create_session(
         live: started.live,
     });
     state.lock_sessions().insert(id, entry.clone());
-    state.counters.sessions_created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state
+        .counters
+        .sessions_created
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(session = %id, bot = plan.bot.name(), rtp = ?entry.rtp_local, "session created");
 
     let ws_base = state.api_base.replacen("http", "ws", 1);
@@ -266,12 +325,24 @@ async fn create_session(
     if let Some(local) = entry.rtp_local {
         body["rtp"] = json!({"local": local.to_string()});
     }
-    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/v1/sessions/{id}"))], Json(body)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/sessions/{id}"))],
+        Json(body),
+    )
+        .into_response())
 }
 
-async fn list_sessions(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn list_sessions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let sessions: Vec<Value> = state.all_sessions().iter().map(|entry| entry.summary()).collect();
+    let sessions: Vec<Value> = state
+        .all_sessions()
+        .iter()
+        .map(|entry| entry.summary())
+        .collect();
     Ok(Json(json!({"sessions": sessions})))
 }
 
@@ -319,11 +390,14 @@ async fn bot_websocket(
 ) -> Result<Response, ApiError> {
     let entry = state.session(&id)?;
     let given = bearer(&headers).map(str::to_owned).or(query.token);
-    let allowed = given
-        .as_deref()
-        .is_some_and(|token| tokens_equal(token, &state.api_token) || tokens_equal(token, &entry.bot_token));
+    let allowed = given.as_deref().is_some_and(|token| {
+        tokens_equal(token, &state.api_token) || tokens_equal(token, &entry.bot_token)
+    });
     if !allowed {
-        state.counters.unauthorized.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .counters
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -334,11 +408,18 @@ async fn bot_websocket(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_a_websocket_session",
-            format!("session `{id}` is served by the built-in `{}` bot", entry.bot.name()),
+            format!(
+                "session `{id}` is served by the built-in `{}` bot",
+                entry.bot.name()
+            ),
         ));
     }
     let port = entry.live.take_bot_port().ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "bot_connected", "a bot is already connected to this session")
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "bot_connected",
+            "a bot is already connected to this session",
+        )
     })?;
     let live = entry.live.clone();
     let call_id = entry.call_id.clone();
@@ -362,5 +443,12 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let text = crate::metrics::render(&state);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

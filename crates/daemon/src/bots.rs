@@ -63,7 +63,9 @@ impl BotEvent {
     /// The JSON text message of the bot protocol (`docs/bot-protocol.md`).
     pub fn to_json(&self) -> Value {
         match self {
-            BotEvent::Participants(roster) => json!({"event": "participants", "participants": roster}),
+            BotEvent::Participants(roster) => {
+                json!({"event": "participants", "participants": roster})
+            }
             BotEvent::DominantSpeaker { previous, current } => {
                 json!({"event": "dominantSpeaker", "sourceId": current, "previous": previous})
             }
@@ -71,8 +73,12 @@ impl BotEvent {
                 json!({"event": "dtmf", "digit": digit.to_string(), "durationMs": duration_ms})
             }
             BotEvent::SendStatus { active } => json!({"event": "sendStatus", "active": active}),
-            BotEvent::Mark { name, cleared } => json!({"event": "mark", "name": name, "cleared": cleared}),
-            BotEvent::StreamStarted { source_id } => json!({"event": "streamStarted", "sourceId": source_id}),
+            BotEvent::Mark { name, cleared } => {
+                json!({"event": "mark", "name": name, "cleared": cleared})
+            }
+            BotEvent::StreamStarted { source_id } => {
+                json!({"event": "streamStarted", "sourceId": source_id})
+            }
             BotEvent::Stop { reason } => json!({"event": "stop", "reason": reason}),
         }
     }
@@ -96,7 +102,13 @@ impl BotTask {
 }
 
 /// Starts a built-in bot on its own thread (file I/O stays off the media workers and the async runtime).
-pub fn spawn(kind: &BotKind, port: BotPort, session: Uuid, rate: SampleRate, recordings: &Path) -> Result<BotTask, String> {
+pub fn spawn(
+    kind: &BotKind,
+    port: BotPort,
+    session: Uuid,
+    rate: SampleRate,
+    recordings: &Path,
+) -> Result<BotTask, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let body: Box<dyn FnOnce(BotPort, Arc<AtomicBool>) + Send> = match kind {
         BotKind::Record => {
@@ -120,7 +132,10 @@ pub fn spawn(kind: &BotKind, port: BotPort, session: Uuid, rate: SampleRate, rec
         .name(format!("bot-{}", kind.name()))
         .spawn(move || body(port, stop_for_thread))
         .map_err(|err| format!("cannot start the bot: {err}"))?;
-    Ok(BotTask { stop, thread: Some(thread) })
+    Ok(BotTask {
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// Paces a bot thread by absolute deadlines (`start + n × 20 ms`).
@@ -131,7 +146,10 @@ struct Pace {
 
 impl Pace {
     fn new() -> Self {
-        Pace { start: std::time::Instant::now(), n: 0 }
+        Pace {
+            start: std::time::Instant::now(),
+            n: 0,
+        }
     }
 
     fn wait(&mut self) {
@@ -166,10 +184,15 @@ fn record(mut port: BotPort, stop: Arc<AtomicBool>, dir: &Path, session: Uuid, r
                 let _ = mixed.write_sample(sample);
             }
             for i in 0..frame.unmixed_len() {
-                let Some((msi, samples)) = frame.unmixed(i) else { continue };
+                let Some((msi, samples)) = frame.unmixed(i) else {
+                    continue;
+                };
                 let writer = match speakers.iter().position(|(id, _)| *id == msi) {
                     Some(pos) => &mut speakers[pos].1,
-                    None => match hound::WavWriter::create(dir.join(format!("{session}-{msi}.wav")), spec) {
+                    None => match hound::WavWriter::create(
+                        dir.join(format!("{session}-{msi}.wav")),
+                        spec,
+                    ) {
                         Ok(writer) => {
                             speakers.push((msi, writer));
                             &mut speakers.last_mut().map(|(_, w)| w).expect("just pushed")
@@ -239,14 +262,16 @@ fn tone(mut port: BotPort, stop: Arc<AtomicBool>, frequency: f32, rate: SampleRa
 
 /// Loads a WAV file as mono 16-bit PCM at `rate` (channels are averaged; other rates are resampled).
 pub fn load_wav(path: &Path, rate: SampleRate) -> Result<Vec<i16>, String> {
-    let mut reader = hound::WavReader::open(path).map_err(|err| format!("bot.file: {}: {err}", path.display()))?;
+    let mut reader = hound::WavReader::open(path)
+        .map_err(|err| format!("bot.file: {}: {err}", path.display()))?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels.max(1));
     let raw: Vec<i32> = match spec.sample_format {
         hound::SampleFormat::Int => reader.samples::<i32>().collect::<Result<_, _>>(),
-        hound::SampleFormat::Float => {
-            reader.samples::<f32>().map(|s| s.map(|v| (v * 32767.0) as i32)).collect::<Result<_, _>>()
-        }
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .map(|s| s.map(|v| (v * 32767.0) as i32))
+            .collect::<Result<_, _>>(),
     }
     .map_err(|err| format!("bot.file: {}: {err}", path.display()))?;
     let shift = u32::from(spec.bits_per_sample).saturating_sub(16);
@@ -260,16 +285,25 @@ pub fn load_wav(path: &Path, rate: SampleRate) -> Result<Vec<i16>, String> {
     if spec.sample_rate == rate.hz() {
         return Ok(mono);
     }
-    let from = SampleRate::new(spec.sample_rate)
-        .map_err(|err| format!("bot.file: {}: sample rate {}: {err}", path.display(), spec.sample_rate))?;
-    let mut resampler = FrameResampler::new(from, rate).map_err(|err| format!("bot.file: resampler: {err}"))?;
-    let mut out = Vec::with_capacity(mono.len() * rate.hz() as usize / spec.sample_rate as usize + 1);
+    let from = SampleRate::new(spec.sample_rate).map_err(|err| {
+        format!(
+            "bot.file: {}: sample rate {}: {err}",
+            path.display(),
+            spec.sample_rate
+        )
+    })?;
+    let mut resampler =
+        FrameResampler::new(from, rate).map_err(|err| format!("bot.file: resampler: {err}"))?;
+    let mut out =
+        Vec::with_capacity(mono.len() * rate.hz() as usize / spec.sample_rate as usize + 1);
     let mut frame_out = vec![0i16; rate.samples_per_frame()];
     let mut frame_in = vec![0i16; from.samples_per_frame()];
     for chunk in mono.chunks(from.samples_per_frame()) {
         frame_in[..chunk.len()].copy_from_slice(chunk);
         frame_in[chunk.len()..].fill(0);
-        resampler.process(&frame_in, &mut frame_out).map_err(|err| format!("bot.file: resampling: {err}"))?;
+        resampler
+            .process(&frame_in, &mut frame_out)
+            .map_err(|err| format!("bot.file: resampling: {err}"))?;
         out.extend_from_slice(&frame_out);
     }
     // Drop the resampler's delay so the file starts on time.

@@ -62,14 +62,17 @@ impl Default for Config {
 impl Config {
     /// Parses a TOML configuration; unknown keys and wrong types are errors naming the key and line.
     pub fn from_toml(text: &str) -> Result<Config, DaemonError> {
-        toml::from_str(text).map_err(|err| DaemonError::Config(err.to_string().trim_end().replace('\n', " ")))
+        toml::from_str(text)
+            .map_err(|err| DaemonError::Config(err.to_string().trim_end().replace('\n', " ")))
     }
 
     /// Reads and parses a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, DaemonError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| DaemonError::Config(format!("{}: cannot read: {err}", path.display())))?;
-        Config::from_toml(&text).map_err(|err| DaemonError::Config(format!("{}: {err}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            DaemonError::Config(format!("{}: cannot read: {err}", path.display()))
+        })?;
+        Config::from_toml(&text)
+            .map_err(|err| DaemonError::Config(format!("{}: {err}", path.display())))
     }
 
     /// Applies the environment (`MEDIAPROC_API_TOKEN`), given as a lookup so tests need not touch the process.
@@ -82,7 +85,9 @@ impl Config {
     /// Checks values that parse but make no sense together.
     pub fn validate(&self) -> Result<(), DaemonError> {
         if self.cert.is_some() != self.key.is_some() {
-            return Err(DaemonError::Config("`cert` and `key` go together: give both or neither".to_owned()));
+            return Err(DaemonError::Config(
+                "`cert` and `key` go together: give both or neither".to_owned(),
+            ));
         }
         if !(0.0 < self.heavily_loaded_at && self.heavily_loaded_at < self.overloaded_at) {
             return Err(DaemonError::Config(
@@ -90,10 +95,14 @@ impl Config {
             ));
         }
         if self.public_host.trim().is_empty() {
-            return Err(DaemonError::Config("`public_host` must not be empty".to_owned()));
+            return Err(DaemonError::Config(
+                "`public_host` must not be empty".to_owned(),
+            ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(DaemonError::Config("`max_body_bytes` below 1024 would refuse ordinary requests".to_owned()));
+            return Err(DaemonError::Config(
+                "`max_body_bytes` below 1024 would refuse ordinary requests".to_owned(),
+            ));
         }
         Ok(())
     }

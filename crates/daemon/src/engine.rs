@@ -122,12 +122,18 @@ impl LiveSession {
 
     /// The roster.
     pub fn participants_json(&self) -> Value {
-        self.participants.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.participants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Takes the bot's ring ends (a WebSocket bot connecting); `None` while another bot holds them.
     pub fn take_bot_port(&self) -> Option<BotPort> {
-        self.bot_port.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.bot_port
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Gives the ring ends back (the WebSocket bot disconnected; it may reconnect).
@@ -171,7 +177,10 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("mp_uri", &self.mp_uri).field("workers", &self.workers.len()).finish()
+        f.debug_struct("Engine")
+            .field("mp_uri", &self.mp_uri)
+            .field("workers", &self.workers.len())
+            .finish()
     }
 }
 
@@ -196,8 +205,12 @@ impl Engine {
                 TlsSource::SelfSigned { names }
             }
         };
-        let server = MediaServer::bind(server_config).await.map_err(|err| DaemonError::Media(err.to_string()))?;
-        let mp_uri = server.mp_uri(&config.public_host).map_err(|err| DaemonError::Media(err.to_string()))?;
+        let server = MediaServer::bind(server_config)
+            .await
+            .map_err(|err| DaemonError::Media(err.to_string()))?;
+        let mp_uri = server
+            .mp_uri(&config.public_host)
+            .map_err(|err| DaemonError::Media(err.to_string()))?;
         let fingerprint = mediaproc_net::fingerprint_hex(&server.certificate_fingerprint());
         let origin = server.clock_origin();
         let count = config.worker_count();
@@ -211,7 +224,10 @@ impl Engine {
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
                 .spawn(move || crate::worker::run(index, origin, rx, load, waker, ended))
-                .map_err(|source| DaemonError::Io { context: "cannot start a media worker".into(), source })?;
+                .map_err(|source| DaemonError::Io {
+                    context: "cannot start a media worker".into(),
+                    source,
+                })?;
             workers.push(tx);
             threads.push(thread);
         }
@@ -263,8 +279,14 @@ impl Engine {
             code: "media_error",
             message: format!("{what}: {err}"),
         };
-        let format = plan.spec.audio.as_ref().map(|a| a.format.clone()).unwrap_or_default();
-        let rate = SampleRate::new(format.sample_rate().unwrap_or(16_000)).map_err(|e| internal("audio format", &e))?;
+        let format = plan
+            .spec
+            .audio
+            .as_ref()
+            .map(|a| a.format.clone())
+            .unwrap_or_default();
+        let rate = SampleRate::new(format.sample_rate().unwrap_or(16_000))
+            .map_err(|e| internal("audio format", &e))?;
         let contexts = |lists: &[&mediaproc_blob::Maybe<Vec<String>>]| -> Vec<Uuid> {
             lists
                 .iter()
@@ -272,8 +294,16 @@ impl Engine {
                 .filter_map(|id| Uuid::parse_str(id).ok())
                 .collect()
         };
-        let render = contexts(&[&blob.audio_render_contexts, &blob.video_render_contexts, &blob.data_render_contexts]);
-        let source = contexts(&[&blob.audio_source_contexts, &blob.video_source_contexts, &blob.data_source_contexts]);
+        let render = contexts(&[
+            &blob.audio_render_contexts,
+            &blob.video_render_contexts,
+            &blob.data_render_contexts,
+        ]);
+        let source = contexts(&[
+            &blob.audio_source_contexts,
+            &blob.video_source_contexts,
+            &blob.data_source_contexts,
+        ]);
 
         // The RTP/UDP edge first: binding can fail on a bad address, and nothing else is registered yet.
         let (rtp_endpoint, udp, payload_type) = match &plan.rtp {
@@ -291,12 +321,15 @@ impl Engine {
                 let mut config = RtpUdpConfig::opus(rtp.local, rtp.payload_type);
                 config.remote = rtp.remote;
                 config.extra_payload_types = vec![crate::worker::TELEPHONE_EVENT_PAYLOAD_TYPE];
-                let (endpoint, session) = RtpUdpEndpoint::bind(config).await.map_err(|err| ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    code: "rtp_bind_failed",
-                    message: format!("rtp.local: {err}"),
-                })?;
-                let offset = endpoint.clock_origin().saturating_duration_since(self.origin);
+                let (endpoint, session) =
+                    RtpUdpEndpoint::bind(config).await.map_err(|err| ApiError {
+                        status: StatusCode::BAD_REQUEST,
+                        code: "rtp_bind_failed",
+                        message: format!("rtp.local: {err}"),
+                    })?;
+                let offset = endpoint
+                    .clock_origin()
+                    .saturating_duration_since(self.origin);
                 (Some(endpoint), Some((session, offset)), rtp.payload_type)
             }
         };
@@ -316,7 +349,11 @@ impl Engine {
         // latency a session sees is its own processing time, not a whole batch's.
         let n = self.sessions_started.fetch_add(1, Ordering::Relaxed);
         let tick_phase = Duration::from_micros((n * 12_361) % 20_000);
-        let unmixed = plan.spec.audio.as_ref().is_some_and(|a| a.unmixed_meeting_audio);
+        let unmixed = plan
+            .spec
+            .audio
+            .as_ref()
+            .is_some_and(|a| a.unmixed_meeting_audio);
         let session_config = SessionConfig {
             rate,
             tick_phase,
@@ -328,10 +365,14 @@ impl Engine {
             ..SessionConfig::default()
         };
         let now = self.origin.elapsed();
-        let (media, endpoint) = MediaSession::new(session_config, now).map_err(|err| internal("pipeline", &err))?;
+        let (media, endpoint) =
+            MediaSession::new(session_config, now).map_err(|err| internal("pipeline", &err))?;
 
         let (event_tx, event_rx) = mpsc::channel(BOT_EVENT_CAPACITY);
-        let port = BotPort { endpoint, events: event_rx };
+        let port = BotPort {
+            endpoint,
+            events: event_rx,
+        };
         let (in_worker_bot, live, bot_task) = match &plan.bot {
             BotKind::WebSocket => (None, Arc::new(LiveSession::new(Some(port))), None),
             BotKind::Echo => (Some(port.endpoint), Arc::new(LiveSession::new(None)), None),
@@ -346,12 +387,24 @@ impl Engine {
         let source_context = source.first().copied();
         let net = NetSide::new(quic, udp, source_context);
         let worker = self.pick_worker();
-        let session = WorkerSession::new(id, media, net, in_worker_bot, event_tx, live.clone(), rate);
+        let session =
+            WorkerSession::new(id, media, net, in_worker_bot, event_tx, live.clone(), rate);
         self.workers[worker]
             .try_send(WorkerCommand::Add(Box::new(session)))
             .map_err(|_| internal("media worker", &"its command queue is full or it stopped"))?;
-        self.lock_sessions().insert(id, EngineSession { worker, _rtp: rtp_endpoint, bot_task });
-        Ok(StartedSession { rtp_local, rate, live })
+        self.lock_sessions().insert(
+            id,
+            EngineSession {
+                worker,
+                _rtp: rtp_endpoint,
+                bot_task,
+            },
+        );
+        Ok(StartedSession {
+            rtp_local,
+            rate,
+            live,
+        })
     }
 
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, EngineSession>> {
@@ -364,7 +417,9 @@ impl Engine {
 
     /// Ends a session: the worker sends a final BYE-free stop, the bot gets `stop`, recordings are finalised.
     pub async fn end_session(&self, id: Uuid) {
-        let Some(session) = self.lock_sessions().remove(&id) else { return };
+        let Some(session) = self.lock_sessions().remove(&id) else {
+            return;
+        };
         let _ = self.workers[session.worker].try_send(WorkerCommand::Remove(id));
         self.server.remove_session(id);
         if let Some(task) = session.bot_task {
@@ -381,7 +436,12 @@ impl Engine {
         for worker in &self.workers {
             let _ = worker.try_send(WorkerCommand::Stop);
         }
-        let threads = std::mem::take(&mut *self.worker_threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads = std::mem::take(
+            &mut *self
+                .worker_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();

@@ -48,12 +48,18 @@ impl LoadMonitor {
 
     /// Busy share of each worker.
     pub fn loads(&self) -> Vec<f64> {
-        self.busy_ppm.iter().map(|slot| f64::from(slot.load(Ordering::Relaxed)) / 1e6).collect()
+        self.busy_ppm
+            .iter()
+            .map(|slot| f64::from(slot.load(Ordering::Relaxed)) / 1e6)
+            .collect()
     }
 
     /// Late ticks of each worker, in total.
     pub fn late_ticks(&self) -> Vec<u64> {
-        self.late_ticks.iter().map(|slot| slot.load(Ordering::Relaxed)).collect()
+        self.late_ticks
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// The state from the busiest worker (a session lands on one worker, so the worst one decides).

@@ -67,15 +67,23 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         None => (engine::new_token(), true),
     };
     let workers = config.worker_count();
-    let load = Arc::new(health::LoadMonitor::new(workers, config.heavily_loaded_at, config.overloaded_at));
+    let load = Arc::new(health::LoadMonitor::new(
+        workers,
+        config.heavily_loaded_at,
+        config.overloaded_at,
+    ));
     let (ended_tx, _ended_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = engine::Engine::start(&config, load.clone(), ended_tx).await?;
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
-        .map_err(|source| DaemonError::Bind { addr: config.api, source })?;
-    let api_addr = listener
-        .local_addr()
-        .map_err(|source| DaemonError::Io { context: "control API address".into(), source })?;
+        .map_err(|source| DaemonError::Bind {
+            addr: config.api,
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| DaemonError::Io {
+        context: "control API address".into(),
+        source,
+    })?;
     let mp_uri = engine.mp_uri();
     let certificate_sha256 = engine.fingerprint_hex();
     let media_addr = engine.media_addr();
@@ -95,7 +103,10 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!("control API stopped: {err}");
         }
     });

@@ -11,9 +11,16 @@ pub fn render(state: &AppState) -> String {
     let mut out = String::with_capacity(2048);
     let sessions = state.all_sessions();
     let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     };
-    gauge("mediaproc_sessions", "Media sessions held by the daemon.", sessions.len() as f64);
+    gauge(
+        "mediaproc_sessions",
+        "Media sessions held by the daemon.",
+        sessions.len() as f64,
+    );
     let status = state.load.status();
     gauge(
         "mediaproc_health_status",
@@ -24,13 +31,19 @@ pub fn render(state: &AppState) -> String {
             HealthStatus::Overloaded => 2.0,
         },
     );
-    let _ = writeln!(out, "# HELP mediaproc_worker_load Share of the 20 ms tick a media worker spends working.");
+    let _ = writeln!(
+        out,
+        "# HELP mediaproc_worker_load Share of the 20 ms tick a media worker spends working."
+    );
     let _ = writeln!(out, "# TYPE mediaproc_worker_load gauge");
     for (i, load) in state.load.loads().iter().enumerate() {
         let _ = writeln!(out, "mediaproc_worker_load{{worker=\"{i}\"}} {load}");
     }
     let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     };
     counter(
         "mediaproc_sessions_created_total",
@@ -47,6 +60,10 @@ pub fn render(state: &AppState) -> String {
         "Sessions refused because the workers were overloaded.",
         state.counters.refused_overloaded.load(Ordering::Relaxed),
     );
-    counter("mediaproc_late_ticks_total", "Media ticks run more than a frame late.", state.load.late_ticks().iter().sum());
+    counter(
+        "mediaproc_late_ticks_total",
+        "Media ticks run more than a frame late.",
+        state.load.late_ticks().iter().sum(),
+    );
     out
 }

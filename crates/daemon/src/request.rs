@@ -147,17 +147,24 @@ impl CreateSessionRequest {
             return Ok(CreateSessionRequest::default());
         }
         let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let request: CreateSessionRequest = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let message = if inner.is_syntax() || inner.is_eof() {
-                format!("invalid JSON at line {}, column {}: {inner}", inner.line(), inner.column())
-            } else {
-                format!("{path}: {inner}")
-            };
-            ApiError::bad_request("invalid_body", message)
+        let request: CreateSessionRequest = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let message = if inner.is_syntax() || inner.is_eof() {
+                    format!(
+                        "invalid JSON at line {}, column {}: {inner}",
+                        inner.line(),
+                        inner.column()
+                    )
+                } else {
+                    format!("{path}: {inner}")
+                };
+                ApiError::bad_request("invalid_body", message)
+            })?;
+        deserializer.end().map_err(|err| {
+            ApiError::bad_request("invalid_body", format!("trailing data: {err}"))
         })?;
-        deserializer.end().map_err(|err| ApiError::bad_request("invalid_body", format!("trailing data: {err}")))?;
         Ok(request)
     }
 
@@ -169,9 +176,17 @@ impl CreateSessionRequest {
             Some(audio) => {
                 let direction = match audio.direction.as_deref() {
                     None => Direction::SendRecv,
-                    Some("none") => return Err(bad("audio.direction: mediaproc sessions carry audio; use `inactive`".into())),
+                    Some("none") => {
+                        return Err(bad(
+                            "audio.direction: mediaproc sessions carry audio; use `inactive`"
+                                .into(),
+                        ));
+                    }
                     Some(text) => text.parse().map_err(|_| {
-                        bad(format!("audio.direction: `{text}` is not one of {}", Direction::NAMES.join(", ")))
+                        bad(format!(
+                            "audio.direction: `{text}` is not one of {}",
+                            Direction::NAMES.join(", ")
+                        ))
                     })?,
                 };
                 let format = AudioFormat::from_text(audio.format.as_deref().unwrap_or("Pcm16K"));
@@ -190,7 +205,10 @@ impl CreateSessionRequest {
             }
         };
         if usize::from(self.video) > mediaproc_blob::MAX_VIDEO_SOCKETS {
-            return Err(bad(format!("video: at most {} video sockets", mediaproc_blob::MAX_VIDEO_SOCKETS)));
+            return Err(bad(format!(
+                "video: at most {} video sockets",
+                mediaproc_blob::MAX_VIDEO_SOCKETS
+            )));
         }
         let bot = parse_bot(self.bot.as_ref()).map_err(bad)?;
         let rtp = self.rtp.map(parse_rtp).transpose().map_err(bad)?;
@@ -211,21 +229,27 @@ impl CreateSessionRequest {
 
 fn parse_bot(value: Option<&serde_json::Value>) -> Result<BotKind, String> {
     use serde_json::Value;
-    let (kind, object) = match value {
-        None | Some(Value::Null) => return Ok(BotKind::WebSocket),
-        Some(Value::String(kind)) => (kind.as_str(), None),
-        Some(Value::Object(object)) => match object.get("type") {
-            Some(Value::String(kind)) => (kind.as_str(), Some(object)),
-            _ => return Err("bot.type: a bot object needs a string `type`".to_owned()),
-        },
-        Some(_) => return Err("bot: expected a string (\"websocket\", \"echo\", ...) or an object with `type`".to_owned()),
-    };
+    let (kind, object) =
+        match value {
+            None | Some(Value::Null) => return Ok(BotKind::WebSocket),
+            Some(Value::String(kind)) => (kind.as_str(), None),
+            Some(Value::Object(object)) => match object.get("type") {
+                Some(Value::String(kind)) => (kind.as_str(), Some(object)),
+                _ => return Err("bot.type: a bot object needs a string `type`".to_owned()),
+            },
+            Some(_) => return Err(
+                "bot: expected a string (\"websocket\", \"echo\", ...) or an object with `type`"
+                    .to_owned(),
+            ),
+        };
     let allowed: &[&str] = match kind {
         "websocket" | "echo" | "record" => &["type"],
         "play" => &["type", "file"],
         "tone" => &["type", "frequencyHz"],
         other => {
-            return Err(format!("bot: `{other}` is not one of websocket, echo, record, play, tone"));
+            return Err(format!(
+                "bot: `{other}` is not one of websocket, echo, record, play, tone"
+            ));
         }
     };
     if let Some(object) = object {
@@ -239,7 +263,9 @@ fn parse_bot(value: Option<&serde_json::Value>) -> Result<BotKind, String> {
         "echo" => BotKind::Echo,
         "record" => BotKind::Record,
         "play" => match member("file") {
-            Some(Value::String(file)) if !file.is_empty() => BotKind::Play { file: PathBuf::from(file) },
+            Some(Value::String(file)) if !file.is_empty() => BotKind::Play {
+                file: PathBuf::from(file),
+            },
             _ => return Err("bot.file: a `play` bot needs the WAV file to play".to_owned()),
         },
         _ => {
@@ -248,7 +274,8 @@ fn parse_bot(value: Option<&serde_json::Value>) -> Result<BotKind, String> {
                 Some(value) => value
                     .as_f64()
                     .filter(|f| (20.0..=8000.0).contains(f))
-                    .ok_or("bot.frequencyHz: a number from 20 to 8000")? as f32,
+                    .ok_or("bot.frequencyHz: a number from 20 to 8000")?
+                    as f32,
             };
             BotKind::Tone { frequency_hz }
         }
@@ -256,11 +283,21 @@ fn parse_bot(value: Option<&serde_json::Value>) -> Result<BotKind, String> {
 }
 
 fn parse_rtp(request: RtpRequest) -> Result<RtpPlan, String> {
-    let codec = match request.codec.as_deref().unwrap_or("opus").to_ascii_lowercase().as_str() {
+    let codec = match request
+        .codec
+        .as_deref()
+        .unwrap_or("opus")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "opus" => RtpCodec::Opus,
         "pcmu" => RtpCodec::Pcmu,
         "pcma" => RtpCodec::Pcma,
-        other => return Err(format!("rtp.codec: `{other}` is not one of opus, pcmu, pcma")),
+        other => {
+            return Err(format!(
+                "rtp.codec: `{other}` is not one of opus, pcmu, pcma"
+            ));
+        }
     };
     let payload_type = request.payload_type.unwrap_or(match codec {
         RtpCodec::Opus => 96,
@@ -268,10 +305,14 @@ fn parse_rtp(request: RtpRequest) -> Result<RtpPlan, String> {
         RtpCodec::Pcma => 8,
     });
     if payload_type > 127 {
-        return Err(format!("rtp.payloadType: {payload_type} is not a payload type (0..=127)"));
+        return Err(format!(
+            "rtp.payloadType: {payload_type} is not a payload type (0..=127)"
+        ));
     }
     Ok(RtpPlan {
-        local: request.local.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        local: request
+            .local
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         remote: request.remote,
         codec,
         payload_type,

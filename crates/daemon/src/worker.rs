@@ -63,8 +63,18 @@ pub struct NetSide {
 
 impl NetSide {
     /// `udp` carries the offset of the UDP endpoint's clock origin from the engine's.
-    pub fn new(quic: QuicSession, udp: Option<(UdpSession, Duration)>, source_context: Option<Uuid>) -> Self {
-        NetSide { quic, udp, source_context, render_flows: Vec::with_capacity(MAX_FLOWS), send_flow: None }
+    pub fn new(
+        quic: QuicSession,
+        udp: Option<(UdpSession, Duration)>,
+        source_context: Option<Uuid>,
+    ) -> Self {
+        NetSide {
+            quic,
+            udp,
+            source_context,
+            render_flows: Vec::with_capacity(MAX_FLOWS),
+            send_flow: None,
+        }
     }
 
     fn open_flow(&mut self, flow: &FlowDecl) {
@@ -112,7 +122,9 @@ pub struct WorkerSession {
 
 impl std::fmt::Debug for WorkerSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerSession").field("id", &self.id).finish()
+        f.debug_struct("WorkerSession")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -157,7 +169,9 @@ impl WorkerSession {
 
     fn send_bot(&self, event: BotEvent) {
         if self.events.try_send(event).is_err() {
-            self.live.bot_events_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.live
+                .bot_events_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -195,7 +209,10 @@ impl WorkerSession {
                 }
                 SessionEvent::Dtmf { event, duration_ms } => {
                     self.counters.dtmf += 1;
-                    self.send_bot(BotEvent::Dtmf { digit: dtmf_digit(event), duration_ms });
+                    self.send_bot(BotEvent::Dtmf {
+                        digit: dtmf_digit(event),
+                        duration_ms,
+                    });
                 }
                 _ => {}
             }
@@ -205,7 +222,12 @@ impl WorkerSession {
     /// Hands every queued packet to the pipeline with its arrival time.
     fn drain_packets(&mut self) {
         while let Some(meta) = self.net.quic.rx.pop(&mut self.packet[..]) {
-            let msi = self.net.render_flows.iter().find(|(id, _)| *id == meta.flow_id).map(|(_, msi)| *msi);
+            let msi = self
+                .net
+                .render_flows
+                .iter()
+                .find(|(id, _)| *id == meta.flow_id)
+                .map(|(_, msi)| *msi);
             match msi {
                 Some(msi) => self.deliver(meta, Duration::ZERO, (msi != NO_MSI).then_some(msi)),
                 None => self.counters.unknown_flow += 1,
@@ -237,7 +259,10 @@ impl WorkerSession {
                     self.last_dtmf_timestamp = Some(rtp.timestamp);
                     self.counters.dtmf += 1;
                     let duration_ms = (u32::from(event.duration) / 8) as u16;
-                    self.send_bot(BotEvent::Dtmf { digit: dtmf_digit(event.event), duration_ms });
+                    self.send_bot(BotEvent::Dtmf {
+                        digit: dtmf_digit(event.event),
+                        duration_ms,
+                    });
                 }
             }
             return;
@@ -312,14 +337,19 @@ impl WorkerSession {
                     }
                     Output::Event(event) => {
                         let event = match event {
-                            Event::SendStatusChanged(status) => {
-                                BotEvent::SendStatus { active: status == SendStatus::Active }
-                            }
+                            Event::SendStatusChanged(status) => BotEvent::SendStatus {
+                                active: status == SendStatus::Active,
+                            },
                             Event::DominantSpeakerChanged { previous, current } => {
                                 BotEvent::DominantSpeaker { previous, current }
                             }
-                            Event::Mark { name, cleared } => BotEvent::Mark { name: name.as_str().to_owned(), cleared },
-                            Event::StreamStarted { source_id } => BotEvent::StreamStarted { source_id },
+                            Event::Mark { name, cleared } => BotEvent::Mark {
+                                name: name.as_str().to_owned(),
+                                cleared,
+                            },
+                            Event::StreamStarted { source_id } => {
+                                BotEvent::StreamStarted { source_id }
+                            }
                         };
                         self.send_bot(event);
                     }
@@ -380,14 +410,28 @@ impl WorkerSession {
             "encoderSkipped": stats.pacer.encoder_skipped,
             "framesCleared": stats.frames_cleared,
             "dominantSpeaker": self.media.dominant_speaker(),
-            "network": format!("{net:?}"),
+            "network": {
+                "rxPackets": net.rx_packets,
+                "rxBytes": net.rx_bytes,
+                "rxRtcp": net.rx_rtcp,
+                "rxMalformed": net.rx_malformed,
+                "rxUnexpected": net.rx_unexpected,
+                "txPackets": net.tx_packets,
+                "txBytes": net.tx_bytes,
+                "txDropped": net.tx_dropped,
+                "lost": net.lost,
+                "jitterUs": net.jitter_us,
+                "rttUs": net.rtt_us,
+            },
             "streams": streams,
         }));
     }
 
     fn end(self) {
         self.live.set_state(SessionState::Ended);
-        let _ = self.events.try_send(BotEvent::Stop { reason: "session ended".to_owned() });
+        let _ = self.events.try_send(BotEvent::Stop {
+            reason: "session ended".to_owned(),
+        });
     }
 }
 
@@ -450,13 +494,21 @@ pub fn run(
         let done = origin.elapsed();
         busy += done.saturating_sub(woke);
         if done.saturating_sub(window_start) >= PUBLISH_INTERVAL {
-            late_total = sessions.iter().map(|s| s.media.stats().late_ticks).sum::<u64>().max(late_total);
+            late_total = sessions
+                .iter()
+                .map(|s| s.media.stats().late_ticks)
+                .sum::<u64>()
+                .max(late_total);
             let window = done.saturating_sub(window_start).as_secs_f64();
             load.publish(index, busy.as_secs_f64() / window, late_total);
             busy = Duration::ZERO;
             window_start = done;
         }
-        let next = sessions.iter().map(|s| s.media.poll_timeout()).min().unwrap_or(done + MAX_IDLE);
+        let next = sessions
+            .iter()
+            .map(|s| s.media.poll_timeout())
+            .min()
+            .unwrap_or(done + MAX_IDLE);
         let wait = next.saturating_sub(origin.elapsed()).min(MAX_IDLE);
         if !wait.is_zero() {
             std::thread::sleep(wait);

@@ -36,7 +36,11 @@ pub async fn serve_bot(
         "format": {"encoding": "audio/l16", "sampleRate": rate.hz(), "channels": 1, "frameBytes": frame_bytes, "frameMs": 20},
         "unmixed": {"magic": "UMX1", "headerBytes": UNMIXED_HEADER_LEN},
     });
-    if socket.send(Message::Text(start.to_string().into())).await.is_err() {
+    if socket
+        .send(Message::Text(start.to_string().into()))
+        .await
+        .is_err()
+    {
         live.return_bot_port(port);
         return;
     }
@@ -136,14 +140,28 @@ fn handle_action(text: &str, port: &mut BotPort) -> Option<Value> {
             None
         }
         Some("mark") => match value.get("name").and_then(Value::as_str) {
-            Some(name) => port.endpoint.outbound.mark(name).err().map(|err| error_event("mark_refused", err.to_string())),
-            None => Some(error_event("invalid_message", "a mark needs a string `name`")),
+            Some(name) => port
+                .endpoint
+                .outbound
+                .mark(name)
+                .err()
+                .map(|err| error_event("mark_refused", err.to_string())),
+            None => Some(error_event(
+                "invalid_message",
+                "a mark needs a string `name`",
+            )),
         },
         Some("dtmf") => Some(error_event(
             "not_supported",
             "sending DTMF to the call is not supported yet (receiving it is: `dtmf` events)",
         )),
-        Some(other) => Some(error_event("unknown_action", format!("`{other}` is not one of clear, mark, dtmf"))),
-        None => Some(error_event("invalid_message", "a text message needs a string `action`")),
+        Some(other) => Some(error_event(
+            "unknown_action",
+            format!("`{other}` is not one of clear, mark, dtmf"),
+        )),
+        None => Some(error_event(
+            "invalid_message",
+            "a text message needs a string `action`",
+        )),
     }
 }

@@ -10,6 +10,7 @@ mod blob_cmd;
 mod call_body;
 mod inspect;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,37 @@ enum Command {
     CallBody(CallBodyArgs),
     /// Recognise, summarise and validate a Graph call, notification, participant, media config or blob.
     Inspect(InspectArgs),
+    /// Run the media-processor sidecar: control API, bot WebSocket and the QUIC media endpoint at mpUri.
+    Serve(ServeArgs),
+}
+
+/// Flags of `mediaproc serve` (they override the config file and the environment).
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Control API and bot WebSocket address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    api: Option<std::net::SocketAddr>,
+    /// QUIC media endpoint address [default: 0.0.0.0:4433].
+    #[arg(long, value_name = "ADDR")]
+    media: Option<std::net::SocketAddr>,
+    /// Host name put in mpUri and the development certificate [default: localhost].
+    #[arg(long, value_name = "HOST")]
+    public_host: Option<String>,
+    /// PEM certificate chain for the media endpoint (with --key); a self-signed one otherwise.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Media worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Where the record bot writes WAV files [default: recordings].
+    #[arg(long, value_name = "DIR")]
+    recordings: Option<PathBuf>,
 }
 
 /// Flags of `mediaproc blob`.
@@ -181,6 +213,7 @@ fn main() -> ExitCode {
         Command::Blob(args) => blob_cmd::run(&args),
         Command::CallBody(args) => call_body::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use mediaproc_net::{
-    EdgeConfig, EdgeConnection, MediaServer, QuicSession, ServerConfig, ServerTrust, SessionSpec, packet_ring,
+    EdgeConfig, EdgeConnection, MediaServer, QuicSession, ServerConfig, ServerTrust, SessionSpec,
+    packet_ring,
 };
-use mediaproc_wire::control::{Codec, ControlMessage, Direction, FlowDecl, MediaKind, NO_MSI, decode_frame};
+use mediaproc_wire::control::{
+    Codec, ControlMessage, Direction, FlowDecl, MediaKind, NO_MSI, decode_frame,
+};
 use mediaproc_wire::{RoqDatagram, RtpPacket};
 use uuid::Uuid;
 
@@ -34,14 +37,25 @@ fn rtp_bytes(seq: u16, payload: &[u8]) -> Vec<u8> {
 
 fn micro(c: &mut Criterion) {
     let pkt = rtp_bytes(1, &[0x55; OPUS_FRAME]);
-    c.bench_function("rtp_parse", |b| b.iter(|| RtpPacket::parse(black_box(&pkt)).unwrap().payload.len()));
+    c.bench_function("rtp_parse", |b| {
+        b.iter(|| RtpPacket::parse(black_box(&pkt)).unwrap().payload.len())
+    });
     let payload = [0x55u8; OPUS_FRAME];
     let mut out = [0u8; 1500];
     c.bench_function("rtp_write", |b| {
-        b.iter(|| RtpPacket::new(111, 1, 960, 7, black_box(&payload)).write(&mut out).unwrap())
+        b.iter(|| {
+            RtpPacket::new(111, 1, 960, 7, black_box(&payload))
+                .write(&mut out)
+                .unwrap()
+        })
     });
     let mut dg = [0u8; 1500];
-    let n = RoqDatagram { flow_id: 300, packet: &pkt }.write(&mut dg).unwrap();
+    let n = RoqDatagram {
+        flow_id: 300,
+        packet: &pkt,
+    }
+    .write(&mut dg)
+    .unwrap();
     c.bench_function("roq_parse_then_rtp_parse", |b| {
         b.iter(|| {
             let d = RoqDatagram::parse(black_box(&dg[..n])).unwrap();
@@ -56,7 +70,9 @@ fn micro(c: &mut Criterion) {
     }
     .encode(&mut frame)
     .unwrap();
-    c.bench_function("control_decode_dtmf", |b| b.iter(|| decode_frame(black_box(&frame[..fl])).unwrap()));
+    c.bench_function("control_decode_dtmf", |b| {
+        b.iter(|| decode_frame(black_box(&frame[..fl])).unwrap())
+    });
     let (mut p, mut q) = packet_ring(64);
     let mut buf = [0u8; 1500];
     c.bench_function("ring_push_pop_rtp", |b| {
@@ -73,7 +89,11 @@ fn process_cpu() -> Duration {
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for t in dir.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                ns += s.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -87,7 +107,9 @@ struct Setup {
 }
 
 async fn setup(n: usize) -> Setup {
-    let server = MediaServer::bind(ServerConfig::development("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let server = MediaServer::bind(ServerConfig::development("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
     let edge = EdgeConnection::connect(&EdgeConfig {
         server: server.local_addr().unwrap(),
         server_name: "localhost".into(),
@@ -117,9 +139,16 @@ async fn setup(n: usize) -> Setup {
             codec: Codec::Opus,
         };
         let i = i as u64;
-        edge.attach(s.id, &token, vec![flow(2 * i, Direction::Render), flow(2 * i + 1, Direction::Source)])
-            .await
-            .unwrap();
+        edge.attach(
+            s.id,
+            &token,
+            vec![
+                flow(2 * i, Direction::Render),
+                flow(2 * i + 1, Direction::Source),
+            ],
+        )
+        .await
+        .unwrap();
         sessions.push(s);
     }
     Setup {
@@ -159,7 +188,8 @@ async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
         tokio::spawn(async move {
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(Ok((_, pkt))) = tokio::time::timeout(Duration::from_millis(100), edge.recv_packet()).await
+                let Ok(Ok((_, pkt))) =
+                    tokio::time::timeout(Duration::from_millis(100), edge.recv_packet()).await
                 else {
                     continue;
                 };
@@ -184,7 +214,9 @@ async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
             tokio::time::sleep_until(start + TICK * t as u32).await;
             for (i, s) in sessions.iter_mut().enumerate() {
                 payload[..8].copy_from_slice(&now_ns(origin).to_be_bytes());
-                let len = RtpPacket::new(111, t as u16, t as u32 * 960, i as u32, &payload).write(&mut out).unwrap();
+                let len = RtpPacket::new(111, t as u16, t as u32 * 960, i as u32, &payload)
+                    .write(&mut out)
+                    .unwrap();
                 s.tx.push(2 * i as u64 + 1, 0, &out[..len]).unwrap();
             }
             sessions[0].waker.wake();
@@ -200,8 +232,9 @@ async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
                 for t in 0..ticks {
                     tokio::time::sleep_until(start + TICK * t as u32).await;
                     payload[..8].copy_from_slice(&now_ns(origin).to_be_bytes());
-                    let len =
-                        RtpPacket::new(111, t as u16, t as u32 * 960, i as u32, &payload).write(&mut out).unwrap();
+                    let len = RtpPacket::new(111, t as u16, t as u32 * 960, i as u32, &payload)
+                        .write(&mut out)
+                        .unwrap();
                     s.tx.push(2 * i as u64 + 1, 0, &out[..len]).unwrap();
                     s.waker.wake();
                 }
@@ -246,7 +279,13 @@ async fn receive_path(n: usize, secs: f64) -> (u64, f64, Vec<u64>) {
                 }
                 std::thread::sleep(TICK);
             }
-            (lat, sessions.iter().map(|s| s.stats.snapshot().rx_packets).sum::<u64>())
+            (
+                lat,
+                sessions
+                    .iter()
+                    .map(|s| s.stats.snapshot().rx_packets)
+                    .sum::<u64>(),
+            )
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -267,15 +306,32 @@ async fn receive_path(n: usize, secs: f64) -> (u64, f64, Vec<u64>) {
     stop.store(true, Ordering::Relaxed);
     let (lat, received) = worker.join().unwrap();
     drop(server);
-    (received, cpu.as_secs_f64() * 1e6 / received.max(1) as f64, lat)
+    (
+        received,
+        cpu.as_secs_f64() * 1e6 / received.max(1) as f64,
+        lat,
+    )
 }
 
 fn loopback_figures() {
-    let secs: f64 = std::env::var("MEDIAPROC_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    println!("\n== loopback QUIC figures ({secs} s per run, edge and MP in this process; CPU is both ends) ==");
+    let secs: f64 = std::env::var("MEDIAPROC_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "\n== loopback QUIC figures ({secs} s per run, edge and MP in this process; CPU is both ends) =="
+    );
     for (label, n, batched) in [
-        ("send 200 sessions one-by-one (task+wake per call)", 200, false),
+        (
+            "send 200 sessions one-by-one (task+wake per call)",
+            200,
+            false,
+        ),
         ("send 200 sessions batched (one wake per tick)", 200, true),
         ("send 1 session", 1, true),
     ] {
@@ -305,7 +361,9 @@ fn main() {
         .configure_from_args();
     micro(&mut c);
     c.final_summary();
-    if std::env::args().any(|a| a == "--bench") || std::env::var_os("MEDIAPROC_BENCH_LOOPBACK").is_some() {
+    if std::env::args().any(|a| a == "--bench")
+        || std::env::var_os("MEDIAPROC_BENCH_LOOPBACK").is_some()
+    {
         loopback_figures();
     }
 }

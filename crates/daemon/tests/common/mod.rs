@@ -1,0 +1,309 @@
+//! Shared helpers of the daemon's end-to-end tests: a daemon on loopback, an HTTP client, a QUIC edge that speaks
+//! Opus, a speech-like signal, and cross-correlation.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use mediaproc_daemon::{Config, RunningDaemon};
+use mediaproc_net::{EdgeConfig, EdgeConnection, ServerTrust, parse_fingerprint};
+use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
+use mediaproc_wire::control::{Codec, Direction, FlowDecl, MediaKind, NO_MSI};
+use mediaproc_wire::rtp::RtpPacket;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const RENDER_FLOW: u64 = 4;
+pub const SOURCE_FLOW: u64 = 6;
+pub const SPEAKER_MSI: u32 = 7;
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        api: "127.0.0.1:0".parse().unwrap(),
+        media: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(TOKEN.to_owned()),
+        workers: 1,
+        recordings_dir: dir.to_path_buf(),
+        ..Config::default()
+    }
+}
+
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mediaproc-{name}-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub async fn daemon(dir: &std::path::Path) -> RunningDaemon {
+    mediaproc_daemon::start(test_config(dir)).await.unwrap()
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+pub async fn create_session(daemon: &RunningDaemon, body: Value) -> Value {
+    let response = http()
+        .post(format!("http://{}/v1/sessions", daemon.api_addr))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// A speech-like signal: harmonics of a pitch that moves between 110 and 220 Hz, with a syllable envelope.
+pub fn speech(samples: usize, rate: u32) -> Vec<i16> {
+    let mut phase = 0.0f64;
+    (0..samples)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            let pitch = 165.0 + 55.0 * (t * 1.3 * std::f64::consts::TAU).sin();
+            phase += pitch / f64::from(rate) * std::f64::consts::TAU;
+            let envelope = 0.55 + 0.45 * (t * 3.0 * std::f64::consts::TAU).sin();
+            let voice: f64 = (1..=8)
+                .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
+                .sum();
+            (voice * envelope * 6000.0) as i16
+        })
+        .collect()
+}
+
+/// Peak normalised cross-correlation of `received` against `sent`, over lags 0..max_lag (received later).
+pub fn best_correlation(sent: &[i16], received: &[i16], max_lag: usize) -> (f64, usize) {
+    let mut best = (0.0, 0);
+    for lag in (0..max_lag).step_by(4) {
+        let n = sent.len().min(received.len().saturating_sub(lag));
+        if n < 1600 {
+            break;
+        }
+        let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
+        for i in 0..n {
+            let x = f64::from(sent[i]);
+            let y = f64::from(received[i + lag]);
+            xy += x * y;
+            xx += x * x;
+            yy += y * y;
+        }
+        let c = if xx > 0.0 && yy > 0.0 {
+            xy / (xx.sqrt() * yy.sqrt())
+        } else {
+            0.0
+        };
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    // Refine around the coarse peak.
+    let (coarse, at) = best;
+    let mut refined = (coarse, at);
+    for lag in at.saturating_sub(4)..at + 4 {
+        let n = sent.len().min(received.len().saturating_sub(lag));
+        if n < 1600 {
+            continue;
+        }
+        let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
+        for i in 0..n {
+            let x = f64::from(sent[i]);
+            let y = f64::from(received[i + lag]);
+            xy += x * y;
+            xx += x * x;
+            yy += y * y;
+        }
+        let c = if xx > 0.0 && yy > 0.0 {
+            xy / (xx.sqrt() * yy.sqrt())
+        } else {
+            0.0
+        };
+        if c > refined.0 {
+            refined = (c, lag);
+        }
+    }
+    refined
+}
+
+/// A QUIC edge attached to a session: one render flow (a participant) and one source flow (the bot's audio).
+pub struct Edge {
+    pub conn: EdgeConnection,
+    pub session_id: Uuid,
+}
+
+pub async fn connect_edge(
+    daemon: &RunningDaemon,
+    session: &Value,
+) -> Result<Edge, mediaproc_net::NetError> {
+    let blob: Value = serde_json::from_str(session["blob"].as_str().unwrap()).unwrap();
+    let fingerprint = parse_fingerprint(session["certificateSha256"].as_str().unwrap()).unwrap();
+    let conn = EdgeConnection::connect(&EdgeConfig {
+        server: daemon.media_addr.unwrap(),
+        server_name: "localhost".to_owned(),
+        trust: ServerTrust::PinnedSha256(fingerprint),
+        keep_alive: Duration::from_secs(1),
+    })
+    .await?;
+    let session_id = Uuid::parse_str(session["sessionId"].as_str().unwrap()).unwrap();
+    let render = Uuid::parse_str(blob["audioRenderContexts"][0].as_str().unwrap()).unwrap();
+    let source = Uuid::parse_str(blob["audioSourceContexts"][0].as_str().unwrap()).unwrap();
+    let flow = |flow_id, direction, context, msi| FlowDecl {
+        flow_id,
+        direction,
+        media: MediaKind::Audio,
+        context,
+        msi,
+        payload_type: 111,
+        codec: Codec::Opus,
+    };
+    let token = session["edgeToken"].as_str().unwrap().as_bytes().to_vec();
+    conn.attach(
+        session_id,
+        &token,
+        vec![
+            flow(RENDER_FLOW, Direction::Render, render, SPEAKER_MSI),
+            flow(SOURCE_FLOW, Direction::Source, source, NO_MSI),
+        ],
+    )
+    .await?;
+    Ok(Edge { conn, session_id })
+}
+
+/// Encodes `pcm` (16 kHz) as 20 ms Opus RTP packets.
+pub fn opus_packets(pcm: &[i16], ssrc: u32) -> Vec<Vec<u8>> {
+    let mut encoder = OpusEncoder::new(SampleRate::HZ_16000, EncoderSettings::default()).unwrap();
+    let mut payload = [0u8; 1500];
+    pcm.chunks_exact(320)
+        .enumerate()
+        .map(|(i, frame)| {
+            let len = encoder.encode(frame, &mut payload).unwrap();
+            let packet = RtpPacket::new(111, i as u16, (i as u32) * 960, ssrc, &payload[..len]);
+            let mut out = vec![0u8; packet.encoded_len()];
+            packet.write(&mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
+/// Sends packets on the render flow at 20 ms intervals (absolute deadlines), while collecting what comes back on
+/// the source flow; returns the decoded 16 kHz audio received, in RTP sequence order with gaps filled by silence.
+pub async fn talk_and_listen(edge: &Edge, packets: &[Vec<u8>], listen_extra: Duration) -> Vec<i16> {
+    let start = tokio::time::Instant::now();
+    let total = Duration::from_millis(20) * packets.len() as u32 + listen_extra;
+    let mut received: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut next = 0usize;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= total {
+            break;
+        }
+        while next < packets.len() && Duration::from_millis(20) * next as u32 <= elapsed {
+            edge.conn.send_packet(RENDER_FLOW, &packets[next]).unwrap();
+            next += 1;
+        }
+        let deadline = (start + Duration::from_millis(20) * (next as u32)).min(start + total);
+        if let Ok(Ok((flow, bytes))) =
+            tokio::time::timeout_at(deadline, edge.conn.recv_packet()).await
+        {
+            if flow == SOURCE_FLOW {
+                if let Ok(rtp) = RtpPacket::parse(&bytes) {
+                    received.push((rtp.sequence, rtp.payload.to_vec()));
+                }
+            }
+        }
+    }
+    decode_in_order(&received)
+}
+
+pub fn decode_in_order(packets: &[(u16, Vec<u8>)]) -> Vec<i16> {
+    let mut decoder = OpusDecoder::new(SampleRate::HZ_16000).unwrap();
+    let mut sorted = packets.to_vec();
+    let Some(first) = sorted.first().map(|p| p.0) else {
+        return Vec::new();
+    };
+    sorted.sort_by_key(|(seq, _)| seq.wrapping_sub(first));
+    let mut out = Vec::new();
+    let mut frame = [0i16; 320];
+    let mut expected = first;
+    for (seq, payload) in &sorted {
+        // Conceal lost packets so the timeline stays aligned.
+        while expected != *seq && seq.wrapping_sub(expected) < 1000 {
+            decoder.conceal(&mut frame).unwrap();
+            out.extend_from_slice(&frame);
+            expected = expected.wrapping_add(1);
+        }
+        decoder.decode(payload, &mut frame).unwrap();
+        out.extend_from_slice(&frame);
+        expected = seq.wrapping_add(1);
+    }
+    out
+}
+
+pub fn rms(samples: &[i16]) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt()
+}
+
+fn corr_at(sent: &[i16], received: &[i16], start: usize, len: usize, lag: usize) -> f64 {
+    let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
+    for i in start..start + len {
+        let (Some(&x), Some(&y)) = (sent.get(i), received.get(i + lag)) else {
+            break;
+        };
+        let (x, y) = (f64::from(x), f64::from(y));
+        xy += x * y;
+        xx += x * x;
+        yy += y * y;
+    }
+    if xx > 0.0 && yy > 0.0 {
+        xy / (xx.sqrt() * yy.sqrt())
+    } else {
+        0.0
+    }
+}
+
+/// Mean over 100 ms windows of the best correlation within ±5 ms of `lag`: Opus (SILK) shifts phase locally, so a
+/// single global lag understates how similar two generations of speech are.
+pub fn windowed_correlation(sent: &[i16], received: &[i16], lag: usize) -> f64 {
+    let window = 1600;
+    let mut scores = Vec::new();
+    let mut start = 0;
+    while start + window <= sent.len() && start + window + lag + 80 <= received.len() {
+        let best = (lag.saturating_sub(80)..=lag + 80)
+            .step_by(2)
+            .map(|l| corr_at(sent, received, start, window, l))
+            .fold(f64::MIN, f64::max);
+        scores.push(best);
+        start += window;
+    }
+    if scores.is_empty() {
+        0.0
+    } else {
+        scores.iter().sum::<f64>() / scores.len() as f64
+    }
+}
+
+/// The ceiling for an echo: the source through two Opus generations (edge encode → daemon decode, daemon encode
+/// → edge decode), windowed-correlated with the source.
+pub fn two_generation_ceiling(source: &[i16]) -> f64 {
+    let first = decode_in_order(&numbered(&opus_packets(source, 1)));
+    let second = decode_in_order(&numbered(&opus_packets(&first, 2)));
+    let (_, lag) = best_correlation(source, &second, 1600);
+    windowed_correlation(source, &second, lag)
+}
+
+fn numbered(packets: &[Vec<u8>]) -> Vec<(u16, Vec<u8>)> {
+    packets
+        .iter()
+        .map(|p| {
+            let rtp = RtpPacket::parse(p).unwrap();
+            (rtp.sequence, rtp.payload.to_vec())
+        })
+        .collect()
+}
