@@ -150,7 +150,9 @@ pub async fn connect_edge(
     .await?;
     let session_id = Uuid::parse_str(session["sessionId"].as_str().unwrap()).unwrap();
     let render = Uuid::parse_str(blob["audioRenderContexts"][0].as_str().unwrap()).unwrap();
-    let source = Uuid::parse_str(blob["audioSourceContexts"][0].as_str().unwrap()).unwrap();
+    let source = blob["audioSourceContexts"][0]
+        .as_str()
+        .map(|id| Uuid::parse_str(id).unwrap());
     let flow = |flow_id, direction, context, msi| FlowDecl {
         flow_id,
         direction,
@@ -161,15 +163,11 @@ pub async fn connect_edge(
         codec: Codec::Opus,
     };
     let token = session["edgeToken"].as_str().unwrap().as_bytes().to_vec();
-    conn.attach(
-        session_id,
-        &token,
-        vec![
-            flow(RENDER_FLOW, Direction::Render, render, SPEAKER_MSI),
-            flow(SOURCE_FLOW, Direction::Source, source, NO_MSI),
-        ],
-    )
-    .await?;
+    let mut flows = vec![flow(RENDER_FLOW, Direction::Render, render, SPEAKER_MSI)];
+    if let Some(source) = source {
+        flows.push(flow(SOURCE_FLOW, Direction::Source, source, NO_MSI));
+    }
+    conn.attach(session_id, &token, flows).await?;
     Ok(Edge { conn, session_id })
 }
 

@@ -1,0 +1,335 @@
+//! The control API: auth, errors, limits, health, metrics, delete, and the built-in bots' lifecycle.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+async fn post(
+    daemon: &mediaproc_daemon::RunningDaemon,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut request = http()
+        .post(format!("http://{}/v1/sessions", daemon.api_addr))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_and_bad_tokens_get_clear_json_errors() {
+    let dir = temp_dir("api-errors");
+    let daemon = daemon(&dir).await;
+    let cases: Vec<(Option<&str>, String, u16, &str, &str)> = vec![
+        (None, "{}".into(), 401, "unauthorized", "Authorization"),
+        (Some("wrong"), "{}".into(), 401, "unauthorized", "not valid"),
+        (
+            Some(TOKEN),
+            "{\"audio\": ".into(),
+            400,
+            "invalid_body",
+            "line 1, column",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"audio": {"direction": 3}}"#.into(),
+            400,
+            "invalid_body",
+            "audio.direction",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"colour": "red"}"#.into(),
+            400,
+            "invalid_body",
+            "unknown field `colour`",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"bot": "dancer"}"#.into(),
+            400,
+            "invalid_session",
+            "bot: `dancer`",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"bot": {"type": "play"}}"#.into(),
+            400,
+            "invalid_session",
+            "bot.file",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"bot": {"type": "play", "file": "/nonexistent.wav"}}"#.into(),
+            400,
+            "invalid_bot",
+            "nonexistent",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"audio": {"format": "Pcm44KStereo"}}"#.into(),
+            400,
+            "invalid_session",
+            "audio.format",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"video": 11}"#.into(),
+            400,
+            "invalid_session",
+            "video",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"rtp": {"codec": "g729"}}"#.into(),
+            400,
+            "invalid_session",
+            "rtp.codec",
+        ),
+        (
+            Some(TOKEN),
+            r#"{"rtp": {"payloadType": 200}}"#.into(),
+            400,
+            "invalid_session",
+            "payloadType",
+        ),
+        (
+            Some(TOKEN),
+            "[1, 2]".into(),
+            400,
+            "invalid_body",
+            "expected struct",
+        ),
+        (
+            Some(TOKEN),
+            format!("{{\"callId\": \"{}\"}}", "a".repeat(70_000)),
+            413,
+            "body_too_large",
+            "larger than",
+        ),
+    ];
+    for (token, body, status, code, words) in cases {
+        let (got, error) = post(&daemon, token, &body).await;
+        let shown = &body[..body.len().min(60)];
+        assert_eq!(got, status, "{shown}: {error}");
+        assert_eq!(error["error"]["code"], code, "{shown}: {error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(words),
+            "{shown}: `{message}` should mention `{words}`"
+        );
+    }
+    // Unknown session and route: 404 with the same error shape.
+    let response = http()
+        .get(format!(
+            "http://{}/v1/sessions/{}",
+            daemon.api_addr,
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"]["code"],
+        "not_found"
+    );
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_shown_and_deleted() {
+    let dir = temp_dir("api-crud");
+    let daemon = daemon(&dir).await;
+    let created = create_session(
+        &daemon,
+        json!({"audio": {"direction": "recvonly", "unmixed": true}, "bot": "echo"}),
+    )
+    .await;
+    let id = created["sessionId"].as_str().unwrap();
+    let blob: Value = serde_json::from_str(created["blob"].as_str().unwrap()).unwrap();
+    assert_eq!(blob["mpMediaSessionId"], id);
+    assert_eq!(blob["edgeToken"], created["edgeToken"]);
+    assert_eq!(
+        blob["audioSourceContexts"],
+        json!([]),
+        "recvonly has no source context"
+    );
+    assert_eq!(blob["receiveUnmixedMeetingAudio"], true);
+    assert_eq!(created["mediaConfig"]["blob"], created["blob"]);
+    assert!(
+        created["mediaUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/v1/sessions/{id}/media"))
+    );
+
+    let list: Value = http()
+        .get(format!("http://{}/v1/sessions", daemon.api_addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(list["sessions"][0]["state"], "waitingForEdge");
+
+    let url = format!("http://{}/v1/sessions/{id}", daemon.api_addr);
+    assert_eq!(
+        http()
+            .delete(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        http()
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http()
+            .delete(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // The edge can no longer attach to a deleted session.
+    assert!(connect_edge(&daemon, &created).await.is_err());
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_turns_overloaded_under_load_and_new_sessions_get_503() {
+    let dir = temp_dir("api-health");
+    // Thresholds far below what 40 sessions cost a worker: the synthetic load is real sessions with a tone bot
+    // (encoding every frame), measured by the worker itself.
+    let config = mediaproc_daemon::Config {
+        heavily_loaded_at: 0.0005,
+        overloaded_at: 0.001,
+        ..test_config(&dir)
+    };
+    let daemon = mediaproc_daemon::start(config).await.unwrap();
+    let health = || async {
+        http()
+            .get(format!("http://{}/healthz", daemon.api_addr))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(health().await["status"], "Normal");
+    for _ in 0..40 {
+        create_session(
+            &daemon,
+            json!({"bot": {"type": "tone", "frequencyHz": 300}}),
+        )
+        .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut last = health().await;
+    while last["status"] != "Overloaded" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        last = health().await;
+    }
+    assert_eq!(last["status"], "Overloaded", "{last}");
+    let (status, error) = post(&daemon, Some(TOKEN), "{}").await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "overloaded");
+
+    let metrics = http()
+        .get(format!("http://{}/metrics", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    check_prometheus(&metrics);
+    assert!(metrics.contains("mediaproc_sessions 40"), "{metrics}");
+    assert!(metrics.contains("mediaproc_health_status 2"), "{metrics}");
+    assert!(
+        metrics.contains("mediaproc_sessions_refused_overloaded_total 1"),
+        "{metrics}"
+    );
+    daemon.shutdown().await;
+}
+
+/// Checks the Prometheus text format: HELP/TYPE comments, then `name{labels} value` samples with numeric values.
+fn check_prometheus(text: &str) {
+    let mut typed = std::collections::HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            assert!(matches!(parts.next(), Some("gauge" | "counter")), "{line}");
+            typed.insert(name.to_owned());
+        } else if line.starts_with("# HELP ") || line.is_empty() {
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            assert!(typed.contains(name), "sample before its TYPE: {line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            if let Some(labels) = series.strip_prefix(name) {
+                assert!(
+                    labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                    "{line}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_bot_writes_a_wav_that_is_finalised_on_shutdown() {
+    let dir = temp_dir("api-record");
+    let daemon = daemon(&dir).await;
+    let session = create_session(&daemon, json!({"bot": "record"})).await;
+    let edge = connect_edge(&daemon, &session).await.unwrap();
+    let source = speech(16_000 * 2, 16_000);
+    talk_and_listen(&edge, &opus_packets(&source, 4), Duration::from_millis(300)).await;
+    daemon.shutdown().await;
+    let path = dir.join(format!(
+        "{}-mixed.wav",
+        session["sessionId"].as_str().unwrap()
+    ));
+    let mut reader = hound::WavReader::open(&path).unwrap();
+    assert_eq!(reader.spec().sample_rate, 16_000);
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    assert!(samples.len() >= 16_000 * 2, "{} samples", samples.len());
+    let (_, lag) = best_correlation(&source, &samples, 16_000);
+    let windowed = windowed_correlation(&source, &samples, lag);
+    assert!(
+        windowed > 0.6,
+        "the recording does not hold the speech: {windowed:.3}"
+    );
+}
