@@ -7,7 +7,7 @@
 //! fixed array of [`JITTER_CAPACITY_FRAMES`]; a slot keeps its payload inline (no allocation).
 //!
 //! ## Playout
-//! The buffer is pulled once per 20 ms tick ([`JitterBuffer::next`]). Normally it hands out the packet at the
+//! The buffer is pulled once per 20 ms tick ([`JitterBuffer::pop`]). Normally it hands out the packet at the
 //! playout index and advances. Otherwise:
 //! * **loss** (frame missing, later frames present): if the next frame is present, its in-band FEC rebuilds the lost
 //!   one ([`Playout::Fec`]), else the decoder conceals ([`Playout::Conceal`]); the index advances.
