@@ -669,6 +669,54 @@ mod tests {
     }
 
     #[test]
+    fn dtx_gap_and_resync() {
+        let mut b = jb();
+        let speech = [0x48u8, 9, 9, 9];
+        // Talkspurt: frames 0..5 (seq 0..5), then the sender goes quiet (DTX) and resumes at frame 30 with seq 6.
+        for n in 0..6u16 {
+            b.insert(ms(u64::from(n) * 20), n, u32::from(n) * 960, &speech, None);
+        }
+        let mut out = Vec::new();
+        for t in 6..40u64 {
+            if t == 31 {
+                b.insert(ms(t * 20), 6, 30 * 960, &speech, None);
+                b.insert(ms(t * 20), 7, 31 * 960, &speech, None);
+            }
+            out.push(
+                format!("{:?}", b.pop())
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        let packets = out.iter().filter(|p| p.starts_with("Packet")).count();
+        assert_eq!(packets, 8, "all packets played: {out:?}");
+        // The pause adds no delay: exactly the 24 frames the sender skipped are filled between the talkspurts.
+        let first = out.iter().position(|p| p != "Packet").unwrap();
+        let resumed = first + out[first..].iter().position(|p| p == "Packet").unwrap();
+        assert_eq!(resumed - first, 24, "{out:?}");
+        let s = b.stats();
+        // The pause is neither loss nor delay: no concealment remains counted for it, no FEC attempted.
+        assert_eq!((s.fec_recovered, s.late), (0, 0), "{s:?}");
+        assert!(s.dtx >= 10, "{s:?}");
+        assert!(s.concealed <= 2, "{s:?}");
+        assert!(b.level_frames() <= 2);
+        // A sender restart (timestamp jump far beyond the buffer) resyncs instead of waiting or dropping.
+        assert_eq!(
+            b.insert(ms(5000), 100, 0x8000_0000, &speech, None),
+            InsertOutcome::Accepted
+        );
+        assert_eq!(b.stats().resyncs, 1);
+        let mut played = false;
+        for _ in 0..4 {
+            played |= matches!(b.pop(), Playout::Packet { .. });
+            b.insert(ms(5000), 101, 0x8000_0000 + 960, &speech, None);
+        }
+        assert!(played);
+    }
+
+    #[test]
     fn target_follows_jitter() {
         let mut b = jb();
         // 100 ms of jitter on every 4th packet for 20 s.

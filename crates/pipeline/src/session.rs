@@ -114,6 +114,7 @@ pub struct RtpPacketInfo {
 
 /// Something the driver should know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The bot started sending (`AudioSendStatusChanged`).
     SendStatusChanged(SendStatus),
@@ -416,6 +417,20 @@ impl MediaSession {
             .iter()
             .find(|s| s.source_id == Some(source_id))
             .map(|s| s.jitter.stats())
+    }
+
+    /// Delay the receive path adds for `source_id` on top of the network: the jitter buffer's current level plus the
+    /// resampler's delay when the bot's rate is not an Opus rate. Use it to relate frame timestamps to send times.
+    pub fn receive_delay(&self, source_id: u32) -> Option<Duration> {
+        let s = self
+            .streams
+            .iter()
+            .find(|s| s.source_id == Some(source_id))?;
+        let jitter = Duration::from_millis(u64::from(s.jitter.stats().current_delay_ms));
+        let resampler = s.resampler.as_ref().map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(r.delay_samples() as f64 / f64::from(self.cfg.rate.hz()))
+        });
+        Some(jitter + resampler)
     }
 
     /// The current dominant speaker.
