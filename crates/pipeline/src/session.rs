@@ -257,7 +257,8 @@ impl Stream {
         if !self.produced {
             return errors;
         }
-        let mut quiet = level_dbov(&self.decoded[..dspf]) < QUIET_DBOV;
+        let mut decoded_level = level_dbov(&self.decoded[..dspf]);
+        let mut quiet = decoded_level < QUIET_DBOV;
         if was_packet
             && let Some(Playout::Packet {
                 payload,
@@ -275,7 +276,8 @@ impl Stream {
                     self.decoded[..dspf].fill(0);
                 }
             }
-            quiet = level_dbov(&self.decoded[..dspf]) < QUIET_DBOV;
+            decoded_level = level_dbov(&self.decoded[..dspf]);
+            quiet = decoded_level < QUIET_DBOV;
         }
         self.jitter.set_last_output_quiet(quiet);
         match &mut self.resampler {
@@ -288,9 +290,11 @@ impl Stream {
             }
             None => self.frame[..spf].copy_from_slice(&self.decoded[..spf]),
         }
-        self.level = match rfc_level {
-            Some(v) => level_from_rfc6464(v),
-            None => level_dbov(&self.frame[..spf]),
+        self.level = match (rfc_level, &self.resampler) {
+            (Some(v), _) => level_from_rfc6464(v),
+            // Same samples as measured above when no resampler sits in between.
+            (None, None) => decoded_level,
+            (None, Some(_)) => level_dbov(&self.frame[..spf]),
         };
         errors
     }
