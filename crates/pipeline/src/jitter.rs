@@ -7,13 +7,15 @@
 //! fixed array of [`JITTER_CAPACITY_FRAMES`]; a slot keeps its payload inline (no allocation).
 //!
 //! ## Playout
-//! The buffer is pulled once per 20 ms tick ([`JitterBuffer::next`]). Normally it hands out the packet at the
+//! The buffer is pulled once per 20 ms tick ([`JitterBuffer::pop`]). Normally it hands out the packet at the
 //! playout index and advances. Otherwise:
 //! * **loss** (frame missing, later frames present): if the next frame is present, its in-band FEC rebuilds the lost
 //!   one ([`Playout::Fec`]), else the decoder conceals ([`Playout::Conceal`]); the index advances.
 //! * **underrun** (nothing buffered): conceal *without* advancing (NetEQ's "expand"), so the late packet is still
-//!   played when it arrives and the delay grows by one frame. After [`MAX_HOLD_FRAMES`] the stream is treated as
-//!   paused and media time flows on ([`Playout::Silence`]).
+//!   played when it arrives and the delay grows by one frame. If the next packet continues the sequence numbers but
+//!   jumps in time, the gap was a DTX pause: the playout point moves on by the held ticks (no delay added) and they
+//!   are counted as DTX. After [`MAX_HOLD_FRAMES`] the stream is treated as paused and media time flows on
+//!   ([`Playout::Silence`]).
 //! * **DTX** (the last packet was a ≤ 2-byte Opus DTX packet): comfort noise, time flows; the first packet of the
 //!   next talkspurt re-buffers up to the target delay.
 //! * **too late** (index already played): dropped and counted.
@@ -425,6 +427,22 @@ impl JitterBuffer {
         if !fresh && ext_seq < self.highest_seq {
             self.stats.reordered += 1;
         }
+        if self.state == State::Playing
+            && self.hold > 0
+            && self.last_played_seq == Some(ext_seq - 1)
+            && index > self.playout
+        {
+            // The underrun we were concealing was a DTX pause (the sender skipped those frames on purpose: the
+            // sequence number continues). The held ticks stood in for its silence: move the playout point on so the
+            // pause does not add delay, and count them as DTX.
+            let held = i64::from(self.hold).min(index - self.playout);
+            self.playout += held;
+            let held = held as u64;
+            self.stats.underruns = self.stats.underruns.saturating_sub(held);
+            self.stats.concealed = self.stats.concealed.saturating_sub(held);
+            self.stats.dtx += held;
+            self.hold = 0;
+        }
         if fresh || ext_ts > self.last_ts_ext {
             self.last_ts_ext = ext_ts;
             self.last_ts_raw = timestamp;
@@ -521,12 +539,16 @@ impl JitterBuffer {
                 self.stats.dtx += 1;
                 return Playout::Silence;
             }
-            if let Some(next) = self.slot(lost + 1) {
-                // A consecutive sequence number across the gap means the sender skipped this frame (DTX).
-                if self.last_played_seq.is_some_and(|p| next.seq == p + 1) {
-                    self.stats.dtx += 1;
-                    return Playout::Silence;
-                }
+            // A consecutive sequence number across the gap means the sender skipped these frames (DTX).
+            let next_seq =
+                (lost + 1..=self.highest_index).find_map(|i| self.slot(i).map(|s| s.seq));
+            if let (Some(n), Some(p)) = (next_seq, self.last_played_seq)
+                && n == p + 1
+            {
+                self.stats.dtx += 1;
+                return Playout::Silence;
+            }
+            if self.slot(lost + 1).is_some() {
                 self.stats.fec_recovered += 1;
                 let s = &self.slots[(lost + 1).rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];
                 return Playout::Fec {
@@ -554,8 +576,11 @@ impl JitterBuffer {
     pub fn accelerate(&mut self, decoded_was_quiet: bool) -> Option<Playout<'_>> {
         let target = i64::from(self.target);
         let remaining = self.level - 1;
-        let quiet_ok =
-            decoded_was_quiet && remaining > target && self.filtered_level > (target as f32) + 1.0;
+        // At a tick the level should be about the target; after this pop, target - 1 frames remain. One spare frame
+        // (consistently, per the smoothed level) is dropped at a quiet point.
+        let quiet_ok = decoded_was_quiet
+            && remaining >= target
+            && self.filtered_level >= (target as f32) + 1.0;
         let forced = remaining > target + 3 && self.filtered_level > (target as f32) + 3.0;
         if !(quiet_ok || forced)
             || self.state != State::Playing
@@ -641,6 +666,54 @@ mod tests {
             b.insert(ms(130), 9, 9, &[0; MAX_PAYLOAD + 1], None),
             InsertOutcome::Malformed
         );
+    }
+
+    #[test]
+    fn dtx_gap_and_resync() {
+        let mut b = jb();
+        let speech = [0x48u8, 9, 9, 9];
+        // Talkspurt: frames 0..5 (seq 0..5), then the sender goes quiet (DTX) and resumes at frame 30 with seq 6.
+        for n in 0..6u16 {
+            b.insert(ms(u64::from(n) * 20), n, u32::from(n) * 960, &speech, None);
+        }
+        let mut out = Vec::new();
+        for t in 6..40u64 {
+            if t == 31 {
+                b.insert(ms(t * 20), 6, 30 * 960, &speech, None);
+                b.insert(ms(t * 20), 7, 31 * 960, &speech, None);
+            }
+            out.push(
+                format!("{:?}", b.pop())
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            );
+        }
+        let packets = out.iter().filter(|p| p.starts_with("Packet")).count();
+        assert_eq!(packets, 8, "all packets played: {out:?}");
+        // The pause adds no delay: exactly the 24 frames the sender skipped are filled between the talkspurts.
+        let first = out.iter().position(|p| p != "Packet").unwrap();
+        let resumed = first + out[first..].iter().position(|p| p == "Packet").unwrap();
+        assert_eq!(resumed - first, 24, "{out:?}");
+        let s = b.stats();
+        // The pause is neither loss nor delay: no concealment remains counted for it, no FEC attempted.
+        assert_eq!((s.fec_recovered, s.late), (0, 0), "{s:?}");
+        assert!(s.dtx >= 10, "{s:?}");
+        assert!(s.concealed <= 2, "{s:?}");
+        assert!(b.level_frames() <= 2);
+        // A sender restart (timestamp jump far beyond the buffer) resyncs instead of waiting or dropping.
+        assert_eq!(
+            b.insert(ms(5000), 100, 0x8000_0000, &speech, None),
+            InsertOutcome::Accepted
+        );
+        assert_eq!(b.stats().resyncs, 1);
+        let mut played = false;
+        for _ in 0..4 {
+            played |= matches!(b.pop(), Playout::Packet { .. });
+            b.insert(ms(5000), 101, 0x8000_0000 + 960, &speech, None);
+        }
+        assert!(played);
     }
 
     #[test]

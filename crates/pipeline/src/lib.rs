@@ -1,4 +1,70 @@
-//! mediaproc pipeline (docs to come)
+//! # mediaproc-pipeline — the sans-IO real-time audio core
+//!
+//! Everything between the network and the bot for one call's audio: frames, rings, the adaptive jitter buffer, the
+//! Opus codec stage, resampling, mixing and speaker tracking, send pacing, and [`MediaSession`], which ties them
+//! together. No sockets, no threads, no clocks: the shells (`mediaproc-net`, the daemon's media workers) move bytes
+//! and call in; tests drive minutes of simulated calls in seconds.
+//!
+//! ## Time is an input
+//! Every operation that depends on time takes `now: Duration`, an instant on the driver's monotonic clock measured
+//! from an origin it chooses (e.g. when the worker started). Nothing here calls `Instant::now()`. The session's media
+//! clock runs on absolute deadlines `start + phase + n × 20 ms` ([`MediaSession::poll_timeout`]); a driver calls
+//! [`MediaSession::handle_tick`] once the deadline has passed, then drains [`MediaSession::poll_output`] (packets to
+//! send, events) — the str0m / quinn-proto shape. The per-session `tick_phase` lets one worker thread spread its
+//! sessions over the 20 ms period so each session's latency is its own processing time, not the batch's. A driver
+//! that falls behind catches up tick by tick, and beyond [`MAX_CATCH_UP_TICKS`] skips (and counts) missed ticks
+//! rather than bursting packets.
+//!
+//! ## Frames
+//! A frame is 20 ms of mono 16-bit PCM at the bot's [`SampleRate`] (default 16 kHz, `Pcm16K`: 320 samples = 640
+//! bytes; any multiple of 50 Hz between 8 and 48 kHz). Frames for the bot ([`ReceivedAudio`]) carry a timestamp in
+//! 100 ns ticks, a sequence number, `is_silence`, the active speakers (loudest first) and unmixed audio of the
+//! loudest speakers, like the closed platform's `AudioMediaBuffer`/`UnmixedAudioBuffers`.
+//!
+//! ## Rings and their policies ([`ring`])
+//! Lock-free SPSC rings (`ringbuf`) connect the session to bot logic on another thread, both bounded with named
+//! capacities and allocated up front:
+//! * **inbound** (call → bot, default [`DEFAULT_INBOUND_CAPACITY_FRAMES`] = 1 s): the call never waits for the bot.
+//!   When the bot falls behind the **oldest** frames are dropped and counted; after a stall the bot resumes with
+//!   current audio.
+//! * **outbound** (bot → call, default [`DEFAULT_OUTBOUND_CAPACITY_FRAMES`] = 10 s, for text-to-speech produced faster
+//!   than real time): **backpressure** — [`OutboundProducer::push`] returns [`Error::OutboundFull`].
+//!   [`OutboundProducer::clear`] (barge-in) discards everything queued within the next tick;
+//!   [`OutboundProducer::mark`] names a point between frames, reported as [`Event::Mark`] once the frame before it
+//!   has been sent (or with `cleared: true` if a clear discarded it). Mark names live inline (≤ 64 bytes) in a
+//!   bounded side queue, so marks allocate nothing.
+//!
+//! ## Jitter buffer ([`jitter`])
+//! Per inbound stream, keyed by the RTP timestamp (48 kHz Opus clock; sequence numbers tell loss from DTX gaps).
+//! Reordered packets are slotted in place, duplicates and packets whose playout time has passed are dropped and
+//! counted. The **target delay adapts** to the observed relative-delay distribution: each packet's transit time minus
+//! the smallest transit of the last 128 packets goes into a histogram of 20 ms bins with exponential forgetting; the
+//! target is one frame plus the 95th percentile, clamped to `[min, max]` (default 1..=25 frames). At each tick the
+//! buffer hands out a packet, FEC recovery from the next packet, concealment (loss, or an underrun — which holds the
+//! playout point so the late packet still plays) or comfort silence (DTX). The smoothed buffer level is steered to
+//! the target by **accelerating** (dropping a decoded frame that is quiet) and **stretching** (inserting a
+//! concealment frame after a quiet one), which also absorbs **clock drift** (±500 ppm = one frame every 40 s) without
+//! growth or starvation. Statistics ([`JitterStats`]) follow WebRTC NetEQ: current/target delay, concealed,
+//! FEC-recovered, late, duplicate, reordered, accelerated, stretched, underruns, DTX, resyncs, malformed.
+//!
+//! ## Codec, resampling, mixing, pacing
+//! * [`OpusDecoder`] decodes straight at the bot's rate when Opus supports it (8/12/16/24/48 kHz), with PLC and
+//!   in-band FEC; [`OpusEncoder`] has [`EncoderSettings`] (default 32 kbit/s VoIP, complexity 5, in-band FEC for 5 %
+//!   loss, DTX off). Other rates decode/encode at 48 kHz through [`FrameResampler`] (rubato's asynchronous sinc
+//!   resampler, one frame in, one frame out, delay reported, ratio adjustable for drift).
+//! * [`mix_into`] sums with saturation; [`SpeakerTracker`] levels come from RFC 6464 when present, else energy; the
+//!   dominant speaker changes only after a challenger has been louder by 3 dB for 500 ms (no flapping on coughs).
+//! * [`SendPacer`] yields exactly one packet per 20 ms of media timeline; when the bot has nothing queued or sends
+//!   digital silence the encoder is skipped and a one-byte Opus "no audio" packet is sent; underruns are counted;
+//!   the send status becomes active with the bot's first frame.
+//!
+//! ## Hot path
+//! After [`MediaSession::new`] nothing allocates, locks, logs or makes a syscall per frame (a counting-allocator test
+//! asserts zero allocations over hundreds of duplex ticks with loss). Untrusted input (RTP fields, payloads, bot
+//! frames and mark names) never panics: bad packets are counted and dropped, bad bot input is a typed [`Error`].
+
+#![warn(missing_docs)]
+
 pub mod codec;
 pub mod error;
 pub mod frame;
@@ -8,6 +74,7 @@ pub mod pacer;
 pub mod resample;
 pub mod ring;
 pub mod session;
+
 pub use codec::*;
 pub use error::{Error, Result};
 pub use frame::*;

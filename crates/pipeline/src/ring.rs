@@ -326,6 +326,11 @@ impl InboundProducer {
         self.staging_len += 1;
     }
 
+    /// Moves staged frames into the ring as far as it has room (done by every push as well).
+    pub fn flush(&mut self) {
+        self.flush_staging();
+    }
+
     /// Frames waiting in the ring and the staging area.
     pub fn queued(&self) -> usize {
         self.meta.occupied_len() + self.staging_len

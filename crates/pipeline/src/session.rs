@@ -114,6 +114,7 @@ pub struct RtpPacketInfo {
 
 /// Something the driver should know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The bot started sending (`AudioSendStatusChanged`).
     SendStatusChanged(SendStatus),
@@ -256,7 +257,8 @@ impl Stream {
         if !self.produced {
             return errors;
         }
-        let mut quiet = level_dbov(&self.decoded[..dspf]) < QUIET_DBOV;
+        let mut decoded_level = level_dbov(&self.decoded[..dspf]);
+        let mut quiet = decoded_level < QUIET_DBOV;
         if was_packet
             && let Some(Playout::Packet {
                 payload,
@@ -274,7 +276,8 @@ impl Stream {
                     self.decoded[..dspf].fill(0);
                 }
             }
-            quiet = level_dbov(&self.decoded[..dspf]) < QUIET_DBOV;
+            decoded_level = level_dbov(&self.decoded[..dspf]);
+            quiet = decoded_level < QUIET_DBOV;
         }
         self.jitter.set_last_output_quiet(quiet);
         match &mut self.resampler {
@@ -287,9 +290,11 @@ impl Stream {
             }
             None => self.frame[..spf].copy_from_slice(&self.decoded[..spf]),
         }
-        self.level = match rfc_level {
-            Some(v) => level_from_rfc6464(v),
-            None => level_dbov(&self.frame[..spf]),
+        self.level = match (rfc_level, &self.resampler) {
+            (Some(v), _) => level_from_rfc6464(v),
+            // Same samples as measured above when no resampler sits in between.
+            (None, None) => decoded_level,
+            (None, Some(_)) => level_dbov(&self.frame[..spf]),
         };
         errors
     }
@@ -416,6 +421,20 @@ impl MediaSession {
             .iter()
             .find(|s| s.source_id == Some(source_id))
             .map(|s| s.jitter.stats())
+    }
+
+    /// Delay the receive path adds for `source_id` on top of the network: the jitter buffer's current level plus the
+    /// resampler's delay when the bot's rate is not an Opus rate. Use it to relate frame timestamps to send times.
+    pub fn receive_delay(&self, source_id: u32) -> Option<Duration> {
+        let s = self
+            .streams
+            .iter()
+            .find(|s| s.source_id == Some(source_id))?;
+        let jitter = Duration::from_millis(u64::from(s.jitter.stats().current_delay_ms));
+        let resampler = s.resampler.as_ref().map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(r.delay_samples() as f64 / f64::from(self.cfg.rate.hz()))
+        });
+        Some(jitter + resampler)
     }
 
     /// The current dominant speaker.

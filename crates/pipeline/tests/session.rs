@@ -313,6 +313,9 @@ fn non_opus_rate_goes_through_the_resampler() {
         }
     }
     assert!(frames >= 97 && loud >= 90, "{frames} {loud}");
+    // The resampler's delay is part of the reported receive delay.
+    let d = s.receive_delay(4).unwrap();
+    assert!(d >= ms(20) && d < ms(80), "{d:?}");
 }
 
 proptest::proptest! {

@@ -89,6 +89,8 @@ pub struct NetConfig {
     pub duplicate: f64,
     /// Sender clock error in ppm (positive: the sender's 20 ms are shorter than ours).
     pub drift_ppm: f64,
+    /// RFC 7587 DTX: ≤ 2-byte packets are only sent every 20th frame; sequence numbers count sent packets.
+    pub dtx: bool,
 }
 
 impl Default for NetConfig {
@@ -100,6 +102,7 @@ impl Default for NetConfig {
             reorder: 0.0,
             duplicate: 0.0,
             drift_ppm: 0.0,
+            dtx: false,
         }
     }
 }
@@ -178,7 +181,9 @@ pub fn run(
     };
     let (mut session, mut bot) = MediaSession::new(cfg, Duration::ZERO).unwrap();
     let mut rng = Rng::new(seed);
-    let mut heap: BinaryHeap<Reverse<(u128, u64, usize)>> = BinaryHeap::new();
+    // (arrival, tie-break, frame index, RTP sequence)
+    let mut heap: BinaryHeap<Reverse<(u128, u64, usize, u16)>> = BinaryHeap::new();
+    let mut rtp_seq: u16 = 40_000;
     let mut order = 0u64;
     let mut sent = 0usize;
     let sender_start = Duration::from_millis(3);
@@ -191,10 +196,7 @@ pub fn run(
     let end = duration.as_nanos();
     loop {
         let next_send = sender_start.as_nanos() + (sent as f64 * period_ns) as u128;
-        let next_arrival = heap
-            .peek()
-            .map(|Reverse((t, _, _))| *t)
-            .unwrap_or(u128::MAX);
+        let next_arrival = heap.peek().map(|Reverse((t, ..))| *t).unwrap_or(u128::MAX);
         let next_tick = session.poll_timeout().as_nanos();
         let now = next_send.min(next_arrival).min(next_tick);
         if now > end {
@@ -202,6 +204,13 @@ pub fn run(
         }
         let now_d = Duration::from_nanos(now as u64);
         if now == next_send {
+            let tiny = source.packets[sent % source.packets.len()].len() <= 2;
+            if net.dtx && tiny && sent % 20 != 0 {
+                sent += 1;
+                continue;
+            }
+            let seq = rtp_seq;
+            rtp_seq = rtp_seq.wrapping_add(1);
             let lost = match net.loss {
                 Loss::None => false,
                 Loss::Random(p) => rng.f64() < p,
@@ -222,16 +231,16 @@ pub fn run(
                         d += 30.0 + rng.f64() * 30.0;
                     }
                     order += 1;
-                    heap.push(Reverse((now + (d * 1e6) as u128, order, sent)));
+                    heap.push(Reverse((now + (d * 1e6) as u128, order, sent, seq)));
                 }
             }
             sent += 1;
         } else if now == next_arrival {
-            let Reverse((_, _, n)) = heap.pop().unwrap();
+            let Reverse((_, _, n, seq)) = heap.pop().unwrap();
             let payload = &source.packets[n % source.packets.len()];
             let rtp = RtpPacketInfo {
                 ssrc: 0xabcd,
-                sequence: (n as u16).wrapping_add(40_000),
+                sequence: seq,
                 timestamp: (n as u32).wrapping_mul(960).wrapping_add(4_000_000_000),
                 marker: n == 0,
                 payload_type: 111,
