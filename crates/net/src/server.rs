@@ -42,7 +42,7 @@ pub const MAX_SESSIONS_PER_CONNECTION: usize = 256;
 /// Default limit of flows per session.
 pub const MAX_FLOWS_PER_SESSION: usize = 64;
 /// Fallback interval at which transmit rings are drained even without a wake-up.
-pub const TX_POLL_INTERVAL: Duration = Duration::from_millis(5);
+pub const TX_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// QUIC application close code: normal.
 pub const CLOSE_NORMAL: u32 = 0;
 /// QUIC application close code: protocol violation.
@@ -217,7 +217,27 @@ enum ConnCommand {
     End { session_id: Uuid },
 }
 
+struct ConnEntry {
+    remote: SocketAddr,
+    stats: Arc<EndpointStats>,
+    conn: quinn::Connection,
+}
+
+/// Statistics of one edge connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Connection number (in accept order).
+    pub id: u64,
+    /// Edge address.
+    pub remote: SocketAddr,
+    /// QUIC's round-trip estimate in microseconds.
+    pub rtt_us: u64,
+    /// The connection's counters (`connections*` fields are zero).
+    pub stats: crate::stats::ConnectionStatsSnapshot,
+}
+
 struct Shared {
+    conns: Mutex<HashMap<u64, ConnEntry>>,
     sessions: Mutex<HashMap<Uuid, Entry>>,
     stats: EndpointStats,
     tx_notify: Arc<Notify>,
@@ -231,6 +251,10 @@ impl Shared {
         // A panic while holding the lock cannot leave the map inconsistent (no multi-step updates), so a
         // poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -276,6 +300,7 @@ impl MediaServer {
                 source,
             })?;
         let shared = Arc::new(Shared {
+            conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             stats: EndpointStats::default(),
             tx_notify: Arc::new(Notify::new()),
@@ -323,6 +348,23 @@ impl MediaServer {
     /// Endpoint-wide statistics.
     pub fn stats(&self) -> crate::stats::ConnectionStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Per-connection statistics of the open edge connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut v: Vec<_> = self
+            .shared
+            .conns()
+            .iter()
+            .map(|(id, c)| ConnectionInfo {
+                id: *id,
+                remote: c.remote,
+                rtt_us: c.conn.rtt().as_micros() as u64,
+                stats: c.stats.snapshot(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
     }
 
     /// Registers a media session so that an edge presenting its token can attach; returns the worker handle.
@@ -427,6 +469,7 @@ struct Route {
 
 struct Conn {
     id: u64,
+    cstats: Arc<EndpointStats>,
     conn: quinn::Connection,
     shared: Arc<Shared>,
     cmd_tx: mpsc::UnboundedSender<ConnCommand>,
@@ -455,8 +498,18 @@ fn emit(events: &mpsc::Sender<SessionEvent>, stats: &SessionStats, ev: SessionEv
 async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -> String {
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let notify = shared.tx_notify.clone();
+    let cstats = Arc::new(EndpointStats::default());
+    shared.conns().insert(
+        id,
+        ConnEntry {
+            remote: conn.remote_address(),
+            stats: cstats.clone(),
+            conn: conn.clone(),
+        },
+    );
     let mut c = Conn {
         id,
+        cstats,
         conn: conn.clone(),
         shared: shared.clone(),
         cmd_tx,
@@ -523,24 +576,25 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
         }
     };
     c.detach_all(error_code::NORMAL);
+    shared.conns().remove(&id);
     reason
 }
 
 impl Conn {
     fn on_datagram(&mut self, d: &Bytes) {
-        let st = &self.shared.stats;
-        inc(&st.datagrams_rx);
-        add(&st.bytes_rx, d.len() as u64);
+        let st = [&self.shared.stats, &*self.cstats];
+        inc2(st, |s| &s.datagrams_rx);
+        add2(st, |s| &s.bytes_rx, d.len() as u64);
         let Ok(dg) = RoqDatagram::parse(d) else {
-            inc(&st.malformed);
+            inc2(st, |s| &s.malformed);
             return;
         };
         let Some(route) = self.flows.get_mut(&dg.flow_id) else {
-            inc(&st.unknown_flow);
+            inc2(st, |s| &s.unknown_flow);
             return;
         };
         let Some(sess) = self.sessions.get_mut(route.slot).and_then(Option::as_mut) else {
-            inc(&st.unknown_flow);
+            inc2(st, |s| &s.unknown_flow);
             return;
         };
         if roq::is_rtcp(dg.packet) {
@@ -555,7 +609,7 @@ impl Conn {
                 inc(&sess.stats.rx_rtcp);
             } else {
                 inc(&sess.stats.rx_malformed);
-                inc(&st.malformed);
+                inc2(st, |s| &s.malformed);
             }
             return;
         }
@@ -567,7 +621,7 @@ impl Conn {
             Ok(p) => p,
             Err(_) => {
                 inc(&sess.stats.rx_malformed);
-                inc(&st.malformed);
+                inc2(st, |s| &s.malformed);
                 return;
             }
         };
@@ -601,7 +655,7 @@ impl Conn {
 
     /// Drains every attached session's transmit ring into datagrams.
     fn flush_tx(&mut self) {
-        let st = &self.shared.stats;
+        let st = [&self.shared.stats, &*self.cstats];
         for sess in self.sessions.iter_mut().flatten() {
             while let Some(meta) = sess.ports.tx.pop(&mut self.scratch) {
                 let ok_flow = self.flows.get(&meta.flow_id).is_some_and(|r| {
@@ -631,8 +685,8 @@ impl Conn {
                     Ok(()) => {
                         inc(&sess.stats.tx_packets);
                         add(&sess.stats.tx_bytes, meta.len as u64);
-                        inc(&st.datagrams_tx);
-                        add(&st.bytes_tx, total as u64);
+                        inc2(st, |s| &s.datagrams_tx);
+                        add2(st, |s| &s.bytes_tx, total as u64);
                     }
                     Err(_) => inc(&sess.stats.tx_dropped),
                 }
@@ -670,7 +724,7 @@ impl Conn {
                 Ok(Decoded::Unknown { msg_type, len }) => {
                     inbuf.drain(..len);
                     if msg_type < control::FIRST_IGNORABLE_TYPE {
-                        inc(&self.shared.stats.protocol_errors);
+                        inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                         self.send_error(
                             error_code::UNKNOWN_MESSAGE,
                             Uuid::nil(),
@@ -680,7 +734,7 @@ impl Conn {
                     }
                 }
                 Err(e) => {
-                    inc(&self.shared.stats.protocol_errors);
+                    inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                     let (code, close) = match e {
                         mediaproc_wire::WireError::UnsupportedVersion { .. } => {
                             (error_code::UNSUPPORTED_VERSION, CLOSE_UNSUPPORTED_VERSION)
@@ -724,7 +778,7 @@ impl Conn {
                 tracing::debug!(conn = self.id, code, %message, "edge reported an error");
             }
             ControlMessage::AttachOk { session_id } => {
-                inc(&self.shared.stats.protocol_errors);
+                inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                 self.send_error(
                     error_code::PROTOCOL_VIOLATION,
                     session_id,
@@ -737,7 +791,7 @@ impl Conn {
                     return;
                 };
                 let Some(slot) = self.slot_of(session_id) else {
-                    inc(&self.shared.stats.protocol_errors);
+                    inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                     self.send_error(
                         error_code::NOT_ATTACHED,
                         session_id,
@@ -877,7 +931,7 @@ impl Conn {
 
     async fn on_attach(&mut self, session_id: Uuid, token: &[u8], flows: Vec<FlowDecl>) {
         if self.slot_of(session_id).is_some() {
-            inc(&self.shared.stats.protocol_errors);
+            inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
             self.send_error(
                 error_code::PROTOCOL_VIOLATION,
                 session_id,
@@ -978,7 +1032,7 @@ impl Conn {
         };
         match next {
             Next::Refuse => {
-                inc(&self.shared.stats.refused);
+                inc2([&self.shared.stats, &*self.cstats], |s| &s.refused);
                 tracing::info!(conn = self.id, "attach refused");
                 self.send_error(error_code::ATTACH_REFUSED, session_id, "attach refused")
                     .await;
@@ -1093,6 +1147,19 @@ impl Conn {
             }
         }
     }
+}
+
+type Pick = fn(&EndpointStats) -> &AtomicU64;
+
+/// Counts in the endpoint totals and in the connection's own counters.
+fn inc2(st: [&EndpointStats; 2], pick: Pick) {
+    inc(pick(st[0]));
+    inc(pick(st[1]));
+}
+
+fn add2(st: [&EndpointStats; 2], pick: Pick, n: u64) {
+    add(pick(st[0]), n);
+    add(pick(st[1]), n);
 }
 
 /// Compares tokens without an early exit on the first differing byte.

@@ -270,6 +270,9 @@ async fn wrong_token_and_unknown_session_are_refused_alike() {
         "refusals must not tell unknown sessions from wrong tokens"
     );
     assert_eq!(server.stats().refused, 2);
+    let conns = server.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].stats.refused, 2);
 
     // Media for the session sent without attaching goes nowhere.
     e.send_packet(0, &rtp(1, 1, b"sneaky")).unwrap();
@@ -355,6 +358,11 @@ async fn malformed_flood_does_not_disturb_a_healthy_session() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(victim.stats.snapshot().rx_malformed, sent_bad[2]);
+    let conn = &server.connections()[0];
+    assert_eq!(
+        (conn.stats.malformed, conn.stats.unknown_flow),
+        (sent_bad[0] + sent_bad[2], sent_bad[1])
+    );
     assert_eq!(healthy.stats.snapshot().rx_malformed, 0);
     assert_eq!(healthy.stats.snapshot().lost, 0);
     assert!(
