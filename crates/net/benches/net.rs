@@ -230,6 +230,9 @@ async fn send_path(
                 else {
                     continue;
                 };
+                if mediaproc_wire::roq::is_rtcp(&pkt) {
+                    continue;
+                }
                 let p = RtpPacket::parse(&pkt).unwrap();
                 let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
                 lat.push(now_ns(origin).saturating_sub(sent));
