@@ -83,11 +83,15 @@ fn micro(c: &mut Criterion) {
     });
 }
 
-/// CPU time of the whole process so far (sum over live threads), from /proc (Linux).
-fn process_cpu() -> Duration {
+/// CPU time so far of this process's live threads whose name starts with `prefix` ("" = all), from /proc.
+fn thread_cpu(prefix: &str) -> Duration {
     let mut ns = 0u64;
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for t in dir.flatten() {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !name.starts_with(prefix) {
+                continue;
+            }
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
                 ns += s
                     .split_whitespace()
@@ -100,14 +104,42 @@ fn process_cpu() -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// (MP network thread CPU, whole process CPU).
+fn cpu_now() -> (Duration, Duration) {
+    (thread_cpu(MP_THREAD), thread_cpu(""))
+}
+
+/// Name of the MP runtime's threads (the edge and the simulated workers run elsewhere).
+const MP_THREAD: &str = "mp-net";
+
+struct Cpu {
+    mp_us: f64,
+    total_us: f64,
+}
+
+fn per_datagram(start: (Duration, Duration), n: u64) -> Cpu {
+    let (mp, total) = cpu_now();
+    let n = n.max(1) as f64;
+    Cpu {
+        mp_us: (mp - start.0).as_secs_f64() * 1e6 / n,
+        total_us: (total - start.1).as_secs_f64() * 1e6 / n,
+    }
+}
+
 struct Setup {
     server: MediaServer,
     edge: Arc<EdgeConnection>,
     sessions: Vec<QuicSession>,
 }
 
-async fn setup(n: usize) -> Setup {
-    let server = MediaServer::bind(ServerConfig::development("127.0.0.1:0".parse().unwrap()))
+async fn setup(n: usize, mp: &tokio::runtime::Handle) -> Setup {
+    // The MP endpoint runs on its own runtime (its tasks are spawned where it is bound).
+    let server = mp
+        .spawn(async {
+            MediaServer::bind(ServerConfig::development("127.0.0.1:0".parse().unwrap()))
+                .await
+                .unwrap()
+        })
         .await
         .unwrap();
     let edge = EdgeConnection::connect(&EdgeConfig {
@@ -173,12 +205,17 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
 /// MP → edge: each tick every session sends one packet. Returns (datagrams, CPU per datagram µs, latency µs
 /// samples). `batched`: one task pushes all sessions' packets and wakes the sender once per tick; otherwise
 /// one task per session, each waking the sender for its own packet.
-async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
+async fn send_path(
+    n: usize,
+    batched: bool,
+    secs: f64,
+    mp: tokio::runtime::Handle,
+) -> (u64, Cpu, Vec<u64>) {
     let Setup {
         server,
         edge,
         sessions,
-    } = setup(n).await;
+    } = setup(n, &mp).await;
     let origin = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     // The edge measures one-way latency from the send timestamp carried in the payload.
@@ -193,6 +230,9 @@ async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
                 else {
                     continue;
                 };
+                if mediaproc_wire::roq::is_rtcp(&pkt) {
+                    continue;
+                }
                 let p = RtpPacket::parse(&pkt).unwrap();
                 let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
                 lat.push(now_ns(origin).saturating_sub(sent));
@@ -201,7 +241,7 @@ async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cpu0 = process_cpu();
+    let cpu0 = cpu_now();
     let ticks = (secs / TICK.as_secs_f64()) as u64;
     let stats: Vec<_> = sessions.iter().map(|s| s.stats.clone()).collect();
     let before: u64 = stats.iter().map(|s| s.snapshot().tx_packets).sum();
@@ -245,22 +285,22 @@ async fn send_path(n: usize, batched: bool, secs: f64) -> (u64, f64, Vec<u64>) {
         }
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cpu = process_cpu() - cpu0;
     let sent: u64 = stats.iter().map(|s| s.snapshot().tx_packets).sum::<u64>() - before;
+    let cpu = per_datagram(cpu0, sent);
     stop.store(true, Ordering::Relaxed);
     let lat = rx.await.unwrap();
-    drop(server);
-    (sent, cpu.as_secs_f64() * 1e6 / sent.max(1) as f64, lat)
+    mp.spawn(server.shutdown()).await.unwrap();
+    (sent, cpu, lat)
 }
 
 /// Edge → MP (listen-only calls): each tick the edge sends one packet per session; a worker thread drains the
 /// rings every 20 ms. Returns (datagrams, CPU per datagram µs, latency µs from edge send to ring arrival).
-async fn receive_path(n: usize, secs: f64) -> (u64, f64, Vec<u64>) {
+async fn receive_path(n: usize, secs: f64, mp: tokio::runtime::Handle) -> (u64, Cpu, Vec<u64>) {
     let Setup {
         server,
         edge,
         sessions,
-    } = setup(n).await;
+    } = setup(n, &mp).await;
     let origin = server.clock_origin();
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -289,7 +329,7 @@ async fn receive_path(n: usize, secs: f64) -> (u64, f64, Vec<u64>) {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cpu0 = process_cpu();
+    let cpu0 = cpu_now();
     let ticks = (secs / TICK.as_secs_f64()) as u64;
     let start = tokio::time::Instant::now();
     let mut payload = [0x55u8; OPUS_FRAME];
@@ -302,15 +342,12 @@ async fn receive_path(n: usize, secs: f64) -> (u64, f64, Vec<u64>) {
         }
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cpu = process_cpu() - cpu0;
+    let received: u64 = server.stats().datagrams_rx;
+    let cpu = per_datagram(cpu0, received);
     stop.store(true, Ordering::Relaxed);
-    let (lat, received) = worker.join().unwrap();
-    drop(server);
-    (
-        received,
-        cpu.as_secs_f64() * 1e6 / received.max(1) as f64,
-        lat,
-    )
+    let (lat, _) = worker.join().unwrap();
+    mp.spawn(server.shutdown()).await.unwrap();
+    (received, cpu, lat)
 }
 
 fn loopback_figures() {
@@ -318,13 +355,22 @@ fn loopback_figures() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
+    // The MP's network shell on one thread of its own; the edge and the simulated session workers elsewhere.
+    let mp = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(MP_THREAD)
+        .enable_all()
+        .build()
+        .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
+        .thread_name("edge")
         .enable_all()
         .build()
         .unwrap();
     println!(
-        "\n== loopback QUIC figures ({secs} s per run, edge and MP in this process; CPU is both ends) =="
+        "\n== loopback QUIC figures ({secs} s per run, 20 ms ticks, {OPUS_FRAME}-byte payloads; CPU per datagram of \
+         the MP network thread, and of the whole process = MP + edge + simulated workers) =="
     );
     for (label, n, batched) in [
         (
@@ -335,18 +381,22 @@ fn loopback_figures() {
         ("send 200 sessions batched (one wake per tick)", 200, true),
         ("send 1 session", 1, true),
     ] {
-        let (sent, cpu_us, mut lat) = rt.block_on(send_path(n, batched, secs));
+        let (sent, cpu, mut lat) = rt.block_on(send_path(n, batched, secs, mp.handle().clone()));
         println!(
-            "{label:52}: {sent:6} datagrams, CPU {cpu_us:6.2} us/datagram, one-way latency p50 {:7.1} us p99 {:7.1} us",
+            "{label:50}: {sent:6} dgrams, CPU MP {:6.2} us total {:6.2} us /dgram, one-way p50 {:7.1} us p99 {:7.1} us",
+            cpu.mp_us,
+            cpu.total_us,
             percentile(&mut lat, 0.5),
             percentile(&mut lat, 0.99)
         );
     }
     for n in [200usize, 1] {
-        let (got, cpu_us, mut lat) = rt.block_on(receive_path(n, secs));
+        let (got, cpu, mut lat) = rt.block_on(receive_path(n, secs, mp.handle().clone()));
         println!(
-            "{:52}: {got:6} datagrams, CPU {cpu_us:6.2} us/datagram, one-way latency p50 {:7.1} us p99 {:7.1} us",
+            "{:50}: {got:6} dgrams, CPU MP {:6.2} us total {:6.2} us /dgram, one-way p50 {:7.1} us p99 {:7.1} us",
             format!("receive {n} session(s) (listen-only)"),
+            cpu.mp_us,
+            cpu.total_us,
             percentile(&mut lat, 0.5),
             percentile(&mut lat, 0.99)
         );

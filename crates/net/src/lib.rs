@@ -44,8 +44,8 @@ pub use edge::{EdgeConfig, EdgeConnection, parse_mp_uri};
 pub use error::NetError;
 pub use ring::{PacketConsumer, PacketMeta, PacketProducer, packet_ring};
 pub use server::{
-    MediaServer, QuicSession, ServerConfig, SessionEvent, SessionSpec, TX_POLL_INTERVAL, TxWaker,
-    generate_token,
+    ConnectionInfo, MediaServer, QuicSession, ServerConfig, SessionEvent, SessionSpec,
+    TX_POLL_INTERVAL, TxWaker, generate_token,
 };
 pub use stats::{ConnectionStatsSnapshot, SessionStats, SessionStatsSnapshot};
 pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint};

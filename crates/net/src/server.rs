@@ -42,7 +42,9 @@ pub const MAX_SESSIONS_PER_CONNECTION: usize = 256;
 /// Default limit of flows per session.
 pub const MAX_FLOWS_PER_SESSION: usize = 64;
 /// Fallback interval at which transmit rings are drained even without a wake-up.
-pub const TX_POLL_INTERVAL: Duration = Duration::from_millis(5);
+pub const TX_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Default interval of the MP's RTCP reports (RFC 3550's 5 s minimum).
+pub const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// QUIC application close code: normal.
 pub const CLOSE_NORMAL: u32 = 0;
 /// QUIC application close code: protocol violation.
@@ -73,6 +75,8 @@ pub struct ServerConfig {
     pub tx_ring_capacity: usize,
     /// quinn's datagram receive buffer in bytes (it drops the oldest datagrams when full).
     pub datagram_buffer: usize,
+    /// Interval between the MP's RTCP reports on each flow.
+    pub rtcp_interval: Duration,
 }
 
 impl ServerConfig {
@@ -90,6 +94,7 @@ impl ServerConfig {
             rx_ring_capacity: RX_RING_CAPACITY,
             tx_ring_capacity: TX_RING_CAPACITY,
             datagram_buffer: 4 << 20,
+            rtcp_interval: RTCP_INTERVAL,
         }
     }
 }
@@ -217,11 +222,33 @@ enum ConnCommand {
     End { session_id: Uuid },
 }
 
+struct ConnEntry {
+    remote: SocketAddr,
+    stats: Arc<EndpointStats>,
+    conn: quinn::Connection,
+}
+
+/// Statistics of one edge connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Connection number (in accept order).
+    pub id: u64,
+    /// Edge address.
+    pub remote: SocketAddr,
+    /// QUIC's round-trip estimate in microseconds.
+    pub rtt_us: u64,
+    /// The connection's counters (`connections*` fields are zero).
+    pub stats: crate::stats::ConnectionStatsSnapshot,
+}
+
 struct Shared {
+    conns: Mutex<HashMap<u64, ConnEntry>>,
     sessions: Mutex<HashMap<Uuid, Entry>>,
     stats: EndpointStats,
     tx_notify: Arc<Notify>,
     origin: Instant,
+    /// NTP time (RFC 5905 64-bit format) at `origin`.
+    ntp_origin: u64,
     config: ServerConfig,
     next_conn: AtomicU64,
 }
@@ -231,6 +258,17 @@ impl Shared {
         // A panic while holding the lock cannot leave the map inconsistent (no multi-step updates), so a
         // poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// NTP time `elapsed` after the origin.
+    fn ntp_at(&self, elapsed: Duration) -> u64 {
+        self.ntp_origin
+            .wrapping_add(elapsed.as_secs() << 32)
+            .wrapping_add((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000)
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -276,10 +314,12 @@ impl MediaServer {
                 source,
             })?;
         let shared = Arc::new(Shared {
+            conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             stats: EndpointStats::default(),
             tx_notify: Arc::new(Notify::new()),
             origin: Instant::now(),
+            ntp_origin: ntp_now_wallclock(),
             config,
             next_conn: AtomicU64::new(1),
         });
@@ -323,6 +363,23 @@ impl MediaServer {
     /// Endpoint-wide statistics.
     pub fn stats(&self) -> crate::stats::ConnectionStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Per-connection statistics of the open edge connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut v: Vec<_> = self
+            .shared
+            .conns()
+            .iter()
+            .map(|(id, c)| ConnectionInfo {
+                id: *id,
+                remote: c.remote,
+                rtt_us: c.conn.rtt().as_micros() as u64,
+                stats: c.stats.snapshot(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
     }
 
     /// Registers a media session so that an edge presenting its token can attach; returns the worker handle.
@@ -423,10 +480,29 @@ struct Route {
     decl: FlowDecl,
     rx: ReceiveStats,
     clock_rate: u64,
+    /// Render flows: SSRC of the edge's stream (last seen).
+    remote_ssrc: u32,
+    /// Render flows: middle 32 bits of the last SR's NTP time, and when it arrived (ns since origin).
+    last_sr: Option<(u32, u64)>,
+    /// Source flows: what we sent, for our SRs.
+    sender: Option<SenderState>,
 }
+
+#[derive(Clone, Copy)]
+struct SenderState {
+    ssrc: u32,
+    packets: u32,
+    octets: u32,
+    rtp_timestamp: u32,
+    at_ns: u64,
+}
+
+/// SDES CNAME the MP uses in its RTCP.
+const CNAME: &[u8] = b"mediaproc";
 
 struct Conn {
     id: u64,
+    cstats: Arc<EndpointStats>,
     conn: quinn::Connection,
     shared: Arc<Shared>,
     cmd_tx: mpsc::UnboundedSender<ConnCommand>,
@@ -455,8 +531,18 @@ fn emit(events: &mpsc::Sender<SessionEvent>, stats: &SessionStats, ev: SessionEv
 async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -> String {
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel();
     let notify = shared.tx_notify.clone();
+    let cstats = Arc::new(EndpointStats::default());
+    shared.conns().insert(
+        id,
+        ConnEntry {
+            remote: conn.remote_address(),
+            stats: cstats.clone(),
+            conn: conn.clone(),
+        },
+    );
     let mut c = Conn {
         id,
+        cstats,
         conn: conn.clone(),
         shared: shared.clone(),
         cmd_tx,
@@ -474,6 +560,7 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut notified = pin!(notify.notified());
     notified.as_mut().enable();
+    let mut last_rtcp = Instant::now();
     let reason = loop {
         tokio::select! {
             biased;
@@ -519,35 +606,62 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
                 for s in c.sessions.iter().flatten() {
                     s.stats.rtt_us.store(rtt, Ordering::Relaxed);
                 }
+                if last_rtcp.elapsed() >= shared.config.rtcp_interval {
+                    last_rtcp = Instant::now();
+                    c.send_rtcp();
+                }
             }
         }
     };
     c.detach_all(error_code::NORMAL);
+    shared.conns().remove(&id);
     reason
 }
 
 impl Conn {
     fn on_datagram(&mut self, d: &Bytes) {
-        let st = &self.shared.stats;
-        inc(&st.datagrams_rx);
-        add(&st.bytes_rx, d.len() as u64);
+        let st = [&self.shared.stats, &*self.cstats];
+        inc2(st, |s| &s.datagrams_rx);
+        add2(st, |s| &s.bytes_rx, d.len() as u64);
         let Ok(dg) = RoqDatagram::parse(d) else {
-            inc(&st.malformed);
+            inc2(st, |s| &s.malformed);
             return;
         };
         let Some(route) = self.flows.get_mut(&dg.flow_id) else {
-            inc(&st.unknown_flow);
+            inc2(st, |s| &s.unknown_flow);
             return;
         };
         let Some(sess) = self.sessions.get_mut(route.slot).and_then(Option::as_mut) else {
-            inc(&st.unknown_flow);
+            inc2(st, |s| &s.unknown_flow);
             return;
         };
         if roq::is_rtcp(dg.packet) {
+            let now = self.shared.origin.elapsed();
+            let now_mid = rtcp::ntp_middle32(self.shared.ntp_at(now));
             let mut ok = true;
+            let our_ssrc = route.sender.map(|s| s.ssrc);
+            let on_blocks = |blocks: rtcp::ReportBlocks<'_>| {
+                for b in blocks.iter() {
+                    if Some(b.ssrc) != our_ssrc {
+                        continue;
+                    }
+                    if let Some(rtt) = rtcp::round_trip_time(&b, now_mid) {
+                        let us = u64::from(rtt) * 1_000_000 / 65_536;
+                        sess.stats.rtcp_rtt_us.store(us.max(1), Ordering::Relaxed);
+                    }
+                }
+            };
             for p in rtcp::parse_compound(dg.packet) {
                 match p {
-                    Ok(RtcpPacket::SenderReport(_) | RtcpPacket::ReceiverReport(_)) | Ok(_) => {}
+                    Ok(RtcpPacket::SenderReport(sr)) => {
+                        route.last_sr = Some((
+                            rtcp::ntp_middle32(sr.info.ntp_timestamp),
+                            now.as_nanos() as u64,
+                        ));
+                        on_blocks(sr.reports);
+                    }
+                    Ok(RtcpPacket::ReceiverReport(rr)) => on_blocks(rr.reports),
+                    Ok(_) => {}
                     Err(_) => ok = false,
                 }
             }
@@ -555,7 +669,7 @@ impl Conn {
                 inc(&sess.stats.rx_rtcp);
             } else {
                 inc(&sess.stats.rx_malformed);
-                inc(&st.malformed);
+                inc2(st, |s| &s.malformed);
             }
             return;
         }
@@ -567,13 +681,14 @@ impl Conn {
             Ok(p) => p,
             Err(_) => {
                 inc(&sess.stats.rx_malformed);
-                inc(&st.malformed);
+                inc2(st, |s| &s.malformed);
                 return;
             }
         };
         let now = self.shared.origin.elapsed();
         let arrival = (now.as_nanos() as u64).wrapping_mul(route.clock_rate) / 1_000_000_000;
         route.rx.on_packet(p.sequence, p.timestamp, arrival as u32);
+        route.remote_ssrc = p.ssrc;
         sess.stats
             .lost
             .store(route.rx.lost().max(0) as u64, Ordering::Relaxed);
@@ -601,15 +716,33 @@ impl Conn {
 
     /// Drains every attached session's transmit ring into datagrams.
     fn flush_tx(&mut self) {
-        let st = &self.shared.stats;
-        for sess in self.sessions.iter_mut().flatten() {
+        let st = [&self.shared.stats, &*self.cstats];
+        let now_ns = self.shared.origin.elapsed().as_nanos() as u64;
+        for (slot, sess) in self.sessions.iter_mut().enumerate() {
+            let Some(sess) = sess else { continue };
             while let Some(meta) = sess.ports.tx.pop(&mut self.scratch) {
-                let ok_flow = self.flows.get(&meta.flow_id).is_some_and(|r| {
-                    r.decl.direction == Direction::Source && sess.flows.contains(&meta.flow_id)
-                });
-                if !ok_flow || meta.len > MAX_PACKET_LEN {
+                let route = match self.flows.get_mut(&meta.flow_id) {
+                    Some(r) if r.decl.direction == Direction::Source && r.slot == slot => r,
+                    _ => {
+                        inc(&sess.stats.tx_dropped);
+                        continue;
+                    }
+                };
+                if meta.len > MAX_PACKET_LEN {
                     inc(&sess.stats.tx_dropped);
                     continue;
+                }
+                if let Ok(p) = RtpPacket::parse(&self.scratch[..meta.len]) {
+                    let prev = route.sender.filter(|s| s.ssrc == p.ssrc);
+                    route.sender = Some(SenderState {
+                        ssrc: p.ssrc,
+                        packets: prev.map_or(0, |s| s.packets).wrapping_add(1),
+                        octets: prev
+                            .map_or(0, |s| s.octets)
+                            .wrapping_add(p.payload.len() as u32),
+                        rtp_timestamp: p.timestamp,
+                        at_ns: now_ns,
+                    });
                 }
                 let total = roq::varint_len(meta.flow_id).unwrap_or(8) + meta.len;
                 if self.arena.capacity() - self.arena.len() < total {
@@ -631,11 +764,77 @@ impl Conn {
                     Ok(()) => {
                         inc(&sess.stats.tx_packets);
                         add(&sess.stats.tx_bytes, meta.len as u64);
-                        inc(&st.datagrams_tx);
-                        add(&st.bytes_tx, total as u64);
+                        inc2(st, |s| &s.datagrams_tx);
+                        add2(st, |s| &s.bytes_tx, total as u64);
                     }
                     Err(_) => inc(&sess.stats.tx_dropped),
                 }
+            }
+        }
+    }
+
+    /// Sends an SR (source flows we sent on) or an RR (render flows we received on), each with an SDES CNAME,
+    /// on every flow of the connection (RFC 3550 §6; proto/SPEC.md §4.5).
+    fn send_rtcp(&mut self) {
+        let st = [&self.shared.stats, &*self.cstats];
+        let now = self.shared.origin.elapsed();
+        let now_ns = now.as_nanos() as u64;
+        let ntp = self.shared.ntp_at(now);
+        let mut pkt = [0u8; 256];
+        for (flow_id, route) in self.flows.iter_mut() {
+            let n = match route.decl.direction {
+                Direction::Source => {
+                    let Some(s) = route.sender else { continue };
+                    let since = now_ns.saturating_sub(s.at_ns) * route.clock_rate / 1_000_000_000;
+                    let info = rtcp::SenderInfo {
+                        ntp_timestamp: ntp,
+                        rtp_timestamp: s.rtp_timestamp.wrapping_add(since as u32),
+                        packet_count: s.packets,
+                        octet_count: s.octets,
+                    };
+                    let Ok(a) = rtcp::write_sender_report(s.ssrc, &info, &[], &mut pkt) else {
+                        continue;
+                    };
+                    let Ok(b) = rtcp::write_sdes_cname(s.ssrc, CNAME, &mut pkt[a..]) else {
+                        continue;
+                    };
+                    a + b
+                }
+                Direction::Render => {
+                    if route.rx.received() == 0 {
+                        continue;
+                    }
+                    let (lsr, dlsr) = route.last_sr.map_or((0, 0), |(mid, at)| {
+                        (
+                            mid,
+                            (now_ns.saturating_sub(at) * 65_536 / 1_000_000_000) as u32,
+                        )
+                    });
+                    let block = route.rx.report_block(route.remote_ssrc, lsr, dlsr);
+                    let ssrc = 0x4D50_0000 ^ (*flow_id as u32);
+                    let Ok(a) = rtcp::write_receiver_report(ssrc, &[block], &mut pkt) else {
+                        continue;
+                    };
+                    let Ok(b) = rtcp::write_sdes_cname(ssrc, CNAME, &mut pkt[a..]) else {
+                        continue;
+                    };
+                    a + b
+                }
+            };
+            let total = roq::varint_len(*flow_id).unwrap_or(8) + n;
+            if self.arena.capacity() - self.arena.len() < total {
+                self.arena.reserve(ARENA_LEN.max(total));
+            }
+            let start = self.arena.len();
+            self.arena.resize(start + total, 0);
+            let Ok(h) = roq::write_header(*flow_id, &mut self.arena[start..]) else {
+                self.arena.truncate(start);
+                continue;
+            };
+            self.arena[start + h..start + total].copy_from_slice(&pkt[..n]);
+            if self.conn.send_datagram(self.arena.split().freeze()).is_ok() {
+                inc2(st, |s| &s.datagrams_tx);
+                add2(st, |s| &s.bytes_tx, total as u64);
             }
         }
     }
@@ -670,7 +869,7 @@ impl Conn {
                 Ok(Decoded::Unknown { msg_type, len }) => {
                     inbuf.drain(..len);
                     if msg_type < control::FIRST_IGNORABLE_TYPE {
-                        inc(&self.shared.stats.protocol_errors);
+                        inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                         self.send_error(
                             error_code::UNKNOWN_MESSAGE,
                             Uuid::nil(),
@@ -680,7 +879,7 @@ impl Conn {
                     }
                 }
                 Err(e) => {
-                    inc(&self.shared.stats.protocol_errors);
+                    inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                     let (code, close) = match e {
                         mediaproc_wire::WireError::UnsupportedVersion { .. } => {
                             (error_code::UNSUPPORTED_VERSION, CLOSE_UNSUPPORTED_VERSION)
@@ -724,7 +923,7 @@ impl Conn {
                 tracing::debug!(conn = self.id, code, %message, "edge reported an error");
             }
             ControlMessage::AttachOk { session_id } => {
-                inc(&self.shared.stats.protocol_errors);
+                inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                 self.send_error(
                     error_code::PROTOCOL_VIOLATION,
                     session_id,
@@ -737,7 +936,7 @@ impl Conn {
                     return;
                 };
                 let Some(slot) = self.slot_of(session_id) else {
-                    inc(&self.shared.stats.protocol_errors);
+                    inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
                     self.send_error(
                         error_code::NOT_ATTACHED,
                         session_id,
@@ -868,6 +1067,9 @@ impl Conn {
                 decl,
                 rx: ReceiveStats::default(),
                 clock_rate: clock_rate(decl.codec),
+                remote_ssrc: 0,
+                last_sr: None,
+                sender: None,
             },
         );
         if let Some(s) = self.sessions[slot].as_mut() {
@@ -877,7 +1079,7 @@ impl Conn {
 
     async fn on_attach(&mut self, session_id: Uuid, token: &[u8], flows: Vec<FlowDecl>) {
         if self.slot_of(session_id).is_some() {
-            inc(&self.shared.stats.protocol_errors);
+            inc2([&self.shared.stats, &*self.cstats], |s| &s.protocol_errors);
             self.send_error(
                 error_code::PROTOCOL_VIOLATION,
                 session_id,
@@ -978,7 +1180,7 @@ impl Conn {
         };
         match next {
             Next::Refuse => {
-                inc(&self.shared.stats.refused);
+                inc2([&self.shared.stats, &*self.cstats], |s| &s.refused);
                 tracing::info!(conn = self.id, "attach refused");
                 self.send_error(error_code::ATTACH_REFUSED, session_id, "attach refused")
                     .await;
@@ -1093,6 +1295,27 @@ impl Conn {
             }
         }
     }
+}
+
+/// The wall clock as a 64-bit NTP timestamp (seconds since 1900 in the high half).
+fn ntp_now_wallclock() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ((d.as_secs() + 2_208_988_800) << 32) + ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+type Pick = fn(&EndpointStats) -> &AtomicU64;
+
+/// Counts in the endpoint totals and in the connection's own counters.
+fn inc2(st: [&EndpointStats; 2], pick: Pick) {
+    inc(pick(st[0]));
+    inc(pick(st[1]));
+}
+
+fn add2(st: [&EndpointStats; 2], pick: Pick, n: u64) {
+    add(pick(st[0]), n);
+    add(pick(st[1]), n);
 }
 
 /// Compares tokens without an early exit on the first differing byte.

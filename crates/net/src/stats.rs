@@ -17,6 +17,7 @@ pub struct SessionStats {
     pub(crate) lost: AtomicU64,
     pub(crate) jitter_us: AtomicU64,
     pub(crate) rtt_us: AtomicU64,
+    pub(crate) rtcp_rtt_us: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
 }
 
@@ -43,8 +44,10 @@ pub struct SessionStatsSnapshot {
     pub lost: u64,
     /// Interarrival jitter of the most recent receive flow, in microseconds (RFC 3550 A.8).
     pub jitter_us: u64,
-    /// Round-trip time in microseconds (from RTCP when available, else the QUIC connection's estimate).
+    /// Round-trip time in microseconds: the QUIC connection's estimate (0 on the RTP/UDP endpoint).
     pub rtt_us: u64,
+    /// Round-trip time in microseconds from RTCP (the edge's reports on our SRs); 0 until measured.
+    pub rtcp_rtt_us: u64,
     /// Control events the session's consumer did not take in time (its event queue was full).
     pub events_dropped: u64,
 }
@@ -64,6 +67,7 @@ impl SessionStats {
             lost: self.lost.load(Relaxed),
             jitter_us: self.jitter_us.load(Relaxed),
             rtt_us: self.rtt_us.load(Relaxed),
+            rtcp_rtt_us: self.rtcp_rtt_us.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
         }
     }

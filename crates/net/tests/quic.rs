@@ -270,6 +270,9 @@ async fn wrong_token_and_unknown_session_are_refused_alike() {
         "refusals must not tell unknown sessions from wrong tokens"
     );
     assert_eq!(server.stats().refused, 2);
+    let conns = server.connections();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].stats.refused, 2);
 
     // Media for the session sent without attaching goes nowhere.
     e.send_packet(0, &rtp(1, 1, b"sneaky")).unwrap();
@@ -355,6 +358,11 @@ async fn malformed_flood_does_not_disturb_a_healthy_session() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(victim.stats.snapshot().rx_malformed, sent_bad[2]);
+    let conn = &server.connections()[0];
+    assert_eq!(
+        (conn.stats.malformed, conn.stats.unknown_flow),
+        (sent_bad[0] + sent_bad[2], sent_bad[1])
+    );
     assert_eq!(healthy.stats.snapshot().rx_malformed, 0);
     assert_eq!(healthy.stats.snapshot().lost, 0);
     assert!(
@@ -524,4 +532,90 @@ fn mp_uri_parsing() {
         None
     );
     assert_eq!(parse_mp_uri("quic://h:1/Other"), None);
+}
+
+#[tokio::test]
+async fn rtcp_reports_and_round_trip_time() {
+    use mediaproc_wire::rtcp::{self, ReportBlock, RtcpPacket};
+    let server = MediaServer::bind(ServerConfig {
+        rtcp_interval: Duration::from_millis(100),
+        ..ServerConfig::development("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let (s, token) = session(&server);
+    let e = edge(&server).await;
+    e.attach(s.id, &token, flows(0, 1)).await.unwrap();
+    // The edge sends 10 packets (one missing) and an SR on its render flow; the bot sends 3 on the source flow.
+    for seq in (0..11u16).filter(|s| *s != 4) {
+        e.send_packet(0, &rtp(seq, 7, b"edge")).unwrap();
+    }
+    let mut sr = [0u8; 64];
+    let info = rtcp::SenderInfo {
+        ntp_timestamp: 0x0000_1234_5678_0000,
+        ..Default::default()
+    };
+    let n = rtcp::write_sender_report(7, &info, &[], &mut sr).unwrap();
+    e.send_packet(0, &sr[..n]).unwrap();
+    let mut tx = s.tx;
+    for seq in 0..3u16 {
+        tx.push(1, 0, &rtp(seq, 9, b"bot")).unwrap();
+    }
+    s.waker.wake();
+
+    // The MP reports: an SR with our 3 packets on flow 1, an RR about the edge's stream on flow 0.
+    let (mut saw_sr, mut saw_rr) = (None, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while (saw_sr.is_none() || !saw_rr) && tokio::time::Instant::now() < deadline {
+        let Ok(Ok((flow, pkt))) =
+            tokio::time::timeout(Duration::from_secs(1), e.recv_packet()).await
+        else {
+            continue;
+        };
+        if !mediaproc_wire::roq::is_rtcp(&pkt) {
+            continue;
+        }
+        for p in rtcp::parse_compound(&pkt) {
+            match p.unwrap() {
+                RtcpPacket::SenderReport(sr) if flow == 1 => {
+                    assert_eq!(
+                        (sr.ssrc, sr.info.packet_count, sr.info.octet_count),
+                        (9, 3, 9)
+                    );
+                    saw_sr = Some(sr.info.ntp_timestamp);
+                }
+                RtcpPacket::ReceiverReport(rr) if flow == 0 => {
+                    let b = rr.reports.iter().next().unwrap();
+                    assert_eq!((b.ssrc, b.highest_sequence, b.cumulative_lost), (7, 10, 1));
+                    assert_eq!(b.last_sr, 0x1234_5678, "LSR echoes the edge's SR");
+                    saw_rr = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    let sr_ntp = saw_sr.expect("no SR from the MP");
+    assert!(saw_rr, "no RR from the MP");
+    // The edge answers with an RR about the MP's stream; the MP derives the round-trip time.
+    let block = ReportBlock {
+        ssrc: 9,
+        highest_sequence: 2,
+        last_sr: rtcp::ntp_middle32(sr_ntp),
+        delay_since_last_sr: 0,
+        ..ReportBlock::default()
+    };
+    let mut rr = [0u8; 64];
+    let n = rtcp::write_receiver_report(7, &[block], &mut rr).unwrap();
+    e.send_packet(1, &rr[..n]).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.stats.snapshot().rtcp_rtt_us == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no RTT from RTCP");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = s.stats.snapshot();
+    // DLSR 0 makes the RTT include the time since the SR was sent (≤ one report interval plus scheduling).
+    assert!(st.rtcp_rtt_us < 2_000_000, "RTT {} us", st.rtcp_rtt_us);
+    assert!(st.rtt_us > 0);
+    assert_eq!(st.rx_rtcp, 2);
+    e.close().await;
 }
