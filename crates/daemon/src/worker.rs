@@ -350,6 +350,8 @@ impl WorkerSession {
                             Event::StreamStarted { source_id } => {
                                 BotEvent::StreamStarted { source_id }
                             }
+                            // Events a newer pipeline adds are not part of the bot protocol yet.
+                            _ => continue,
                         };
                         self.send_bot(event);
                     }
