@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::engine::{Engine, LiveSession};
 use crate::health::{HealthStatus, LoadMonitor};
-use crate::request::{BotKind, CreateSessionRequest};
+use crate::request::{BotKind, CreateSessionRequest, SessionPlan};
 
 /// An API error: HTTP status, a stable machine-readable code and a sentence. Rendered as
 /// `{"error": {"code": "...", "message": "..."}}`.
@@ -245,6 +245,23 @@ async fn create_session(
         other => ApiError::bad_request("invalid_body", other.body_text()),
     })?;
     let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
+    let (entry, body) = open_session(&state, plan).await?;
+    let id = entry.id;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/sessions/{id}"))],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// Creates a session from a validated plan: checks capacity and health, builds the blob, starts the media, registers
+/// the session. Returns the entry and the `201` body. Used by `POST /v1/sessions` and by in-process bots
+/// ([`crate::RunningDaemon::open_session`]).
+pub async fn open_session(
+    state: &AppState,
+    plan: SessionPlan,
+) -> Result<(Arc<SessionEntry>, Value), ApiError> {
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -325,12 +342,7 @@ async fn create_session(
     if let Some(local) = entry.rtp_local {
         body["rtp"] = json!({"local": local.to_string()});
     }
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/sessions/{id}"))],
-        Json(body),
-    )
-        .into_response())
+    Ok((entry, body))
 }
 
 async fn list_sessions(

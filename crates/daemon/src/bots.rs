@@ -125,7 +125,9 @@ pub fn spawn(
             let frequency = *frequency_hz;
             Box::new(move |port, stop| tone(port, stop, frequency, rate))
         }
-        BotKind::WebSocket | BotKind::Echo => return Err("not a task bot".to_owned()),
+        BotKind::WebSocket | BotKind::Echo | BotKind::InProcess => {
+            return Err("not a task bot".to_owned());
+        }
     };
     let stop_for_thread = stop.clone();
     let thread = std::thread::Builder::new()

@@ -374,7 +374,9 @@ impl Engine {
             events: event_rx,
         };
         let (in_worker_bot, live, bot_task) = match &plan.bot {
-            BotKind::WebSocket => (None, Arc::new(LiveSession::new(Some(port))), None),
+            BotKind::WebSocket | BotKind::InProcess => {
+                (None, Arc::new(LiveSession::new(Some(port))), None)
+            }
             BotKind::Echo => (Some(port.endpoint), Arc::new(LiveSession::new(None)), None),
             other => {
                 let live = Arc::new(LiveSession::new(None));

@@ -125,6 +125,27 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
 }
 
 impl RunningDaemon {
+    /// Opens a session served by a bot in this process — the Rust bot API. `request` is a `POST /v1/sessions` body
+    /// (its `bot` member is ignored). Returns the `201` body (blob, mediaConfig, edge token, …) and the bot's
+    /// [`engine::BotPort`]: `endpoint.inbound` yields 20 ms frames from the call (mixed, active speakers, unmixed),
+    /// `endpoint.outbound` takes frames, `clear` and `mark`; `events` carries roster, DTMF, marks, send status.
+    pub async fn open_session(
+        &self,
+        request: serde_json::Value,
+    ) -> Result<(serde_json::Value, engine::BotPort), api::ApiError> {
+        let bytes = serde_json::to_vec(&request).unwrap_or_default();
+        let mut plan = request::CreateSessionRequest::parse(&bytes)?.into_plan()?;
+        plan.bot = request::BotKind::InProcess;
+        let (entry, body) = api::open_session(&self.state, plan).await?;
+        let port = entry.live.take_bot_port().ok_or_else(|| {
+            api::ApiError::bad_request(
+                "media_error",
+                "the session's bot port was taken before it was handed out",
+            )
+        })?;
+        Ok((body, port))
+    }
+
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),
     /// stop the workers and the API.
     pub async fn shutdown(self) {

@@ -85,6 +85,8 @@ pub enum BotKind {
         /// The file.
         file: PathBuf,
     },
+    /// A Rust bot in the same process ([`crate::RunningDaemon::open_session`]); not available over HTTP.
+    InProcess,
     /// Sends a continuous sine tone.
     Tone {
         /// Frequency in Hz.
@@ -101,6 +103,7 @@ impl BotKind {
             BotKind::Record => "record",
             BotKind::Play { .. } => "play",
             BotKind::Tone { .. } => "tone",
+            BotKind::InProcess => "inProcess",
         }
     }
 }
