@@ -180,6 +180,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -400,12 +407,22 @@ async fn bot_websocket(
     Query(query): Query<TokenQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let entry = state.session(&id)?;
     let given = bearer(&headers).map(str::to_owned).or(query.token);
-    let allowed = given.as_deref().is_some_and(|token| {
-        tokens_equal(token, &state.api_token) || tokens_equal(token, &entry.bot_token)
-    });
-    if !allowed {
+    let api_token_given = given
+        .as_deref()
+        .is_some_and(|token| tokens_equal(token, &state.api_token));
+    // Without the API token, an unknown session and a wrong bot token look the same: nothing is disclosed.
+    let entry = match state.session(&id) {
+        Ok(entry) => Some(entry),
+        Err(err) if api_token_given => return Err(err),
+        Err(_) => None,
+    };
+    let allowed = api_token_given
+        || entry
+            .as_ref()
+            .zip(given.as_deref())
+            .is_some_and(|(entry, token)| tokens_equal(token, &entry.bot_token));
+    let Some(entry) = entry.filter(|_| allowed) else {
         state
             .counters
             .unauthorized
@@ -415,7 +432,7 @@ async fn bot_websocket(
             "unauthorized",
             "send the API token or the session's botToken (Authorization: Bearer, or ?token=)",
         ));
-    }
+    };
     if entry.bot != BotKind::WebSocket {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -437,7 +454,7 @@ async fn bot_websocket(
     let call_id = entry.call_id.clone();
     let rate = entry.rate;
     Ok(upgrade
-        .max_message_size(64 * 1024)
+        .max_message_size(crate::ws::MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| crate::ws::serve_bot(socket, port, live, id, call_id, rate)))
 }
 

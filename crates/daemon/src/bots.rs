@@ -91,6 +91,13 @@ pub struct BotTask {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl Drop for BotTask {
+    fn drop(&mut self) {
+        // A bot whose session never started (or is being torn down) must not run on.
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 impl BotTask {
     /// Stops the bot and waits for it (the recorder finalises its WAV files).
     pub async fn finish(mut self) {

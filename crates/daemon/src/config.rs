@@ -94,6 +94,16 @@ impl Config {
                 "need 0 < heavily_loaded_at < overloaded_at (shares of the 20 ms tick)".to_owned(),
             ));
         }
+        if self
+            .api_token
+            .as_deref()
+            .is_some_and(|token| token.trim().len() < 8)
+        {
+            return Err(DaemonError::Config(
+                "`api_token` must be at least 8 characters (leave it out to have one generated)"
+                    .to_owned(),
+            ));
+        }
         if self.public_host.trim().is_empty() {
             return Err(DaemonError::Config(
                 "`public_host` must not be empty".to_owned(),

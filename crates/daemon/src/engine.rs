@@ -69,8 +69,6 @@ pub struct LiveSession {
     stats: Mutex<Value>,
     participants: Mutex<Value>,
     bot_port: Mutex<Option<BotPort>>,
-    /// Inbound frames the bot missed while disconnected (counted by the WebSocket bridge).
-    pub bot_frames_missed: AtomicU64,
     /// Bot events dropped because the bot did not drain them.
     pub bot_events_dropped: AtomicU64,
 }
@@ -82,7 +80,6 @@ impl LiveSession {
             stats: Mutex::new(json!({})),
             participants: Mutex::new(json!([])),
             bot_port: Mutex::new(port),
-            bot_frames_missed: AtomicU64::new(0),
             bot_events_dropped: AtomicU64::new(0),
         }
     }
@@ -110,7 +107,6 @@ impl LiveSession {
     /// The last published statistics.
     pub fn stats_json(&self) -> Value {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        stats["botFramesMissed"] = self.bot_frames_missed.load(Ordering::Relaxed).into();
         stats["botEventsDropped"] = self.bot_events_dropped.load(Ordering::Relaxed).into();
         stats
     }
@@ -172,7 +168,6 @@ pub struct Engine {
     origin: Instant,
     recordings_dir: PathBuf,
     sessions: Mutex<HashMap<Uuid, EngineSession>>,
-    ended_tx: mpsc::UnboundedSender<Uuid>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -185,13 +180,8 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Binds the QUIC endpoint and starts the worker threads. `ended` receives the ids of sessions whose worker
-    /// ended them (the edge left for good).
-    pub async fn start(
-        config: &Config,
-        load: Arc<LoadMonitor>,
-        ended: mpsc::UnboundedSender<Uuid>,
-    ) -> Result<Engine, DaemonError> {
+    /// Binds the QUIC endpoint and starts the worker threads.
+    pub async fn start(config: &Config, load: Arc<LoadMonitor>) -> Result<Engine, DaemonError> {
         let mut server_config = ServerConfig::development(config.media);
         server_config.tls = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => TlsSource::Files {
@@ -219,11 +209,10 @@ impl Engine {
         for index in 0..count {
             let (tx, rx) = std::sync::mpsc::sync_channel(WORKER_COMMAND_CAPACITY);
             let load = load.clone();
-            let ended = ended.clone();
             let waker = server.tx_waker();
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
-                .spawn(move || crate::worker::run(index, origin, rx, load, waker, ended))
+                .spawn(move || crate::worker::run(index, origin, rx, load, waker))
                 .map_err(|source| DaemonError::Io {
                     context: "cannot start a media worker".into(),
                     source,
@@ -242,7 +231,6 @@ impl Engine {
             origin,
             recordings_dir: config.recordings_dir.clone(),
             sessions: Mutex::new(HashMap::new()),
-            ended_tx: ended,
         })
     }
 
@@ -335,16 +323,6 @@ impl Engine {
         };
         let rtp_local = rtp_endpoint.as_ref().map(RtpUdpEndpoint::local_addr);
 
-        let quic = self
-            .server
-            .add_session(mediaproc_net::SessionSpec {
-                id,
-                token: edge_token.as_bytes().to_vec(),
-                render_contexts: render,
-                source_contexts: source.clone(),
-            })
-            .map_err(|err| internal("cannot register the session on the media endpoint", &err))?;
-
         // Spread sessions' ticks over the 20 ms period (golden-ratio steps keep any prefix evenly spread), so the
         // latency a session sees is its own processing time, not a whole batch's.
         let n = self.sessions_started.fetch_add(1, Ordering::Relaxed);
@@ -386,14 +364,31 @@ impl Engine {
             }
         };
 
+        let quic = self
+            .server
+            .add_session(mediaproc_net::SessionSpec {
+                id,
+                token: edge_token.as_bytes().to_vec(),
+                render_contexts: render,
+                source_contexts: source.clone(),
+            })
+            .map_err(|err| internal("cannot register the session on the media endpoint", &err))?;
         let source_context = source.first().copied();
         let net = NetSide::new(quic, udp, source_context);
         let worker = self.pick_worker();
         let session =
             WorkerSession::new(id, media, net, in_worker_bot, event_tx, live.clone(), rate);
-        self.workers[worker]
+        if self.workers[worker]
             .try_send(WorkerCommand::Add(Box::new(session)))
-            .map_err(|_| internal("media worker", &"its command queue is full or it stopped"))?;
+            .is_err()
+        {
+            // Nothing may stay registered for a session that did not start (the bot task stops when dropped).
+            self.server.remove_session(id);
+            return Err(internal(
+                "media worker",
+                &"its command queue is full or it stopped",
+            ));
+        }
         self.lock_sessions().insert(
             id,
             EngineSession {
@@ -450,7 +445,6 @@ impl Engine {
             }
         })
         .await;
-        let _ = &self.ended_tx;
     }
 }
 

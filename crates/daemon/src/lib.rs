@@ -72,8 +72,7 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         config.heavily_loaded_at,
         config.overloaded_at,
     ));
-    let (ended_tx, _ended_rx) = tokio::sync::mpsc::unbounded_channel();
-    let engine = engine::Engine::start(&config, load.clone(), ended_tx).await?;
+    let engine = engine::Engine::start(&config, load.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -93,7 +92,15 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
         load,
         engine,
-        api_base: format!("http://{api_addr}"),
+        // Bots reach an API bound to all interfaces on loopback.
+        api_base: format!(
+            "http://{}",
+            if api_addr.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], api_addr.port()))
+            } else {
+                api_addr
+            }
+        ),
         counters: api::Counters::default(),
         draining: std::sync::atomic::AtomicBool::new(false),
     });

@@ -118,6 +118,8 @@ pub struct WorkerSession {
     last_dtmf_timestamp: Option<u32>,
     counters: Counters,
     next_publish: Duration,
+    /// A packet came in on the RTP/UDP edge (it has no attach; the first packet makes the session active).
+    udp_seen: bool,
 }
 
 impl std::fmt::Debug for WorkerSession {
@@ -164,6 +166,7 @@ impl WorkerSession {
             last_dtmf_timestamp: None,
             counters: Counters::default(),
             next_publish: Duration::ZERO,
+            udp_seen: false,
         }
     }
 
@@ -236,6 +239,10 @@ impl WorkerSession {
         // Moved out for the loop so `deliver` may borrow the session; put back right after (no allocation).
         if let Some((mut udp, offset)) = self.net.udp.take() {
             while let Some(meta) = udp.rx.pop(&mut self.packet[..]) {
+                if !self.udp_seen {
+                    self.udp_seen = true;
+                    self.live.set_state(SessionState::Active);
+                }
                 self.deliver(meta, offset, None);
             }
             self.net.udp = Some((udp, offset));
@@ -456,7 +463,6 @@ pub fn run(
     commands: Receiver<WorkerCommand>,
     load: Arc<LoadMonitor>,
     quic_waker: TxWaker,
-    _ended: mpsc::UnboundedSender<Uuid>,
 ) {
     let mut sessions: Vec<WorkerSession> = Vec::with_capacity(256);
     let mut busy = Duration::ZERO;

@@ -1,11 +1,12 @@
 //! The bot WebSocket: 20 ms PCM frames both ways as binary messages, JSON events and actions as text.
 //! The protocol is specified in `docs/bot-protocol.md`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use mediaproc_pipeline::{ReceivedAudio, SampleRate};
+use mediaproc_pipeline::{MarkName, ReceivedAudio, SampleRate};
 use serde_json::{Value, json};
 
 use crate::engine::{BotPort, LiveSession};
@@ -17,6 +18,72 @@ pub const UNMIXED_MAGIC: &[u8; 4] = b"UMX1";
 pub const UNMIXED_HEADER_LEN: usize = 16;
 /// How often the bridge forwards frames from the inbound ring (half a frame keeps the added latency ≤ 10 ms).
 pub const FORWARD_INTERVAL: Duration = Duration::from_millis(10);
+/// Audio the bridge holds beyond the session's outbound queue before it stops reading the socket (2 s at 16 kHz):
+/// a `clear` sent behind a burst is still read, and applied at once, while less than this is held.
+pub const HELD_BYTES_LIMIT: usize = 64_000;
+/// Largest WebSocket message accepted from a bot.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Marks held with audio not yet queued; more are refused with an error event.
+pub const HELD_MARKS_LIMIT: usize = 64;
+
+/// The bot's audio and marks not yet in the outbound queue, in the order the bot sent them.
+struct Held {
+    bytes: Vec<u8>,
+    /// Bytes already moved to the queue (always whole frames).
+    base: u64,
+    /// Marks with the byte position (in the bot's stream) they follow.
+    marks: VecDeque<(u64, MarkName)>,
+}
+
+impl Held {
+    /// Moves whole frames (and the marks between them) into the outbound queue while it has room.
+    fn flush(&mut self, frame_bytes: usize, samples: &mut Vec<i16>, port: &mut BotPort) {
+        let mut offset = 0;
+        loop {
+            while let Some((position, name)) = self.marks.front() {
+                if *position > self.base + offset as u64
+                    || port.endpoint.outbound.mark(name.as_str()).is_err()
+                {
+                    break;
+                }
+                self.marks.pop_front();
+            }
+            if self.bytes.len() - offset < frame_bytes {
+                break;
+            }
+            samples.clear();
+            samples.extend(
+                self.bytes[offset..offset + frame_bytes]
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]])),
+            );
+            if port.endpoint.outbound.push(samples).is_err() {
+                break;
+            }
+            offset += frame_bytes;
+        }
+        self.bytes.drain(..offset);
+        self.base += offset as u64;
+    }
+
+    /// Places a mark behind everything the bot has sent (a partial frame counts as the frame it starts).
+    fn mark(&mut self, name: MarkName, frame_bytes: usize) -> Result<(), &'static str> {
+        if self.marks.len() >= HELD_MARKS_LIMIT {
+            return Err("too many marks waiting behind queued audio");
+        }
+        let frames = self.bytes.len().div_ceil(frame_bytes) as u64;
+        self.marks
+            .push_back((self.base + frames * frame_bytes as u64, name));
+        Ok(())
+    }
+
+    /// Discards held audio; returns the marks it discarded (they are reported as cleared).
+    fn clear(&mut self) -> Vec<MarkName> {
+        self.base += self.bytes.len() as u64;
+        self.bytes.clear();
+        self.marks.drain(..).map(|(_, name)| name).collect()
+    }
+}
 
 /// Serves one bot connection until it closes; then the ring ends go back to the session so the bot can reconnect.
 pub async fn serve_bot(
@@ -47,18 +114,18 @@ pub async fn serve_bot(
     let mut frame = Box::new(ReceivedAudio::new(rate));
     let mut pcm_out = vec![0u8; frame_bytes];
     let mut unmixed_out = vec![0u8; UNMIXED_HEADER_LEN + frame_bytes];
-    let mut pending: Vec<i16> = Vec::with_capacity(samples);
-    let mut incoming: Vec<i16> = Vec::with_capacity(samples);
+    let mut samples_in: Vec<i16> = Vec::with_capacity(samples);
+    let mut held = Held {
+        bytes: Vec::with_capacity(HELD_BYTES_LIMIT + MAX_MESSAGE_BYTES),
+        base: 0,
+        marks: VecDeque::new(),
+    };
     let mut tick = tokio::time::interval(FORWARD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut partial: Vec<u8> = Vec::with_capacity(frame_bytes);
     'session: loop {
         tokio::select! {
             _ = tick.tick() => {
-                // Retry a frame the outbound queue had no room for (backpressure: the socket is not read meanwhile).
-                if !pending.is_empty() && port.endpoint.outbound.push(&pending).is_ok() {
-                    pending.clear();
-                }
+                held.flush(frame_bytes, &mut samples_in, &mut port);
                 while port.endpoint.inbound.pop(&mut frame) {
                     for (chunk, sample) in pcm_out.chunks_exact_mut(2).zip(frame.mixed()) {
                         chunk.copy_from_slice(&sample.to_le_bytes());
@@ -83,35 +150,30 @@ pub async fn serve_bot(
             event = port.events.recv() => {
                 let Some(event) = event else { break 'session };
                 let stop = matches!(event, crate::bots::BotEvent::Stop { .. });
-                if socket.send(Message::Text(event.to_json().to_string().into())).await.is_err() || stop {
+                if socket.send(Message::Text(event.to_json().to_string().into())).await.is_err() {
+                    break 'session;
+                }
+                if stop {
+                    let _ = socket.send(Message::Close(None)).await;
                     break 'session;
                 }
             }
-            message = socket.recv(), if pending.is_empty() => {
+            // Backpressure: past the limit the socket is not read until the outbound queue has room again.
+            message = socket.recv(), if held.bytes.len() < HELD_BYTES_LIMIT => {
                 let Some(Ok(message)) = message else { break 'session };
                 match message {
                     Message::Binary(bytes) => {
-                        // Frames may arrive split or joined; queue whole frames, keep the remainder.
-                        partial.extend_from_slice(&bytes);
-                        let whole = partial.len() / frame_bytes * frame_bytes;
-                        for chunk in partial[..whole].chunks_exact(frame_bytes) {
-                            incoming.clear();
-                            incoming.extend(chunk.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])));
-                            if !pending.is_empty() || port.endpoint.outbound.push(&incoming).is_err() {
-                                // Full: hold this frame; the rest of the message waits in `partial`.
-                                if pending.is_empty() {
-                                    pending.extend_from_slice(&incoming);
-                                }
-                            }
-                        }
-                        partial.drain(..whole);
+                        // Frames may arrive split or joined: queue whole frames in order, hold the rest.
+                        held.bytes.extend_from_slice(&bytes);
+                        held.flush(frame_bytes, &mut samples_in, &mut port);
                     }
                     Message::Text(text) => {
-                        if let Some(reply) = handle_action(&text, &mut port) {
+                        for reply in handle_action(&text, &mut port, &mut held, frame_bytes) {
                             if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
                                 break 'session;
                             }
                         }
+                        held.flush(frame_bytes, &mut samples_in, &mut port);
                     }
                     Message::Close(_) => break 'session,
                     Message::Ping(_) | Message::Pong(_) => {}
@@ -127,41 +189,53 @@ fn error_event(code: &str, message: impl Into<String>) -> Value {
     json!({"event": "error", "code": code, "message": message.into()})
 }
 
-/// Handles a JSON action; returns an event to send back (errors), if any.
-fn handle_action(text: &str, port: &mut BotPort) -> Option<Value> {
+/// Handles a JSON action; returns events to send back (errors, marks discarded before they were queued).
+fn handle_action(
+    text: &str,
+    port: &mut BotPort,
+    held: &mut Held,
+    frame_bytes: usize,
+) -> Vec<Value> {
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
-        Err(err) => return Some(error_event("invalid_message", format!("not JSON: {err}"))),
+        Err(err) => return vec![error_event("invalid_message", format!("not JSON: {err}"))],
     };
-    let action = value.get("action").and_then(Value::as_str);
-    match action {
+    match value.get("action").and_then(Value::as_str) {
         Some("clear") => {
+            // Audio the bot sent before the clear is discarded wherever it is: held here or queued.
+            let discarded = held.clear();
             port.endpoint.outbound.clear();
-            None
+            discarded
+                .iter()
+                .map(|name| json!({"event": "mark", "name": name.as_str(), "cleared": true}))
+                .collect()
         }
         Some("mark") => match value.get("name").and_then(Value::as_str) {
-            Some(name) => port
-                .endpoint
-                .outbound
-                .mark(name)
-                .err()
-                .map(|err| error_event("mark_refused", err.to_string())),
-            None => Some(error_event(
+            Some(name) => match MarkName::new(name) {
+                Ok(name) => held
+                    .mark(name, frame_bytes)
+                    .err()
+                    .map(|why| error_event("mark_refused", why))
+                    .into_iter()
+                    .collect(),
+                Err(err) => vec![error_event("mark_refused", err.to_string())],
+            },
+            None => vec![error_event(
                 "invalid_message",
                 "a mark needs a string `name`",
-            )),
+            )],
         },
-        Some("dtmf") => Some(error_event(
+        Some("dtmf") => vec![error_event(
             "not_supported",
             "sending DTMF to the call is not supported yet (receiving it is: `dtmf` events)",
-        )),
-        Some(other) => Some(error_event(
+        )],
+        Some(other) => vec![error_event(
             "unknown_action",
             format!("`{other}` is not one of clear, mark, dtmf"),
-        )),
-        None => Some(error_event(
+        )],
+        None => vec![error_event(
             "invalid_message",
             "a text message needs a string `action`",
-        )),
+        )],
     }
 }

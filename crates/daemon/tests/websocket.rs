@@ -306,3 +306,80 @@ async fn malformed_bot_messages_get_error_events_and_the_session_goes_on() {
     assert_eq!(wait_event(&mut socket, "mark").await["name"], "alive");
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_behind_a_burst_larger_than_the_queue_is_applied_at_once() {
+    let dir = temp_dir("ws-burst");
+    let daemon = daemon(&dir).await;
+    let session = create_session(&daemon, json!({})).await;
+    let (mut socket, _) = connect_bot(&session).await;
+    let _edge = connect_edge(&daemon, &session).await.unwrap();
+    // 12 s of audio in 100-frame messages: 10 s fill the outbound queue, the rest is held by the bridge.
+    for message in 0..6 {
+        let bytes: Vec<u8> = (0..100)
+            .flat_map(|i| tone_frame(200.0, (message * 100 + i) * 320))
+            .collect();
+        socket.send(Message::Binary(bytes.into())).await.unwrap();
+    }
+    socket
+        .send(Message::Text(
+            json!({"action": "mark", "name": "behind"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cleared_at = tokio::time::Instant::now();
+    socket
+        .send(Message::Text(json!({"action": "clear"}).to_string().into()))
+        .await
+        .unwrap();
+    let mark = wait_event(&mut socket, "mark").await;
+    assert_eq!(
+        (mark["name"].as_str(), mark["cleared"].as_bool()),
+        (Some("behind"), Some(true)),
+        "{mark}"
+    );
+    assert!(
+        cleared_at.elapsed() < Duration::from_millis(200),
+        "clear took {:?}",
+        cleared_at.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stats: Value = http()
+        .get(format!(
+            "http://{}/v1/sessions/{}",
+            daemon.api_addr,
+            session["sessionId"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The queue held 10 s (500 frames) minus what played before the clear.
+    let cleared = stats["stats"]["framesCleared"].as_u64().unwrap();
+    assert!((470..=500).contains(&cleared), "{cleared} frames cleared");
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_route_discloses_nothing_without_a_token() {
+    let dir = temp_dir("ws-auth");
+    let daemon = daemon(&dir).await;
+    let unknown = format!(
+        "ws://{}/v1/sessions/{}/media?token=guess",
+        daemon.api_addr,
+        uuid::Uuid::new_v4()
+    );
+    match tokio_tungstenite::connect_async(unknown).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("{other:?}"),
+    }
+    daemon.shutdown().await;
+}

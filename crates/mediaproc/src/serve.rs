@@ -19,8 +19,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
     if let Some(host) = &args.public_host {
         config.public_host.clone_from(host);
     }
-    if args.cert.is_some() || args.key.is_some() {
+    if args.cert.is_some() {
         config.cert.clone_from(&args.cert);
+    }
+    if args.key.is_some() {
         config.key.clone_from(&args.key);
     }
     if let Some(workers) = args.workers {
