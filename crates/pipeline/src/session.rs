@@ -42,6 +42,16 @@ pub const MAX_CATCH_UP_TICKS: u64 = 5;
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
 
+/// The phase for session `slot` of `slots` sessions sharing one worker: spreads their ticks evenly over the 20 ms
+/// period, so a session waits only for its own processing, not for everyone else's.
+pub fn spread_tick_phase(slot: usize, slots: usize) -> Duration {
+    if slots == 0 {
+        return Duration::ZERO;
+    }
+    let step = FRAME_DURATION.as_nanos() / slots as u128;
+    Duration::from_nanos(((slot % slots) as u128 * step) as u64)
+}
+
 /// Session settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionConfig {

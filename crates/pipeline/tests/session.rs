@@ -122,6 +122,43 @@ fn late_driver_skips_instead_of_bursting() {
 }
 
 #[test]
+fn one_worker_spreads_many_sessions_over_the_period() {
+    // A worker with 18 duplex calls: each gets its own phase; the worker's single timer always wakes for the
+    // earliest deadline, and no two sessions share one.
+    let n = 18;
+    let mut sessions: Vec<MediaSession> = (0..n)
+        .map(|i| {
+            let cfg = SessionConfig {
+                tick_phase: mediaproc_pipeline::spread_tick_phase(i, n),
+                ..SessionConfig::default()
+            };
+            MediaSession::new(cfg, ms(1000)).unwrap().0
+        })
+        .collect();
+    let mut wakeups = Vec::new();
+    for _ in 0..(3 * n) {
+        let (i, due) = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.poll_timeout()))
+            .min_by_key(|x| x.1)
+            .unwrap();
+        wakeups.push(due);
+        assert!(sessions[i].handle_tick(due));
+        while sessions[i].poll_output().is_some() {}
+    }
+    // Deadlines strictly increase by 20 ms / 18 ≈ 1.11 ms: the work is spread, not batched.
+    for w in wakeups.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_micros(1100) && gap <= Duration::from_micros(1120),
+            "{gap:?}"
+        );
+    }
+    assert_eq!(mediaproc_pipeline::spread_tick_phase(3, 0), Duration::ZERO);
+}
+
+#[test]
 fn tick_phase_spreads_sessions() {
     let a = MediaSession::new(SessionConfig::default(), ms(0))
         .unwrap()
