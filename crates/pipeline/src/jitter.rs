@@ -300,6 +300,23 @@ impl JitterBuffer {
         self.hold = 0;
     }
 
+    /// Forgets everything including the counters (the stream is reused for another source).
+    pub fn restart(&mut self) {
+        self.reset();
+        let initial = self
+            .cfg
+            .initial_delay_frames
+            .clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        self.hist = [0.0; HISTOGRAM_BINS];
+        self.hist[usize::from(initial - 1).min(HISTOGRAM_BINS - 1)] = 1.0;
+        self.target = initial;
+        self.filtered_level = f32::from(initial);
+        self.stats = JitterStats {
+            target_delay_ms: u32::from(initial) * 20,
+            ..JitterStats::default()
+        };
+    }
+
     /// Statistics so far.
     pub fn stats(&self) -> JitterStats {
         self.stats

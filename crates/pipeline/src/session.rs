@@ -514,7 +514,8 @@ impl MediaSession {
                 }
                 let s = &mut self.streams[i];
                 s.source_id = Some(source);
-                s.jitter.reset();
+                s.jitter.restart();
+                s.avg_level = -60.0;
                 if let Some(r) = &mut s.resampler {
                     r.reset();
                 }
