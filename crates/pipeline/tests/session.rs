@@ -377,3 +377,43 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn stream_slots_are_reused_after_idle_sources() {
+    let cfg = SessionConfig {
+        max_streams: 1,
+        ..SessionConfig::default()
+    };
+    let (mut s, _bot) = MediaSession::new(cfg, ms(0)).unwrap();
+    let mut a = Talker::new(SampleRate::HZ_16000, 300.0);
+    let mut b = Talker::new(SampleRate::HZ_16000, 500.0);
+    let mut started = Vec::new();
+    for tick in 0..300u64 {
+        let now = ms(tick * 20);
+        if tick < 100 {
+            a.send(&mut s, now + ms(1), 1, None, 5000.0);
+        }
+        // B talks from the start but there is only one slot: ignored until A has been idle for 2 s.
+        b.send(&mut s, now + ms(2), 2, None, 5000.0);
+        s.handle_tick(now + ms(5));
+        while let Some(o) = s.poll_output() {
+            if let Output::Event(Event::StreamStarted { source_id }) = o {
+                started.push((tick, source_id));
+            }
+        }
+    }
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(started[0], (0, 1));
+    assert_eq!(started[1].1, 2);
+    assert!(
+        started[1].0 >= 199,
+        "reused only after 2 s idle: {started:?}"
+    );
+    assert!(s.stream_stats(1).is_none());
+    let st = s.stream_stats(2).unwrap();
+    assert!(
+        st.received < 110 && st.late == 0,
+        "fresh counters for the new source: {st:?}"
+    );
+    assert!(s.stats().packets_ignored >= 190);
+}
