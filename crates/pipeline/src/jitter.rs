@@ -26,8 +26,9 @@
 //! histogram of 20 ms bins with exponential forgetting (factor [`FORGET_FACTOR`] per packet ≈ 4 s memory). The target
 //! level is one frame plus the bin holding the 95th percentile, clamped to `[min, max]`. The buffer level (frames
 //! from the playout index to the newest packet) is smoothed each tick and steered to the target:
-//! * **accelerate**: when the level is above target + 1 and the frame just decoded is low in energy (or the level
-//!   is far above target), that frame is dropped and the next one played instead;
+//! * **accelerate**: when the level is a frame above target and the frame just decoded is quiet (below -40 dBov or
+//!   8 dB below the stream's recent average), that frame is dropped and the next one played instead; three frames
+//!   above target it is dropped whatever its level;
 //! * **stretch**: when the level is below target and the last output was quiet, a concealment frame is inserted.
 //!
 //! Both happen at quiet points, so clock drift (±500 ppm: one frame every 40 s) is absorbed inaudibly and the buffer
@@ -297,6 +298,23 @@ impl JitterBuffer {
         self.last_played_seq = None;
         self.in_dtx = false;
         self.hold = 0;
+    }
+
+    /// Forgets everything including the counters (the stream is reused for another source).
+    pub fn restart(&mut self) {
+        self.reset();
+        let initial = self
+            .cfg
+            .initial_delay_frames
+            .clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        self.hist = [0.0; HISTOGRAM_BINS];
+        self.hist[usize::from(initial - 1).min(HISTOGRAM_BINS - 1)] = 1.0;
+        self.target = initial;
+        self.filtered_level = f32::from(initial);
+        self.stats = JitterStats {
+            target_delay_ms: u32::from(initial) * 20,
+            ..JitterStats::default()
+        };
     }
 
     /// Statistics so far.
@@ -581,7 +599,7 @@ impl JitterBuffer {
         let quiet_ok = decoded_was_quiet
             && remaining >= target
             && self.filtered_level >= (target as f32) + 1.0;
-        let forced = remaining > target + 3 && self.filtered_level > (target as f32) + 3.0;
+        let forced = remaining > target + 2 && self.filtered_level > (target as f32) + 2.0;
         if !(quiet_ok || forced)
             || self.state != State::Playing
             || self.slot(self.playout).is_none()

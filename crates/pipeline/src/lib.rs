@@ -10,8 +10,10 @@
 //! from an origin it chooses (e.g. when the worker started). Nothing here calls `Instant::now()`. The session's media
 //! clock runs on absolute deadlines `start + phase + n × 20 ms` ([`MediaSession::poll_timeout`]); a driver calls
 //! [`MediaSession::handle_tick`] once the deadline has passed, then drains [`MediaSession::poll_output`] (packets to
-//! send, events) — the str0m / quinn-proto shape. The per-session `tick_phase` lets one worker thread spread its
-//! sessions over the 20 ms period so each session's latency is its own processing time, not the batch's. A driver
+//! send, events) — the str0m / quinn-proto shape. The per-session `tick_phase` ([`spread_tick_phase`]) lets one
+//! worker thread spread its sessions over the 20 ms period so each session's latency is its own processing time,
+//! not the batch's. Audio for the bot does not come out of `poll_output` but goes straight into the inbound ring
+//! (the bot side may live on another thread); the bot's audio comes from the outbound ring ([`BotEndpoint`]). A driver
 //! that falls behind catches up tick by tick, and beyond [`MAX_CATCH_UP_TICKS`] skips (and counts) missed ticks
 //! rather than bursting packets.
 //!

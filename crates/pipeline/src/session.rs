@@ -37,10 +37,23 @@ pub const EVENTS_CAPACITY: usize = 64;
 pub const MAX_STREAMS: usize = 16;
 /// A frame quieter than this is a good place to drop or insert audio (dBov).
 pub const QUIET_DBOV: f32 = -40.0;
+/// A frame this much quieter than the stream's recent average (≈ 1 s) is also a good place (speech pauses over
+/// background noise).
+pub const QUIET_BELOW_AVERAGE_DB: f32 = 8.0;
 /// If the driver falls this many ticks behind, the missed ticks are skipped instead of replayed.
 pub const MAX_CATCH_UP_TICKS: u64 = 5;
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
+
+/// The phase for session `slot` of `slots` sessions sharing one worker: spreads their ticks evenly over the 20 ms
+/// period, so a session waits only for its own processing, not for everyone else's.
+pub fn spread_tick_phase(slot: usize, slots: usize) -> Duration {
+    if slots == 0 {
+        return Duration::ZERO;
+    }
+    let step = FRAME_DURATION.as_nanos() / slots as u128;
+    Duration::from_nanos(((slot % slots) as u128 * step) as u64)
+}
 
 /// Session settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,6 +207,7 @@ struct Stream {
     frame: [i16; MAX_FRAME_SAMPLES],
     produced: bool,
     level: f32,
+    avg_level: f32,
 }
 
 impl Stream {
@@ -215,6 +229,7 @@ impl Stream {
             frame: [0; MAX_FRAME_SAMPLES],
             produced: false,
             level: -127.0,
+            avg_level: -60.0,
         })
     }
 
@@ -258,7 +273,9 @@ impl Stream {
             return errors;
         }
         let mut decoded_level = level_dbov(&self.decoded[..dspf]);
-        let mut quiet = decoded_level < QUIET_DBOV;
+        let avg = self.avg_level;
+        let is_quiet = |l: f32| l < QUIET_DBOV || l < avg - QUIET_BELOW_AVERAGE_DB;
+        let mut quiet = is_quiet(decoded_level);
         if was_packet
             && let Some(Playout::Packet {
                 payload,
@@ -277,9 +294,12 @@ impl Stream {
                 }
             }
             decoded_level = level_dbov(&self.decoded[..dspf]);
-            quiet = decoded_level < QUIET_DBOV;
+            quiet = is_quiet(decoded_level);
         }
         self.jitter.set_last_output_quiet(quiet);
+        if was_packet {
+            self.avg_level += (decoded_level - self.avg_level) * 0.02;
+        }
         match &mut self.resampler {
             Some(r) => {
                 if r.process(&self.decoded[..dspf], &mut self.frame[..spf])
@@ -494,7 +514,8 @@ impl MediaSession {
                 }
                 let s = &mut self.streams[i];
                 s.source_id = Some(source);
-                s.jitter.reset();
+                s.jitter.restart();
+                s.avg_level = -60.0;
                 if let Some(r) = &mut s.resampler {
                     r.reset();
                 }

@@ -122,6 +122,43 @@ fn late_driver_skips_instead_of_bursting() {
 }
 
 #[test]
+fn one_worker_spreads_many_sessions_over_the_period() {
+    // A worker with 18 duplex calls: each gets its own phase; the worker's single timer always wakes for the
+    // earliest deadline, and no two sessions share one.
+    let n = 18;
+    let mut sessions: Vec<MediaSession> = (0..n)
+        .map(|i| {
+            let cfg = SessionConfig {
+                tick_phase: mediaproc_pipeline::spread_tick_phase(i, n),
+                ..SessionConfig::default()
+            };
+            MediaSession::new(cfg, ms(1000)).unwrap().0
+        })
+        .collect();
+    let mut wakeups = Vec::new();
+    for _ in 0..(3 * n) {
+        let (i, due) = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.poll_timeout()))
+            .min_by_key(|x| x.1)
+            .unwrap();
+        wakeups.push(due);
+        assert!(sessions[i].handle_tick(due));
+        while sessions[i].poll_output().is_some() {}
+    }
+    // Deadlines strictly increase by 20 ms / 18 ≈ 1.11 ms: the work is spread, not batched.
+    for w in wakeups.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_micros(1100) && gap <= Duration::from_micros(1120),
+            "{gap:?}"
+        );
+    }
+    assert_eq!(mediaproc_pipeline::spread_tick_phase(3, 0), Duration::ZERO);
+}
+
+#[test]
 fn tick_phase_spreads_sessions() {
     let a = MediaSession::new(SessionConfig::default(), ms(0))
         .unwrap()
@@ -339,4 +376,44 @@ proptest::proptest! {
             while bot.inbound.pop(&mut out) {}
         }
     }
+}
+
+#[test]
+fn stream_slots_are_reused_after_idle_sources() {
+    let cfg = SessionConfig {
+        max_streams: 1,
+        ..SessionConfig::default()
+    };
+    let (mut s, _bot) = MediaSession::new(cfg, ms(0)).unwrap();
+    let mut a = Talker::new(SampleRate::HZ_16000, 300.0);
+    let mut b = Talker::new(SampleRate::HZ_16000, 500.0);
+    let mut started = Vec::new();
+    for tick in 0..300u64 {
+        let now = ms(tick * 20);
+        if tick < 100 {
+            a.send(&mut s, now + ms(1), 1, None, 5000.0);
+        }
+        // B talks from the start but there is only one slot: ignored until A has been idle for 2 s.
+        b.send(&mut s, now + ms(2), 2, None, 5000.0);
+        s.handle_tick(now + ms(5));
+        while let Some(o) = s.poll_output() {
+            if let Output::Event(Event::StreamStarted { source_id }) = o {
+                started.push((tick, source_id));
+            }
+        }
+    }
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert_eq!(started[0], (0, 1));
+    assert_eq!(started[1].1, 2);
+    assert!(
+        started[1].0 >= 199,
+        "reused only after 2 s idle: {started:?}"
+    );
+    assert!(s.stream_stats(1).is_none());
+    let st = s.stream_stats(2).unwrap();
+    assert!(
+        st.received < 110 && st.late == 0,
+        "fresh counters for the new source: {st:?}"
+    );
+    assert!(s.stats().packets_ignored >= 190);
 }

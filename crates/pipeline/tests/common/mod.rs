@@ -120,8 +120,25 @@ pub struct Source {
 
 impl Source {
     pub fn new(rate: SampleRate, seconds: usize, settings: EncoderSettings) -> Self {
+        Self::with_noise(rate, seconds, settings, 0.0)
+    }
+
+    /// Like `new`, with white noise of `noise_rms` (in sample units) added everywhere, so no frame is quiet.
+    pub fn with_noise(
+        rate: SampleRate,
+        seconds: usize,
+        settings: EncoderSettings,
+        noise_rms: f64,
+    ) -> Self {
         let spf = rate.samples_per_frame();
-        let pcm = speech_like(rate.hz(), seconds * rate.hz() as usize);
+        let mut rng = Rng::new(99);
+        let pcm: Vec<i16> = speech_like(rate.hz(), seconds * rate.hz() as usize)
+            .into_iter()
+            .map(|s| {
+                (f64::from(s) + (rng.f64() - 0.5) * noise_rms * 12f64.sqrt())
+                    .clamp(-32768.0, 32767.0) as i16
+            })
+            .collect();
         let mut enc = OpusEncoder::new(rate, settings).unwrap();
         let mut buf = [0u8; MAX_PAYLOAD];
         let packets = pcm
