@@ -265,7 +265,8 @@ impl WorkerSession {
                 if event.end && self.last_dtmf_timestamp != Some(rtp.timestamp) {
                     self.last_dtmf_timestamp = Some(rtp.timestamp);
                     self.counters.dtmf += 1;
-                    let duration_ms = (u32::from(event.duration) / 8) as u16;
+                    // Opus flows use a 48 kHz RTP clock (proto/SPEC.md §4.3).
+                    let duration_ms = (u32::from(event.duration) / 48) as u16;
                     self.send_bot(BotEvent::Dtmf {
                         digit: dtmf_digit(event.event),
                         duration_ms,
