@@ -11,8 +11,13 @@ use std::time::Duration;
 use mediaproc_blob::MediaSessionConfig;
 use mediaproc_net::{EdgeConfig, EdgeConnection, ServerTrust, parse_mp_uri};
 use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
-use mediaproc_wire::control::{Codec, ControlMessage, Direction, FlowDecl, MediaKind, NO_MSI, Participant};
-use mediaproc_wire::rtp::{AudioLevel, ExtensionElement, ExtensionForm, HeaderExtension, RtpPacket, write_extension_elements};
+use mediaproc_wire::control::{
+    Codec, ControlMessage, Direction, FlowDecl, MediaKind, NO_MSI, Participant,
+};
+use mediaproc_wire::rtp::{
+    AudioLevel, ExtensionElement, ExtensionForm, HeaderExtension, RtpPacket,
+    write_extension_elements,
+};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -142,23 +147,41 @@ impl EdgeTarget {
     pub async fn from_blob(config: &MediaSessionConfig) -> Result<Self, CallsimError> {
         let bad = |what: &str| CallsimError::Blob(what.to_owned());
         let uri = config.mp_uri.as_ref().ok_or_else(|| bad("no mpUri"))?;
-        let (host, port) =
-            parse_mp_uri(uri).ok_or_else(|| bad(&format!("mpUri `{uri}` is not quic://host:port/MediaProcessor")))?;
+        let (host, port) = parse_mp_uri(uri).ok_or_else(|| {
+            bad(&format!(
+                "mpUri `{uri}` is not quic://host:port/MediaProcessor"
+            ))
+        })?;
         let server = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|err| CallsimError::Media(format!("cannot resolve {host}: {err}")))?
             .next()
             .ok_or_else(|| CallsimError::Media(format!("{host} has no address")))?;
         let uuid = |text: Option<&String>, what: &str| {
-            text.and_then(|t| Uuid::parse_str(t).ok()).ok_or_else(|| bad(&format!("{what} is missing or not a UUID")))
+            text.and_then(|t| Uuid::parse_str(t).ok())
+                .ok_or_else(|| bad(&format!("{what} is missing or not a UUID")))
         };
         Ok(EdgeTarget {
             server,
             server_name: host,
             session_id: uuid(config.mp_media_session_id.as_ref(), "mpMediaSessionId")?,
-            token: config.edge_token.as_ref().cloned().ok_or_else(|| bad("no edgeToken (the session cannot be attached)"))?,
-            render_context: uuid(config.audio_render_contexts.as_ref().and_then(|l| l.first()), "audioRenderContexts[0]")?,
-            source_context: config.audio_source_contexts.as_ref().and_then(|l| l.first()).and_then(|t| Uuid::parse_str(t).ok()),
+            token: config
+                .edge_token
+                .as_ref()
+                .cloned()
+                .ok_or_else(|| bad("no edgeToken (the session cannot be attached)"))?,
+            render_context: uuid(
+                config
+                    .audio_render_contexts
+                    .as_ref()
+                    .and_then(|l| l.first()),
+                "audioRenderContexts[0]",
+            )?,
+            source_context: config
+                .audio_source_contexts
+                .as_ref()
+                .and_then(|l| l.first())
+                .and_then(|t| Uuid::parse_str(t).ok()),
         })
     }
 }
@@ -186,7 +209,11 @@ impl PartialOrd for Scheduled {
 }
 
 /// Runs the edge for one call until `options.duration` has passed; `live` is updated as it goes.
-pub async fn run_edge(target: EdgeTarget, options: EdgeOptions, live: Arc<EdgeLive>) -> Result<EdgeReport, CallsimError> {
+pub async fn run_edge(
+    target: EdgeTarget,
+    options: EdgeOptions,
+    live: Arc<EdgeLive>,
+) -> Result<EdgeReport, CallsimError> {
     let media = |err: mediaproc_net::NetError| CallsimError::Media(err.to_string());
     let conn = Arc::new(
         EdgeConnection::connect(&EdgeConfig {
@@ -221,22 +248,46 @@ pub async fn run_edge(target: EdgeTarget, options: EdgeOptions, live: Arc<EdgeLi
             codec: Codec::Opus,
         });
     }
-    conn.attach(target.session_id, target.token.as_bytes(), flows).await.map_err(media)?;
+    conn.attach(target.session_id, target.token.as_bytes(), flows)
+        .await
+        .map_err(media)?;
     live.attached.store(true, Ordering::Relaxed);
     let participants = (0..options.participants)
-        .map(|i| Participant { id: format!("participant-{}", i + 1), msi: FIRST_MSI + i as u32, muted: false })
+        .map(|i| Participant {
+            id: format!("participant-{}", i + 1),
+            msi: FIRST_MSI + i as u32,
+            muted: false,
+        })
         .collect();
-    conn.send_control(&ControlMessage::Roster { session_id: target.session_id, participants }).await.map_err(media)?;
+    conn.send_control(&ControlMessage::Roster {
+        session_id: target.session_id,
+        participants,
+    })
+    .await
+    .map_err(media)?;
 
     let start = Instant::now();
     let onsets: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
-    let listener = tokio::spawn(listen(conn.clone(), start, options.duration + Duration::from_millis(500), onsets.clone(), live.clone()));
+    let listener = tokio::spawn(listen(
+        conn.clone(),
+        start,
+        options.duration + Duration::from_millis(500),
+        onsets.clone(),
+        live.clone(),
+    ));
     let (sent, dropped, onsets_sent) = speak(&conn, &options, start, &onsets, &live).await?;
-    let mut report = listener.await.map_err(|err| CallsimError::Media(format!("listener: {err}")))?;
+    let mut report = listener
+        .await
+        .map_err(|err| CallsimError::Media(format!("listener: {err}")))?;
     report.packets_sent = sent;
     report.packets_dropped = dropped;
     report.onsets_sent = onsets_sent;
-    let _ = conn.send_control(&ControlMessage::Detach { session_id: target.session_id, reason: 0 }).await;
+    let _ = conn
+        .send_control(&ControlMessage::Detach {
+            session_id: target.session_id,
+            reason: 0,
+        })
+        .await;
     if let Ok(conn) = Arc::try_unwrap(conn) {
         conn.close().await;
     }
@@ -257,8 +308,10 @@ async fn speak(
     let turn = options.turn.as_millis() as u64;
     let talk = options.talk.as_millis() as u64;
     let mut voices: Vec<Voice> = (0..n).map(|i| Voice::new(i, n, turn, talk)).collect();
-    let mut encoders =
-        (0..n).map(|_| OpusEncoder::new(SampleRate::HZ_16000, EncoderSettings::default())).collect::<Result<Vec<_>, _>>().map_err(codec)?;
+    let mut encoders = (0..n)
+        .map(|_| OpusEncoder::new(SampleRate::HZ_16000, EncoderSettings::default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(codec)?;
     let ssrcs: Vec<u32> = (0..n).map(|_| rng.u32(..)).collect();
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut payload = [0u8; 1500];
@@ -286,28 +339,56 @@ async fn speak(
             voice.frame(index, &mut pcm);
             if voice.onset(index) {
                 onsets_sent += 1;
-                onsets.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now());
+                onsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Instant::now());
             }
             let len = encoders[i].encode(&pcm, &mut payload).map_err(codec)?;
-            let level = AudioLevel { voice: voice.talking(index), level: AudioLevel::level_of_pcm16(&pcm) };
+            let level = AudioLevel {
+                voice: voice.talking(index),
+                level: AudioLevel::level_of_pcm16(&pcm),
+            };
             let ext_len = write_extension_elements(
                 ExtensionForm::OneByte,
-                &[ExtensionElement { id: AUDIO_LEVEL_ID, data: &[level.to_byte()] }],
+                &[ExtensionElement {
+                    id: AUDIO_LEVEL_ID,
+                    data: &[level.to_byte()],
+                }],
                 &mut ext,
             )
             .map_err(|err| CallsimError::Media(err.to_string()))?;
-            let mut rtp = RtpPacket::new(OPUS_PAYLOAD_TYPE, index as u16, (index as u32).wrapping_mul(960), ssrcs[i], &payload[..len]);
-            rtp.extension = Some(HeaderExtension { profile: ExtensionForm::OneByte.profile(), data: &ext[..ext_len] });
+            let mut rtp = RtpPacket::new(
+                OPUS_PAYLOAD_TYPE,
+                index as u16,
+                (index as u32).wrapping_mul(960),
+                ssrcs[i],
+                &payload[..len],
+            );
+            rtp.extension = Some(HeaderExtension {
+                profile: ExtensionForm::OneByte.profile(),
+                data: &ext[..ext_len],
+            });
             let mut bytes = vec![0u8; rtp.encoded_len()];
-            rtp.write(&mut bytes).map_err(|err| CallsimError::Media(err.to_string()))?;
+            rtp.write(&mut bytes)
+                .map_err(|err| CallsimError::Media(err.to_string()))?;
             if options.loss > 0.0 && rng.f64() < options.loss {
                 dropped += 1;
                 live.packets_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let delay = if options.jitter.is_zero() { Duration::ZERO } else { options.jitter.mul_f64(rng.f64()) };
+            let delay = if options.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                options.jitter.mul_f64(rng.f64())
+            };
             order += 1;
-            queue.push(Scheduled { at: Instant::now() + delay, order, flow: 2 + i as u64, bytes });
+            queue.push(Scheduled {
+                at: Instant::now() + delay,
+                order,
+                flow: 2 + i as u64,
+                bytes,
+            });
         }
     }
     while let Some(packet) = queue.pop() {
@@ -328,7 +409,9 @@ async fn listen(
     live: Arc<EdgeLive>,
 ) -> EdgeReport {
     let mut report = EdgeReport::default();
-    let Ok(mut decoder) = OpusDecoder::new(SampleRate::HZ_16000) else { return report };
+    let Ok(mut decoder) = OpusDecoder::new(SampleRate::HZ_16000) else {
+        return report;
+    };
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut expected: Option<u16> = None;
     let mut quiet = 0u32;
@@ -336,16 +419,22 @@ async fn listen(
     let (mut transit_prev, mut jitter) = (None::<f64>, 0.0f64);
     while start.elapsed() < limit {
         let remaining = limit.saturating_sub(start.elapsed());
-        let Ok(Ok((flow, bytes))) = tokio::time::timeout(remaining, conn.recv_packet()).await else { break };
+        let Ok(Ok((flow, bytes))) = tokio::time::timeout(remaining, conn.recv_packet()).await
+        else {
+            break;
+        };
         let arrived = Instant::now();
         if flow != SOURCE_FLOW {
             continue;
         }
-        let Ok(rtp) = RtpPacket::parse(&bytes) else { continue };
+        let Ok(rtp) = RtpPacket::parse(&bytes) else {
+            continue;
+        };
         report.packets_received += 1;
         live.packets_received.fetch_add(1, Ordering::Relaxed);
         // RFC 3550 interarrival jitter, in microseconds (RTP clock 48 kHz).
-        let transit = arrived.duration_since(start).as_secs_f64() * 1e6 - f64::from(rtp.timestamp) / 48.0;
+        let transit =
+            arrived.duration_since(start).as_secs_f64() * 1e6 - f64::from(rtp.timestamp) / 48.0;
         if let Some(prev) = transit_prev {
             jitter += ((transit - prev).abs() - jitter) / 16.0;
         }
@@ -354,7 +443,8 @@ async fn listen(
             let gap = rtp.sequence.wrapping_sub(next);
             if gap > 0 && gap < 100 {
                 report.packets_missing += u64::from(gap);
-                live.packets_missing.fetch_add(u64::from(gap), Ordering::Relaxed);
+                live.packets_missing
+                    .fetch_add(u64::from(gap), Ordering::Relaxed);
                 for _ in 0..gap {
                     if decoder.conceal(&mut pcm).is_ok() {
                         report.frames_concealed += 1;
@@ -368,22 +458,33 @@ async fn listen(
         if decoder.decode(rtp.payload, &mut pcm).is_err() {
             continue;
         }
-        let rms = (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        let rms =
+            (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
         if rms < SPEECH_RMS {
             quiet += 1;
             continue;
         }
         if quiet >= QUIET_BEFORE_ONSET {
             // The first loud sample's position inside the frame refines the arrival to sample precision.
-            let first = pcm.iter().position(|s| f64::from(s.unsigned_abs()) > SPEECH_RMS).unwrap_or(0);
+            let first = pcm
+                .iter()
+                .position(|s| f64::from(s.unsigned_abs()) > SPEECH_RMS)
+                .unwrap_or(0);
             let heard = arrived + Duration::from_micros(first as u64 * 1_000_000 / 16_000);
-            let sent = onsets.lock().unwrap_or_else(|p| p.into_inner()).iter().rev().find(|at| **at <= heard).copied();
+            let sent = onsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .rev()
+                .find(|at| **at <= heard)
+                .copied();
             if let Some(sent) = sent {
                 let round_trip = heard - sent;
                 // An onset heard more than a turn after it was sent is not its echo.
                 if round_trip < Duration::from_millis(1000) {
                     report.round_trips.push(round_trip);
-                    live.last_round_trip_us.store(round_trip.as_micros() as u64, Ordering::Relaxed);
+                    live.last_round_trip_us
+                        .store(round_trip.as_micros() as u64, Ordering::Relaxed);
                     matched += 1;
                 }
             }

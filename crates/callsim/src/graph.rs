@@ -14,7 +14,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mediaproc_blob::{Call, Document, MediaConfigKind, Scenario, Severity, parse_document, validate_call_request};
+use mediaproc_blob::{
+    Call, Document, MediaConfigKind, Scenario, Severity, parse_document, validate_call_request,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -108,7 +110,10 @@ impl Emulator {
 
     /// Notifications sent for a call so far.
     pub fn notifications(&self, id: &str) -> Vec<Value> {
-        self.lock().get(id).map(|c| c.notifications.clone()).unwrap_or_default()
+        self.lock()
+            .get(id)
+            .map(|c| c.notifications.clone())
+            .unwrap_or_default()
     }
 
     /// The edge's live counters of a call.
@@ -148,38 +153,75 @@ impl RunningGraph {
 pub async fn start(config: GraphConfig) -> Result<RunningGraph, CallsimError> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|source| CallsimError::Bind { addr: config.bind, source })?;
-    let addr = listener.local_addr().map_err(|source| CallsimError::Bind { addr: config.bind, source })?;
+        .map_err(|source| CallsimError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| CallsimError::Bind {
+        addr: config.bind,
+        source,
+    })?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|err| CallsimError::Media(format!("http client: {err}")))?;
-    let emulator = Arc::new(Emulator { config, base: format!("http://{addr}"), calls: Mutex::new(HashMap::new()), http });
+    let emulator = Arc::new(Emulator {
+        config,
+        base: format!("http://{addr}"),
+        calls: Mutex::new(HashMap::new()),
+        http,
+    });
     let app = Router::new()
         .route("/{version}/app/calls", post(create_call))
-        .route("/{version}/app/calls/{id}", get(get_call).delete(delete_call))
-        .fallback(|| async { graph_error(StatusCode::NOT_FOUND, "UnknownError", "no such resource".into(), None) })
+        .route(
+            "/{version}/app/calls/{id}",
+            get(get_call).delete(delete_call),
+        )
+        .fallback(|| async {
+            graph_error(
+                StatusCode::NOT_FOUND,
+                "UnknownError",
+                "no such resource".into(),
+                None,
+            )
+        })
         .with_state(emulator.clone());
     let server = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!("graph emulator stopped: {err}");
         }
     });
-    Ok(RunningGraph { addr, emulator, server })
+    Ok(RunningGraph {
+        addr,
+        emulator,
+        server,
+    })
 }
 
 /// Graph's error shape: `{"error": {"code", "message", "innerError": {"request-id", "date", ...}}}`.
-fn graph_error(status: StatusCode, code: &str, message: String, details: Option<Value>) -> Response {
+fn graph_error(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    details: Option<Value>,
+) -> Response {
     let mut inner = json!({"request-id": Uuid::new_v4(), "date": "2026-01-01T00:00:00"});
     if let Some(details) = details {
         inner["details"] = details;
     }
-    (status, Json(json!({"error": {"code": code, "message": message, "innerError": inner}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message, "innerError": inner}})),
+    )
+        .into_response()
 }
 
 /// Checks the bearer token; the error is the response to send (boxed: responses are large).
 fn authorized(emulator: &Emulator, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(token) if token == emulator.config.token => Ok(()),
         _ => Err(Box::new(graph_error(
@@ -195,7 +237,12 @@ fn valid_version(version: &str) -> Result<(), Box<Response>> {
     if version == "v1.0" || version == "beta" {
         Ok(())
     } else {
-        Err(Box::new(graph_error(StatusCode::NOT_FOUND, "BadRequest", format!("Invalid version: {version}"), None)))
+        Err(Box::new(graph_error(
+            StatusCode::NOT_FOUND,
+            "BadRequest",
+            format!("Invalid version: {version}"),
+            None,
+        )))
     }
 }
 
@@ -203,7 +250,9 @@ fn valid_version(version: &str) -> Result<(), Box<Response>> {
 fn callback_allowed(uri: &str) -> bool {
     let lower = uri.to_ascii_lowercase();
     lower.starts_with("https://")
-        || ["http://127.", "http://localhost", "http://[::1]"].iter().any(|prefix| lower.starts_with(prefix))
+        || ["http://127.", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|prefix| lower.starts_with(prefix))
 }
 
 async fn create_call(
@@ -221,38 +270,79 @@ async fn create_call(
             return graph_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                format!("Expected a #microsoft.graph.call, got a {}", other.kind().as_str()),
+                format!(
+                    "Expected a #microsoft.graph.call, got a {}",
+                    other.kind().as_str()
+                ),
                 None,
             );
         }
-        Err(err) => return graph_error(StatusCode::BAD_REQUEST, "BadRequest", err.to_string(), None),
+        Err(err) => {
+            return graph_error(StatusCode::BAD_REQUEST, "BadRequest", err.to_string(), None);
+        }
     };
     let problems: Vec<_> = validate_call_request(&call, None)
         .into_iter()
-        .filter(|p| p.severity == Severity::Error && !(p.path == "callbackUri" && call.callback_uri.as_ref().is_some_and(|u| callback_allowed(u))))
+        .filter(|p| {
+            p.severity == Severity::Error
+                && !(p.path == "callbackUri"
+                    && call
+                        .callback_uri
+                        .as_ref()
+                        .is_some_and(|u| callback_allowed(u)))
+        })
         .collect();
     if let Some(first) = problems.first() {
-        let details: Vec<Value> = problems.iter().map(|p| json!({"target": p.path, "message": p.message})).collect();
-        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", format!("{}: {}", first.path, first.message), Some(json!(details)));
+        let details: Vec<Value> = problems
+            .iter()
+            .map(|p| json!({"target": p.path, "message": p.message}))
+            .collect();
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("{}: {}", first.path, first.message),
+            Some(json!(details)),
+        );
     }
     let callback = call.callback_uri.as_ref().cloned().unwrap_or_default();
     if !callback_allowed(&callback) {
-        return graph_error(StatusCode::BAD_REQUEST, "BadRequest", "callbackUri must be https".into(), None);
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "callbackUri must be https".into(),
+            None,
+        );
     }
     let id = Uuid::new_v4().to_string();
     let response = call_object(&emulator, &call, &id, &version);
-    let app_hosted = call.media_config.as_ref().is_some_and(|m| m.kind() == MediaConfigKind::AppHosted);
-    let edge_live = (app_hosted && emulator.config.edge.is_some()).then(|| Arc::new(EdgeLive::default()));
+    let app_hosted = call
+        .media_config
+        .as_ref()
+        .is_some_and(|m| m.kind() == MediaConfigKind::AppHosted);
+    let edge_live =
+        (app_hosted && emulator.config.edge.is_some()).then(|| Arc::new(EdgeLive::default()));
     emulator.lock().insert(
         id.clone(),
-        CallRecord { call: response.clone(), callback, edge: edge_live.clone(), report: None, notifications: Vec::new(), task: None },
+        CallRecord {
+            call: response.clone(),
+            callback,
+            edge: edge_live.clone(),
+            report: None,
+            notifications: Vec::new(),
+            task: None,
+        },
     );
     let task = tokio::spawn(run_call(emulator.clone(), id.clone(), call, edge_live));
     if let Some(record) = emulator.lock().get_mut(&id) {
         record.task = Some(task);
     }
     let location = format!("{}/{version}/app/calls/{id}", emulator.base);
-    (StatusCode::CREATED, [(header::LOCATION, location)], Json(response)).into_response()
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(response),
+    )
+        .into_response()
 }
 
 /// The `201` body: the request echoed with the service's members filled in, as the seed's responses show.
@@ -279,7 +369,9 @@ fn call_object(emulator: &Emulator, call: &Call, id: &str, version: &str) -> Val
     if let Some(chat) = object.get_mut("chatInfo").and_then(Value::as_object_mut) {
         chat.entry("replyChainMessageId").or_insert(Value::Null);
     }
-    let map = object.as_object_mut().expect("a call serializes to an object");
+    let map = object
+        .as_object_mut()
+        .expect("a call serializes to an object");
     map.insert("state".into(), "establishing".into());
     map.insert("direction".into(), "outgoing".into());
     map.insert("callRoutes".into(), json!([]));
@@ -290,15 +382,33 @@ fn call_object(emulator: &Emulator, call: &Call, id: &str, version: &str) -> Val
     map.insert("tenantId".into(), app.tenant_id.clone().into());
     map.insert("myParticipantId".into(), Uuid::new_v4().to_string().into());
     map.insert("id".into(), id.into());
-    map.insert("@odata.context".into(), format!("https://graph.microsoft.com/{version}/$metadata#app/calls/$entity").into());
-    for member in ["subject", "terminationReason", "ringingTimeoutInSeconds", "mediaState", "resultInfo", "answeredBy", "chatInfo", "meetingInfo", "meetingCapability", "toneInfo"] {
+    map.insert(
+        "@odata.context".into(),
+        format!("https://graph.microsoft.com/{version}/$metadata#app/calls/$entity").into(),
+    );
+    for member in [
+        "subject",
+        "terminationReason",
+        "ringingTimeoutInSeconds",
+        "mediaState",
+        "resultInfo",
+        "answeredBy",
+        "chatInfo",
+        "meetingInfo",
+        "meetingCapability",
+        "toneInfo",
+    ] {
         map.entry(member).or_insert(Value::Null);
     }
     object
 }
 
 fn notification(emulator: &Emulator, id: &str, change: &str, resource: &str, data: Value) -> Value {
-    let callback = emulator.lock().get(id).map(|c| c.callback.clone()).unwrap_or_default();
+    let callback = emulator
+        .lock()
+        .get(id)
+        .map(|c| c.callback.clone())
+        .unwrap_or_default();
     json!({
         "@odata.type": "#microsoft.graph.commsNotifications",
         "value": [{
@@ -314,11 +424,19 @@ fn notification(emulator: &Emulator, id: &str, change: &str, resource: &str, dat
 async fn notify(emulator: &Emulator, id: &str, body: Value) {
     let callback = {
         let mut calls = emulator.lock();
-        let Some(record) = calls.get_mut(id) else { return };
+        let Some(record) = calls.get_mut(id) else {
+            return;
+        };
         record.notifications.push(body.clone());
         record.callback.clone()
     };
-    let result = emulator.http.post(&callback).bearer_auth(&emulator.config.callback_token).json(&body).send().await;
+    let result = emulator
+        .http
+        .post(&callback)
+        .bearer_auth(&emulator.config.callback_token)
+        .json(&body)
+        .send()
+        .await;
     if let Err(err) = result {
         tracing::warn!(call = id, "callback {callback} failed: {err}");
     }
@@ -341,7 +459,14 @@ fn call_state(id: &str, state: &str, call: &Call, meeting: bool, extra: &[(&str,
     data
 }
 
-fn participant(id: &str, identity_kind: &str, name: &str, identity_id: &str, source_id: u32, in_lobby: bool) -> Value {
+fn participant(
+    id: &str,
+    identity_kind: &str,
+    name: &str,
+    identity_id: &str,
+    source_id: u32,
+    in_lobby: bool,
+) -> Value {
     json!({
         "@odata.type": "#microsoft.graph.participant",
         "info": {"@odata.type": "#microsoft.graph.participantInfo", "identity": {
@@ -356,19 +481,43 @@ fn participant(id: &str, identity_kind: &str, name: &str, identity_id: &str, sou
 }
 
 /// The call's life: establishing → (lobby) → established → roster → media; ends by DELETE.
-async fn run_call(emulator: Arc<Emulator>, id: String, call: Call, edge_live: Option<Arc<EdgeLive>>) {
+async fn run_call(
+    emulator: Arc<Emulator>,
+    id: String,
+    call: Call,
+    edge_live: Option<Arc<EdgeLive>>,
+) {
     let scenario = Scenario::detect(&call);
     let meeting = scenario.is_some_and(Scenario::joins_meeting);
     let resource = format!("/app/calls/{id}");
     let app = emulator.config.app.clone();
-    let my_participant = emulator.lock().get(&id).and_then(|c| c.call["myParticipantId"].as_str().map(str::to_owned)).unwrap_or_default();
-    notify(&emulator, &id, notification(&emulator, &id, "updated", &resource, call_state(&id, "establishing", &call, meeting, &[]))).await;
+    let my_participant = emulator
+        .lock()
+        .get(&id)
+        .and_then(|c| c.call["myParticipantId"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    notify(
+        &emulator,
+        &id,
+        notification(
+            &emulator,
+            &id,
+            "updated",
+            &resource,
+            call_state(&id, "establishing", &call, meeting, &[]),
+        ),
+    )
+    .await;
     tokio::time::sleep(emulator.config.establish_delay).await;
 
     let participants_count = emulator.config.edge.as_ref().map_or(2, |e| e.participants);
     let bot_source_id = 10;
     let bot = |in_lobby: bool| {
-        let guest = call.source.as_ref().and_then(|s| s.identity.as_ref()).and_then(|i| i.guest.as_ref());
+        let guest = call
+            .source
+            .as_ref()
+            .and_then(|s| s.identity.as_ref())
+            .and_then(|i| i.guest.as_ref());
         match guest {
             Some(guest) => participant(
                 &my_participant,
@@ -378,22 +527,49 @@ async fn run_call(emulator: Arc<Emulator>, id: String, call: Call, edge_live: Op
                 bot_source_id,
                 in_lobby,
             ),
-            None => participant(&my_participant, "application", &app.display_name, &app.id, bot_source_id, in_lobby),
+            None => participant(
+                &my_participant,
+                "application",
+                &app.display_name,
+                &app.id,
+                bot_source_id,
+                in_lobby,
+            ),
         }
     };
     if scenario == Some(Scenario::GuestJoin) {
         // The guest waits in the lobby first; it sees no roster but itself until admitted.
-        let lobby = notification(&emulator, &id, "updated", &format!("{resource}/participants"), json!([bot(true)]));
+        let lobby = notification(
+            &emulator,
+            &id,
+            "updated",
+            &format!("{resource}/participants"),
+            json!([bot(true)]),
+        );
         notify(&emulator, &id, lobby).await;
         tokio::time::sleep(emulator.config.lobby_delay).await;
     }
     let established_extra: Vec<(&str, Value)> = if meeting {
         Vec::new()
     } else {
-        vec![("direction", "outgoing".into()), ("tenantId", app.tenant_id.clone().into())]
+        vec![
+            ("direction", "outgoing".into()),
+            ("tenantId", app.tenant_id.clone().into()),
+        ]
     };
     update_state(&emulator, &id, "established");
-    notify(&emulator, &id, notification(&emulator, &id, "updated", &resource, call_state(&id, "established", &call, meeting, &established_extra))).await;
+    notify(
+        &emulator,
+        &id,
+        notification(
+            &emulator,
+            &id,
+            "updated",
+            &resource,
+            call_state(&id, "established", &call, meeting, &established_extra),
+        ),
+    )
+    .await;
     if meeting {
         let mut roster: Vec<Value> = (0..participants_count)
             .map(|i| {
@@ -408,10 +584,27 @@ async fn run_call(emulator: Arc<Emulator>, id: String, call: Call, edge_live: Op
             })
             .collect();
         roster.push(bot(false));
-        notify(&emulator, &id, notification(&emulator, &id, "updated", &format!("{resource}/participants"), json!(roster))).await;
+        notify(
+            &emulator,
+            &id,
+            notification(
+                &emulator,
+                &id,
+                "updated",
+                &format!("{resource}/participants"),
+                json!(roster),
+            ),
+        )
+        .await;
     }
-    let (Some(options), Some(live)) = (emulator.config.edge.clone(), edge_live) else { return };
-    let Some(blob) = call.media_config.as_ref().and_then(|m| m.media_session_config("mediaConfig").ok()) else {
+    let (Some(options), Some(live)) = (emulator.config.edge.clone(), edge_live) else {
+        return;
+    };
+    let Some(blob) = call
+        .media_config
+        .as_ref()
+        .and_then(|m| m.media_session_config("mediaConfig").ok())
+    else {
         tracing::warn!(call = %id, "app-hosted call without a usable blob: no media");
         return;
     };
@@ -435,17 +628,30 @@ fn update_state(emulator: &Emulator, id: &str, state: &str) {
     }
 }
 
-async fn get_call(State(emulator): State<Arc<Emulator>>, Path((version, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn get_call(
+    State(emulator): State<Arc<Emulator>>,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = authorized(&emulator, &headers).and_then(|()| valid_version(&version)) {
         return *response;
     }
     match emulator.lock().get(&id) {
         Some(record) => Json(record.call.clone()).into_response(),
-        None => graph_error(StatusCode::NOT_FOUND, "itemNotFound", format!("Call {id} not found"), None),
+        None => graph_error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            format!("Call {id} not found"),
+            None,
+        ),
     }
 }
 
-async fn delete_call(State(emulator): State<Arc<Emulator>>, Path((version, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn delete_call(
+    State(emulator): State<Arc<Emulator>>,
+    Path((version, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(response) = authorized(&emulator, &headers).and_then(|()| valid_version(&version)) {
         return *response;
     }
@@ -454,7 +660,14 @@ async fn delete_call(State(emulator): State<Arc<Emulator>>, Path((version, id)):
             record.call["state"] = "terminated".into();
             record.task.take()
         }
-        _ => return graph_error(StatusCode::NOT_FOUND, "itemNotFound", format!("Call {id} not found"), None),
+        _ => {
+            return graph_error(
+                StatusCode::NOT_FOUND,
+                "itemNotFound",
+                format!("Call {id} not found"),
+                None,
+            );
+        }
     };
     if let Some(task) = task {
         task.abort();

@@ -51,9 +51,12 @@ impl Voice {
         for (i, sample) in out.iter_mut().enumerate() {
             let t = (n as f64 * len + i as f64) / rate;
             let pitch = self.base_pitch * (1.0 + 0.25 * (t * 1.7 * std::f64::consts::TAU).sin());
-            self.phase = (self.phase + pitch / rate * std::f64::consts::TAU) % (std::f64::consts::TAU * 64.0);
+            self.phase = (self.phase + pitch / rate * std::f64::consts::TAU)
+                % (std::f64::consts::TAU * 64.0);
             let syllables = 0.6 + 0.4 * (t * 4.0 * std::f64::consts::TAU).sin();
-            let voice: f64 = (1..=8).map(|h| (self.phase * f64::from(h)).sin() / f64::from(h)).sum();
+            let voice: f64 = (1..=8)
+                .map(|h| (self.phase * f64::from(h)).sin() / f64::from(h))
+                .sum();
             *sample = (voice * syllables * 7000.0).clamp(-32000.0, 32000.0) as i16;
         }
     }
@@ -70,7 +73,12 @@ mod tests {
             let talking = voices.iter().filter(|v| v.talking(n)).count();
             assert!(talking <= 1, "frame {n}: {talking} talking");
         }
-        assert!(voices[0].onset(0) && voices[1].onset(100) && voices[2].onset(200) && voices[0].onset(300));
+        assert!(
+            voices[0].onset(0)
+                && voices[1].onset(100)
+                && voices[2].onset(200)
+                && voices[0].onset(300)
+        );
         assert!(!voices[0].talking(80), "the pause between spurts");
         let mut frame = [0i16; FRAME_SAMPLES];
         let mut v = voices[1].clone();

@@ -71,6 +71,8 @@ pub struct LiveSession {
     bot_port: Mutex<Option<BotPort>>,
     /// Bot events dropped because the bot did not drain them.
     pub bot_events_dropped: AtomicU64,
+    /// A WebSocket bot is connected now.
+    pub bot_connected: std::sync::atomic::AtomicBool,
 }
 
 impl LiveSession {
@@ -81,6 +83,7 @@ impl LiveSession {
             participants: Mutex::new(json!([])),
             bot_port: Mutex::new(port),
             bot_events_dropped: AtomicU64::new(0),
+            bot_connected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -108,6 +111,7 @@ impl LiveSession {
     pub fn stats_json(&self) -> Value {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
         stats["botEventsDropped"] = self.bot_events_dropped.load(Ordering::Relaxed).into();
+        stats["botConnected"] = self.bot_connected.load(Ordering::Relaxed).into();
         stats
     }
 
@@ -135,6 +139,7 @@ impl LiveSession {
     /// Gives the ring ends back (the WebSocket bot disconnected; it may reconnect).
     pub fn return_bot_port(&self, port: BotPort) {
         *self.bot_port.lock().unwrap_or_else(|p| p.into_inner()) = Some(port);
+        self.bot_connected.store(false, Ordering::Relaxed);
     }
 }
 

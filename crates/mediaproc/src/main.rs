@@ -8,6 +8,7 @@
 
 mod blob_cmd;
 mod call_body;
+mod demo;
 mod inspect;
 mod output;
 mod serve;
@@ -44,6 +45,34 @@ enum Command {
     Inspect(InspectArgs),
     /// Run the media-processor sidecar: control API, bot WebSocket and the QUIC media endpoint at mpUri.
     Serve(ServeArgs),
+    /// The whole flow on one machine: daemon, emulated Graph and media edge, and a bot, for a short meeting.
+    Demo(DemoArgs),
+}
+
+/// Flags of `mediaproc demo`.
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// The bot: echo (built in), record (built in, WAV files), websocket (wait for an external bot).
+    #[arg(long, default_value = "echo", value_parser = ["echo", "record", "websocket"])]
+    bot: String,
+    /// How long the meeting lasts.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Participants taking turns.
+    #[arg(long, default_value_t = 3)]
+    participants: usize,
+    /// Probability that a packet from the edge to the daemon is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Random delay of each packet from the edge, up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// The edge's clock error in parts per million.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    drift_ppm: f64,
+    /// Where the record bot writes WAV files.
+    #[arg(long, default_value = "recordings")]
+    recordings: PathBuf,
 }
 
 /// Flags of `mediaproc serve` (they override the config file and the environment).
@@ -214,6 +243,7 @@ fn main() -> ExitCode {
         Command::CallBody(args) => call_body::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
