@@ -272,6 +272,7 @@ pub async fn run_edge(
         conn.clone(),
         start,
         options.duration + Duration::from_millis(500),
+        options.turn / 2,
         onsets.clone(),
         live.clone(),
     ));
@@ -316,7 +317,8 @@ async fn speak(
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut payload = [0u8; 1500];
     let mut ext = [0u8; 8];
-    let frame = Duration::from_millis(20).mul_f64(1.0 + options.drift_ppm / 1e6);
+    // A clock `drift_ppm` fast ticks 20 ms a little early in true time.
+    let frame = Duration::from_millis(20).mul_f64(1.0 / (1.0 + options.drift_ppm / 1e6));
     let frames = (options.duration.as_secs_f64() / 0.02) as u64;
     let mut queue: BinaryHeap<Scheduled> = BinaryHeap::new();
     let (mut sent, mut dropped, mut onsets_sent, mut order) = (0u64, 0u64, 0u64, 0u64);
@@ -405,6 +407,7 @@ async fn listen(
     conn: Arc<EdgeConnection>,
     start: Instant,
     limit: Duration,
+    longest_round_trip: Duration,
     onsets: Arc<std::sync::Mutex<Vec<Instant>>>,
     live: Arc<EdgeLive>,
 ) -> EdgeReport {
@@ -480,8 +483,9 @@ async fn listen(
                 .copied();
             if let Some(sent) = sent {
                 let round_trip = heard - sent;
-                // An onset heard more than a turn after it was sent is not its echo.
-                if round_trip < Duration::from_millis(1000) {
+                // An onset heard more than half a turn after the last one sent is not its echo (a gap inside a
+                // spurt, e.g. concealment, looks like an onset too).
+                if round_trip < longest_round_trip {
                     report.round_trips.push(round_trip);
                     live.last_round_trip_us
                         .store(round_trip.as_micros() as u64, Ordering::Relaxed);
