@@ -1,6 +1,6 @@
 //! The media edge against a real daemon on loopback: it attaches with the blob's token, speaks for participants,
 //! hears the echo; its loss, jitter and drift options move the session's statistics in the expected direction.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
 use std::time::Duration;
