@@ -8,6 +8,7 @@
 
 mod blob_cmd;
 mod call_body;
+mod callsim;
 mod demo;
 mod inspect;
 mod output;
@@ -47,6 +48,41 @@ enum Command {
     Serve(ServeArgs),
     /// The whole flow on one machine: daemon, emulated Graph and media edge, and a bot, for a short meeting.
     Demo(DemoArgs),
+    /// The other side: an emulated Graph calls endpoint whose media edge speaks for participants.
+    Callsim(CallsimArgs),
+}
+
+/// Flags of `mediaproc callsim`.
+#[derive(Debug, Args)]
+struct CallsimArgs {
+    /// Where the emulated Graph endpoint listens.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+    graph: std::net::SocketAddr,
+    /// Bearer token requests must carry [env: MEDIAPROC_GRAPH_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// SHA-256 fingerprint of the media processor's certificate (as `mediaproc serve` prints it); turns on the
+    /// media edge for app-hosted calls.
+    #[arg(long, value_name = "SHA256")]
+    pin: Option<String>,
+    /// Participants the edge speaks for.
+    #[arg(long, default_value_t = 3)]
+    participants: usize,
+    /// How long each call's media lasts.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Probability that a packet to the daemon is lost.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Random delay of each packet to the daemon, up to this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    jitter_ms: u64,
+    /// The edge's clock error in parts per million.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    drift_ppm: f64,
+    /// How long a guest waits in the lobby.
+    #[arg(long, default_value_t = 2000)]
+    lobby_ms: u64,
 }
 
 /// Flags of `mediaproc demo`.
@@ -244,6 +280,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Callsim(args) => callsim::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
