@@ -419,7 +419,7 @@ async fn listen(
     let mut expected: Option<u16> = None;
     let mut quiet = 0u32;
     let mut matched = 0usize;
-    let (mut transit_prev, mut jitter) = (None::<f64>, 0.0f64);
+    let (mut previous, mut jitter) = (None::<(f64, u32)>, 0.0f64);
     while start.elapsed() < limit {
         let remaining = limit.saturating_sub(start.elapsed());
         let Ok(Ok((flow, bytes))) = tokio::time::timeout(remaining, conn.recv_packet()).await
@@ -435,13 +435,15 @@ async fn listen(
         };
         report.packets_received += 1;
         live.packets_received.fetch_add(1, Ordering::Relaxed);
-        // RFC 3550 interarrival jitter, in microseconds (RTP clock 48 kHz).
-        let transit =
-            arrived.duration_since(start).as_secs_f64() * 1e6 - f64::from(rtp.timestamp) / 48.0;
-        if let Some(prev) = transit_prev {
-            jitter += ((transit - prev).abs() - jitter) / 16.0;
+        // RFC 3550 interarrival jitter in microseconds (RTP clock 48 kHz; timestamps compared wrapping).
+        let arrival_us = arrived.duration_since(start).as_secs_f64() * 1e6;
+        if let Some((prev_arrival, prev_timestamp)) = previous {
+            let media_us =
+                f64::from(rtp.timestamp.wrapping_sub(prev_timestamp) as i32) * 1000.0 / 48.0;
+            let d = (arrival_us - prev_arrival) - media_us;
+            jitter += (d.abs() - jitter) / 16.0;
         }
-        transit_prev = Some(transit);
+        previous = Some((arrival_us, rtp.timestamp));
         if let Some(next) = expected {
             let gap = rtp.sequence.wrapping_sub(next);
             if gap > 0 && gap < 100 {
