@@ -4,6 +4,7 @@
 Needs only the `websockets` package (pip install websockets). Usage:
 
     MEDIAPROC_API_TOKEN=... python3 echo_bot.py --api http://127.0.0.1:8080 [--rtp-remote 127.0.0.1:5004] [--seconds 30]
+    python3 echo_bot.py --media-url 'ws://127.0.0.1:PORT/v1/sessions/ID/media?token=...'   # join a given session
 
 The bot asks `mediaproc serve` for a session (POST /v1/sessions), prints the blob and the mediaConfig to paste
 into a Graph create-call request, connects to the session's WebSocket and sends every 20 ms frame it hears straight
@@ -48,14 +49,18 @@ def beep(frame_bytes, frames=10, hz=880.0, rate=16000):
 
 
 async def run(args):
-    token = os.environ.get("MEDIAPROC_API_TOKEN") or args.token
-    session = create_session(args.api, token, args.rtp_remote)
-    print("session   ", session["sessionId"])
-    print("blob      ", session["blob"])
-    print("mediaConfig", json.dumps(session["mediaConfig"]))
-    if "rtp" in session:
-        print("rtp local ", session["rtp"]["local"], flush=True)
-    url = f"{session['mediaUrl']}?token={session['botToken']}"
+    if args.media_url:
+        # A session someone else created (e.g. `mediaproc demo --bot websocket` prints this URL).
+        session, url = {}, args.media_url
+    else:
+        token = os.environ.get("MEDIAPROC_API_TOKEN") or args.token
+        session = create_session(args.api, token, args.rtp_remote)
+        print("session   ", session["sessionId"])
+        print("blob      ", session["blob"])
+        print("mediaConfig", json.dumps(session["mediaConfig"]))
+        if "rtp" in session:
+            print("rtp local ", session["rtp"]["local"], flush=True)
+        url = f"{session['mediaUrl']}?token={session['botToken']}"
     echoed = dtmf = marks = 0
     async with websockets.connect(url) as ws:
         start = json.loads(await ws.recv())
@@ -101,6 +106,7 @@ def main():
     parser.add_argument("--api", default="http://127.0.0.1:8080", help="mediaproc serve control API")
     parser.add_argument("--token", default="", help="API token (default: $MEDIAPROC_API_TOKEN)")
     parser.add_argument("--rtp-remote", default="", help="also send the session's audio as RTP to HOST:PORT")
+    parser.add_argument("--media-url", default="", help="join an existing session's WebSocket (URL with ?token=)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to run")
     parser.add_argument("--min-frames", type=int, default=1, help="exit 1 unless at least this many frames were echoed")
     parser.add_argument("--ready-file", default="", help="write the session's RTP address here once connected")

@@ -67,3 +67,22 @@ print(f"example: {len(samples)/16000:.2f} s came back, rms {rms:.0f}")
 sys.exit(0 if rms > 300 else 1)
 PY
 echo "example: python bot echoed the call's audio"
+
+# Second: `mediaproc demo --bot websocket` waits for an external bot; the Python bot joins the printed session.
+"$bin" demo --bot websocket --seconds 6 >"$work/demo.log" 2>&1 &
+demo=$!
+pids+=($demo)
+url=""
+for _ in $(seq 100); do
+  url=$(grep -o "\-\-media-url '[^']*'" "$work/demo.log" 2>/dev/null | head -1 | sed "s/--media-url '//; s/'$//" || true)
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "example: the demo printed no media URL"; cat "$work/demo.log"; exit 1; }
+python3 "$here/echo_bot.py" --media-url "$url" --seconds 15 --min-frames 100 >"$work/bot2.log" 2>&1 || {
+  echo "example: the bot failed with the demo"; cat "$work/bot2.log" "$work/demo.log"; exit 1; }
+wait $demo || { echo "example: the demo failed"; cat "$work/demo.log"; exit 1; }
+tail -n 4 "$work/bot2.log"
+grep -q "echo round trip" "$work/demo.log" || { echo "example: no summary from the demo"; cat "$work/demo.log"; exit 1; }
+grep -A 12 "^summary" "$work/demo.log"
+echo "example: python bot served mediaproc demo --bot websocket"

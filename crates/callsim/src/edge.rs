@@ -441,7 +441,10 @@ async fn listen(
             let media_us =
                 f64::from(rtp.timestamp.wrapping_sub(prev_timestamp) as i32) * 1000.0 / 48.0;
             let d = (arrival_us - prev_arrival) - media_us;
-            jitter += (d.abs() - jitter) / 16.0;
+            // A timestamp jump (a resync after the sender skipped slots) is not jitter.
+            if d.abs() < 1e6 {
+                jitter += (d.abs() - jitter) / 16.0;
+            }
         }
         previous = Some((arrival_us, rtp.timestamp));
         if let Some(next) = expected {

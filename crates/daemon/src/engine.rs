@@ -130,10 +130,15 @@ impl LiveSession {
 
     /// Takes the bot's ring ends (a WebSocket bot connecting); `None` while another bot holds them.
     pub fn take_bot_port(&self) -> Option<BotPort> {
-        self.bot_port
+        let port = self
+            .bot_port
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .take();
+        if port.is_some() {
+            self.bot_connected.store(true, Ordering::Relaxed);
+        }
+        port
     }
 
     /// Gives the ring ends back (the WebSocket bot disconnected; it may reconnect).
