@@ -677,3 +677,26 @@ fn handles_can_move_to_worker_threads() {
     send_sync::<EdgeConnection>();
     send_sync::<mediaproc_net::TxWaker>();
 }
+
+#[tokio::test]
+async fn edge_attaches_concurrently_and_keeps_other_messages() {
+    let server = server().await;
+    let (a, ta) = session(&server);
+    let (b, tb) = session(&server);
+    let e = edge(&server).await;
+    // The answer to this keep-alive arrives while the attaches wait; it must not be lost.
+    e.send_control(&ControlMessage::KeepAlive { nonce: 77 })
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        e.attach(a.id, &ta, flows(0, 1)),
+        e.attach(b.id, &tb, flows(2, 3))
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(
+        e.next_control().await.unwrap(),
+        ControlMessage::KeepAliveAck { nonce: 77 }
+    );
+    e.close().await;
+}
