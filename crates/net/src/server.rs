@@ -262,9 +262,7 @@ impl Shared {
 
     /// NTP time `elapsed` after the origin.
     fn ntp_at(&self, elapsed: Duration) -> u64 {
-        self.ntp_origin
-            .wrapping_add(elapsed.as_secs() << 32)
-            .wrapping_add((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000)
+        ntp_after(self.ntp_origin, elapsed)
     }
 
     fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
@@ -1298,7 +1296,13 @@ impl Conn {
 }
 
 /// The wall clock as a 64-bit NTP timestamp (seconds since 1900 in the high half).
-fn ntp_now_wallclock() -> u64 {
+/// `ntp` advanced by `elapsed`.
+pub(crate) fn ntp_after(ntp: u64, elapsed: Duration) -> u64 {
+    ntp.wrapping_add(elapsed.as_secs() << 32)
+        .wrapping_add((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+pub(crate) fn ntp_now_wallclock() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
