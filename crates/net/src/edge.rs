@@ -244,7 +244,8 @@ impl EdgeConnection {
             .map_err(|e| NetError::Datagram(e.to_string()))
     }
 
-    /// Receives the next datagram as (flow id, packet).
+    /// Receives the next datagram as (flow id, packet). The packet is RTP or RTCP (the MP sends reports on
+    /// every flow, proto/SPEC.md §4.5): tell them apart with `mediaproc_wire::roq::is_rtcp`.
     pub async fn recv_packet(&self) -> Result<(u64, Bytes), NetError> {
         loop {
             let d = self

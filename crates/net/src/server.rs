@@ -1273,7 +1273,15 @@ impl Conn {
                     }
                     None => None,
                 };
-                let _ = reply.send(ports);
+                if let Err(Some(ports)) = reply.send(ports) {
+                    // The requester gave up waiting: keep the session reachable by parking its ports in the
+                    // registry, where the next attach finds them.
+                    let mut map = self.shared.lock();
+                    if let Some(e) = map.get_mut(&session_id) {
+                        e.attached = None;
+                        e.ports = Some(ports);
+                    }
+                }
             }
             ConnCommand::End { session_id } => {
                 if let Some(sess) = self.slot_of(session_id).and_then(|s| self.take_session(s)) {
