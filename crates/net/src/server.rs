@@ -572,10 +572,6 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
                 notified.as_mut().enable();
                 c.flush_tx();
             }
-            d = conn.read_datagram() => match d {
-                Ok(d) => c.on_datagram(&d),
-                Err(e) => break e.to_string(),
-            },
             s = conn.accept_bi(), if recv.is_none() => match s {
                 Ok((send, r)) => {
                     c.send = Some(send);
@@ -609,6 +605,11 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
                     c.send_rtcp();
                 }
             }
+            // Last: a continuous stream of datagrams must not starve the control stream or the tick.
+            d = conn.read_datagram() => match d {
+                Ok(d) => c.on_datagram(&d),
+                Err(e) => break e.to_string(),
+            },
         }
     };
     c.detach_all(error_code::NORMAL);
