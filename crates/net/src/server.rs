@@ -607,13 +607,7 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
             }
             // Last: a continuous stream of datagrams must not starve the control stream or the tick.
             d = conn.read_datagram() => match d {
-                Ok(d) => {
-                    c.on_datagram(&d);
-                    // Take what else quinn has already buffered without another round through select!.
-                    if let Some(e) = drain_datagrams(&conn, &mut c) {
-                        break e;
-                    }
-                }
+                Ok(d) => c.on_datagram(&d),
                 Err(e) => break e.to_string(),
             },
         }
@@ -621,24 +615,6 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
     c.detach_all(error_code::NORMAL);
     shared.conns().remove(&id);
     reason
-}
-
-/// Most datagrams handled per wake-up before the loop looks at its other inputs again.
-const DATAGRAM_BATCH: usize = 64;
-
-/// Handles up to [`DATAGRAM_BATCH`] datagrams that are already buffered; returns why the connection ended if
-/// it did.
-fn drain_datagrams(conn: &quinn::Connection, c: &mut Conn) -> Option<String> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    for _ in 0..DATAGRAM_BATCH {
-        let mut next = pin!(conn.read_datagram());
-        match std::future::Future::poll(next.as_mut(), &mut cx) {
-            std::task::Poll::Ready(Ok(d)) => c.on_datagram(&d),
-            std::task::Poll::Ready(Err(e)) => return Some(e.to_string()),
-            std::task::Poll::Pending => break,
-        }
-    }
-    None
 }
 
 impl Conn {
