@@ -55,6 +55,8 @@ pub struct EdgeConnection {
     conn: quinn::Connection,
     send: Mutex<quinn::SendStream>,
     control_rx: Mutex<mpsc::Receiver<ControlMessage>>,
+    /// Messages received while waiting for a particular one (e.g. during `attach`), delivered first later.
+    backlog: std::sync::Mutex<std::collections::VecDeque<ControlMessage>>,
     arena: std::sync::Mutex<BytesMut>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -104,6 +106,7 @@ impl EdgeConnection {
             conn,
             send: Mutex::new(send),
             control_rx: Mutex::new(rx),
+            backlog: std::sync::Mutex::new(std::collections::VecDeque::new()),
             arena: std::sync::Mutex::new(BytesMut::with_capacity(64 * 1024)),
             reader,
         })
@@ -131,14 +134,44 @@ impl EdgeConnection {
             .map_err(|e| NetError::ConnectionLost(e.to_string()))
     }
 
+    fn backlog(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<ControlMessage>> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Next control message from the MP (waits).
     pub async fn next_control(&self) -> Result<ControlMessage, NetError> {
-        self.control_rx
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or_else(|| NetError::ConnectionLost("control stream closed".into()))
+        self.wait_for(|_| true).await
+    }
+
+    /// Waits for the first message matching `pred`; others received meanwhile are kept, in order, for
+    /// [`Self::next_control`] and later waits (at most [`EDGE_CONTROL_QUEUE`]; beyond that the oldest go).
+    pub async fn wait_for(
+        &self,
+        pred: impl Fn(&ControlMessage) -> bool,
+    ) -> Result<ControlMessage, NetError> {
+        loop {
+            let mut rx = self.control_rx.lock().await;
+            {
+                let mut backlog = self.backlog();
+                if let Some(i) = backlog.iter().position(&pred) {
+                    if let Some(m) = backlog.remove(i) {
+                        return Ok(m);
+                    }
+                }
+            }
+            let m = rx
+                .recv()
+                .await
+                .ok_or_else(|| NetError::ConnectionLost("control stream closed".into()))?;
+            if pred(&m) {
+                return Ok(m);
+            }
+            let mut backlog = self.backlog();
+            if backlog.len() >= EDGE_CONTROL_QUEUE {
+                backlog.pop_front();
+            }
+            backlog.push_back(m);
+        }
     }
 
     /// Next control message, or `None` after `timeout`.
@@ -153,7 +186,8 @@ impl EdgeConnection {
     }
 
     /// Attaches a session and waits for `AttachOk`; a refusal returns [`NetError::Peer`] with the code.
-    /// Control messages of other kinds that arrive meanwhile are discarded (attach sessions before use).
+    /// Other control messages that arrive meanwhile stay queued for [`Self::next_control`]; several attaches
+    /// may run concurrently.
     pub async fn attach(
         &self,
         session_id: Uuid,
@@ -167,18 +201,18 @@ impl EdgeConnection {
         })
         .await?;
         let wait = async {
-            loop {
-                match self.next_control().await? {
-                    ControlMessage::AttachOk { session_id: s } if s == session_id => return Ok(()),
-                    ControlMessage::Error {
-                        code,
-                        session_id: s,
-                        message,
-                    } if s == session_id || s.is_nil() => {
-                        return Err(NetError::Peer { code, message });
-                    }
-                    _ => {}
+            let answer = self
+                .wait_for(|m| match m {
+                    ControlMessage::AttachOk { session_id: s } => *s == session_id,
+                    ControlMessage::Error { session_id: s, .. } => *s == session_id || s.is_nil(),
+                    _ => false,
+                })
+                .await?;
+            match answer {
+                ControlMessage::Error { code, message, .. } => {
+                    Err(NetError::Peer { code, message })
                 }
+                _ => Ok(()),
             }
         };
         tokio::time::timeout(ATTACH_TIMEOUT, wait)
@@ -210,7 +244,8 @@ impl EdgeConnection {
             .map_err(|e| NetError::Datagram(e.to_string()))
     }
 
-    /// Receives the next datagram as (flow id, packet).
+    /// Receives the next datagram as (flow id, packet). The packet is RTP or RTCP (the MP sends reports on
+    /// every flow, proto/SPEC.md §4.5): tell them apart with `mediaproc_wire::roq::is_rtcp`.
     pub async fn recv_packet(&self) -> Result<(u64, Bytes), NetError> {
         loop {
             let d = self

@@ -262,9 +262,7 @@ impl Shared {
 
     /// NTP time `elapsed` after the origin.
     fn ntp_at(&self, elapsed: Duration) -> u64 {
-        self.ntp_origin
-            .wrapping_add(elapsed.as_secs() << 32)
-            .wrapping_add((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000)
+        ntp_after(self.ntp_origin, elapsed)
     }
 
     fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
@@ -574,10 +572,6 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
                 notified.as_mut().enable();
                 c.flush_tx();
             }
-            d = conn.read_datagram() => match d {
-                Ok(d) => c.on_datagram(&d),
-                Err(e) => break e.to_string(),
-            },
             s = conn.accept_bi(), if recv.is_none() => match s {
                 Ok((send, r)) => {
                     c.send = Some(send);
@@ -611,6 +605,11 @@ async fn run_connection(id: u64, conn: quinn::Connection, shared: Arc<Shared>) -
                     c.send_rtcp();
                 }
             }
+            // Last: a continuous stream of datagrams must not starve the control stream or the tick.
+            d = conn.read_datagram() => match d {
+                Ok(d) => c.on_datagram(&d),
+                Err(e) => break e.to_string(),
+            },
         }
     };
     c.detach_all(error_code::NORMAL);
@@ -1275,7 +1274,15 @@ impl Conn {
                     }
                     None => None,
                 };
-                let _ = reply.send(ports);
+                if let Err(Some(ports)) = reply.send(ports) {
+                    // The requester gave up waiting: keep the session reachable by parking its ports in the
+                    // registry, where the next attach finds them.
+                    let mut map = self.shared.lock();
+                    if let Some(e) = map.get_mut(&session_id) {
+                        e.attached = None;
+                        e.ports = Some(ports);
+                    }
+                }
             }
             ConnCommand::End { session_id } => {
                 if let Some(sess) = self.slot_of(session_id).and_then(|s| self.take_session(s)) {
@@ -1298,7 +1305,13 @@ impl Conn {
 }
 
 /// The wall clock as a 64-bit NTP timestamp (seconds since 1900 in the high half).
-fn ntp_now_wallclock() -> u64 {
+/// `ntp` advanced by `elapsed`.
+pub(crate) fn ntp_after(ntp: u64, elapsed: Duration) -> u64 {
+    ntp.wrapping_add(elapsed.as_secs() << 32)
+        .wrapping_add((u64::from(elapsed.subsec_nanos()) << 32) / 1_000_000_000)
+}
+
+pub(crate) fn ntp_now_wallclock() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

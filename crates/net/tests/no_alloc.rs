@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 use mediaproc_net::packet_ring;
 use mediaproc_wire::stats::ReceiveStats;
@@ -11,12 +11,24 @@ use mediaproc_wire::{RoqDatagram, RtpPacket, roq};
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Per thread, so that the test harness's own threads (spawning this test, timing it) do not count.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: the allocator can be called while this thread's locals are being torn down.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts allocations.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -27,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -43,7 +55,7 @@ fn packet_path_does_not_allocate() {
     let mut wire = [0u8; 1500];
     let mut out = [0u8; 1500];
     let payload = [0x42u8; 80];
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocs();
     for seq in 0..10_000u16 {
         // Edge side: RTP into a datagram.
         let p = RtpPacket::new(111, seq, u32::from(seq) * 960, 7, &payload);
@@ -63,7 +75,7 @@ fn packet_path_does_not_allocate() {
             }
         }
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = allocs() - before;
     assert_eq!(allocs, 0, "{allocs} allocations on the packet path");
     assert_eq!(stats.received(), 10_000);
 }

@@ -619,3 +619,84 @@ async fn rtcp_reports_and_round_trip_time() {
     assert_eq!(st.rx_rtcp, 2);
     e.close().await;
 }
+
+#[tokio::test]
+async fn lost_connection_detaches_and_the_edge_can_come_back() {
+    let server = MediaServer::bind(ServerConfig {
+        max_sessions_per_connection: 1,
+        ..ServerConfig::development("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    let (mut s, token) = session(&server);
+    let (other, other_token) = session(&server);
+    let e1 = edge(&server).await;
+    e1.attach(s.id, &token, flows(0, 1)).await.unwrap();
+    assert!(matches!(
+        next_event(&mut s).await,
+        SessionEvent::Attached { .. }
+    ));
+    // One session per connection in this configuration.
+    let err = e1
+        .attach(other.id, &other_token, flows(2, 3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetError::Peer {
+                code: error_code::LIMIT_EXCEEDED,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    e1.close().await;
+    assert_eq!(
+        next_event(&mut s).await,
+        SessionEvent::Detached {
+            reason: error_code::NORMAL
+        }
+    );
+    let e2 = edge(&server).await;
+    e2.attach(s.id, &token, flows(0, 1)).await.unwrap();
+    e2.send_packet(0, &rtp(1, 1, b"back")).unwrap();
+    assert_eq!(collect(&mut s, 1, Duration::from_secs(5)).await.len(), 1);
+    e2.close().await;
+}
+
+#[test]
+fn handles_can_move_to_worker_threads() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<QuicSession>();
+    send::<mediaproc_net::UdpSession>();
+    send::<mediaproc_net::PacketProducer>();
+    send::<mediaproc_net::PacketConsumer>();
+    send_sync::<MediaServer>();
+    send_sync::<EdgeConnection>();
+    send_sync::<mediaproc_net::TxWaker>();
+}
+
+#[tokio::test]
+async fn edge_attaches_concurrently_and_keeps_other_messages() {
+    let server = server().await;
+    let (a, ta) = session(&server);
+    let (b, tb) = session(&server);
+    let e = edge(&server).await;
+    // The answer to this keep-alive arrives while the attaches wait; it must not be lost.
+    e.send_control(&ControlMessage::KeepAlive { nonce: 77 })
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        e.attach(a.id, &ta, flows(0, 1)),
+        e.attach(b.id, &tb, flows(2, 3))
+    );
+    ra.unwrap();
+    rb.unwrap();
+    assert_eq!(
+        e.next_control().await.unwrap(),
+        ControlMessage::KeepAliveAck { nonce: 77 }
+    );
+    e.close().await;
+}

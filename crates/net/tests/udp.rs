@@ -142,3 +142,85 @@ async fn configured_remote_and_pcma() {
         assert!(err < 300, "A-law error {err}");
     }
 }
+
+#[tokio::test]
+async fn rtcp_reports_and_round_trip_time() {
+    use mediaproc_wire::rtcp::{ReportBlock, RtcpPacket, SenderInfo};
+    let cfg = RtpUdpConfig {
+        rtcp_interval: Some(Duration::from_millis(100)),
+        ..pcmu_config()
+    };
+    let (ep, mut s) = RtpUdpEndpoint::bind(cfg).await.unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let payload = [0xffu8; 160];
+    for seq in (0..6u16).filter(|q| *q != 2) {
+        let p = RtpPacket::new(0, seq, u32::from(seq) * 160, 0xabc, &payload);
+        let mut pkt = vec![0u8; p.encoded_len()];
+        p.write(&mut pkt).unwrap();
+        peer.send_to(&pkt, ep.local_addr()).await.unwrap();
+    }
+    let mut sr = [0u8; 64];
+    let info = SenderInfo {
+        ntp_timestamp: 0x0000_1234_5678_0000,
+        ..Default::default()
+    };
+    let n = rtcp::write_sender_report(0xabc, &info, &[], &mut sr).unwrap();
+    peer.send_to(&sr[..n], ep.local_addr()).await.unwrap();
+    let _ = pop(&mut s).await;
+    for seq in 0..3u16 {
+        let p = RtpPacket::new(0, seq, u32::from(seq) * 160, 0xdef, &payload);
+        let mut out = vec![0u8; p.encoded_len()];
+        p.write(&mut out).unwrap();
+        s.tx.push(0, 0, &out).unwrap();
+    }
+    s.waker.wake();
+
+    let mut buf = [0u8; 1500];
+    let mut sr_ntp = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sr_ntp.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no RTCP from the endpoint"
+        );
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), peer.recv(&mut buf)).await
+        else {
+            continue;
+        };
+        if !mediaproc_wire::roq::is_rtcp(&buf[..n]) {
+            continue;
+        }
+        let pkts: Vec<_> = rtcp::parse_compound(&buf[..n])
+            .map(|p| p.unwrap())
+            .collect();
+        let RtcpPacket::SenderReport(sr) = pkts[0] else {
+            panic!("expected an SR first")
+        };
+        assert_eq!(
+            (sr.ssrc, sr.info.packet_count, sr.info.octet_count),
+            (0xdef, 3, 480)
+        );
+        let b = sr.reports.iter().next().unwrap();
+        assert_eq!(
+            (b.ssrc, b.highest_sequence, b.cumulative_lost, b.last_sr),
+            (0xabc, 5, 1, 0x1234_5678)
+        );
+        assert!(matches!(pkts[1], RtcpPacket::SourceDescription(_)));
+        sr_ntp = Some(sr.info.ntp_timestamp);
+    }
+    let block = ReportBlock {
+        ssrc: 0xdef,
+        last_sr: rtcp::ntp_middle32(sr_ntp.unwrap()),
+        ..ReportBlock::default()
+    };
+    let mut rr = [0u8; 64];
+    let n = rtcp::write_receiver_report(0xabc, &[block], &mut rr).unwrap();
+    peer.send_to(&rr[..n], ep.local_addr()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while s.stats.snapshot().rtcp_rtt_us == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no RTT from RTCP");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(s.stats.snapshot().rtcp_rtt_us < 2_000_000);
+    assert_eq!(s.stats.snapshot().rx_rtcp, 2);
+}
