@@ -13,12 +13,16 @@ use serde_json::{Value, json};
 
 const TOKEN: &str = "edge-test-token";
 
+/// The runs measure real-time audio: one at a time, so parallel tests do not disturb each other's timing.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Run {
     report: EdgeReport,
     stream: Value,
 }
 
 async fn run(options: impl FnOnce(&mut EdgeOptions)) -> Run {
+    let _serial = SERIAL.lock().await;
     let dir = std::env::temp_dir().join(format!("callsim-edge-{}", uuid::Uuid::new_v4().simple()));
     let daemon = mediaproc_daemon::start(Config {
         api: "127.0.0.1:0".parse().unwrap(),

@@ -27,6 +27,7 @@ async fn post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_and_bad_tokens_get_clear_json_errors() {
+    let _serial = serial().await;
     let dir = temp_dir("api-errors");
     let daemon = daemon(&dir).await;
     let cases: Vec<(Option<&str>, String, u16, &str, &str)> = vec![
@@ -149,6 +150,7 @@ async fn malformed_bodies_and_bad_tokens_get_clear_json_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_listed_shown_and_deleted() {
+    let _serial = serial().await;
     let dir = temp_dir("api-crud");
     let daemon = daemon(&dir).await;
     let created = create_session(
@@ -224,6 +226,7 @@ async fn sessions_are_listed_shown_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_turns_overloaded_under_load_and_new_sessions_get_503() {
+    let _serial = serial().await;
     let dir = temp_dir("api-health");
     // Thresholds far below what 40 sessions cost a worker: the synthetic load is real sessions with a tone bot
     // (encoding every frame), measured by the worker itself.
@@ -311,6 +314,7 @@ fn check_prometheus(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_bot_writes_a_wav_that_is_finalised_on_shutdown() {
+    let _serial = serial().await;
     let dir = temp_dir("api-record");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({"bot": "record"})).await;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_rust_bot_echoes_through_its_ring_handles() {
+    let _serial = serial().await;
     let dir = temp_dir("inproc");
     let daemon = daemon(&dir).await;
     let (session, mut port) = daemon.open_session(json!({})).await.unwrap();
@@ -69,6 +70,7 @@ async fn in_process_rust_bot_echoes_through_its_ring_handles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmixed_audio_reaches_the_websocket_bot_per_speaker() {
+    let _serial = serial().await;
     let dir = temp_dir("unmixed");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({"audio": {"unmixed": true}})).await;

@@ -10,6 +10,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speech_goes_edge_to_echo_bot_and_back_correlated() {
+    let _serial = serial().await;
     let dir = temp_dir("echo");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({"bot": "echo"})).await;
@@ -81,6 +82,7 @@ async fn speech_goes_edge_to_echo_bot_and_back_correlated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_and_garbage_do_not_disturb_a_healthy_session() {
+    let _serial = serial().await;
     let dir = temp_dir("garbage");
     let daemon = daemon(&dir).await;
     let healthy = create_session(&daemon, json!({"bot": "echo"})).await;

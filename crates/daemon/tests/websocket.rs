@@ -63,6 +63,7 @@ fn tone_frame(frequency: f64, offset: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_bot_echoes_speech_back_to_the_edge() {
+    let _serial = serial().await;
     let dir = temp_dir("ws-echo");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({"bot": "websocket"})).await;
@@ -106,6 +107,7 @@ async fn websocket_bot_echoes_speech_back_to_the_edge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marks_come_back_in_order_and_clear_discards_queued_audio() {
+    let _serial = serial().await;
     let dir = temp_dir("ws-marks");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({})).await;
@@ -204,6 +206,7 @@ async fn marks_come_back_in_order_and_clear_discards_queued_audio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_from_the_edge_reaches_the_bot_and_the_bot_can_reconnect() {
+    let _serial = serial().await;
     let dir = temp_dir("ws-dtmf");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({"bot": "websocket"})).await;
@@ -262,6 +265,7 @@ async fn dtmf_from_the_edge_reaches_the_bot_and_the_bot_can_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bot_messages_get_error_events_and_the_session_goes_on() {
+    let _serial = serial().await;
     let dir = temp_dir("ws-errors");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({})).await;
@@ -309,6 +313,7 @@ async fn malformed_bot_messages_get_error_events_and_the_session_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_behind_a_burst_larger_than_the_queue_is_applied_at_once() {
+    let _serial = serial().await;
     let dir = temp_dir("ws-burst");
     let daemon = daemon(&dir).await;
     let session = create_session(&daemon, json!({})).await;
@@ -368,6 +373,7 @@ async fn clear_behind_a_burst_larger_than_the_queue_is_applied_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_websocket_route_discloses_nothing_without_a_token() {
+    let _serial = serial().await;
     let dir = temp_dir("ws-auth");
     let daemon = daemon(&dir).await;
     let unknown = format!(

@@ -305,3 +305,10 @@ fn numbered(packets: &[Vec<u8>]) -> Vec<(u16, Vec<u8>)> {
         })
         .collect()
 }
+
+/// End-to-end tests measure real-time audio; run them one at a time within a test binary so that parallel daemons
+/// on a 2-core machine do not disturb each other's timing.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
