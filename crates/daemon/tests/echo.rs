@@ -31,20 +31,6 @@ async fn speech_goes_edge_to_echo_bot_and_back_correlated() {
         "echo: received {} samples, correlation {correlation:.3} at {lag_ms:.1} ms",
         received.len()
     );
-    let stats = http()
-        .get(format!(
-            "http://{}/v1/sessions/{}",
-            daemon.api_addr,
-            session["sessionId"].as_str().unwrap()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    println!("stats: {stats}");
     let windowed = windowed_correlation(&source, &received, lag);
     let ceiling = two_generation_ceiling(&source);
     println!("echo: windowed correlation {windowed:.3}, two-generation codec ceiling {ceiling:.3}");
@@ -58,20 +44,7 @@ async fn speech_goes_edge_to_echo_bot_and_back_correlated() {
     // The round trip (jitter buffer, two ticks, codec delay) stays well under 200 ms on loopback.
     assert!(lag_ms < 200.0, "lag {lag_ms} ms");
 
-    let stats = http()
-        .get(format!(
-            "http://{}/v1/sessions/{}",
-            daemon.api_addr,
-            session["sessionId"].as_str().unwrap()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    println!("stats: {stats}");
+    let stats = session_stats(&daemon, &session).await;
     assert_eq!(stats["state"], "active", "{stats}");
     assert!(
         stats["stats"]["echoFrames"].as_u64().unwrap() > 100,
@@ -117,19 +90,7 @@ async fn wrong_token_and_garbage_do_not_disturb_a_healthy_session() {
         windowed > 0.8 * ceiling,
         "windowed correlation {windowed:.3} vs ceiling {ceiling:.3}"
     );
-    let stats = http()
-        .get(format!(
-            "http://{}/v1/sessions/{}",
-            daemon.api_addr,
-            healthy["sessionId"].as_str().unwrap()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let stats = session_stats(&daemon, &healthy).await;
     // The flood was counted (and dropped) by the network layer; the session kept its audio.
     assert!(
         stats["stats"]["network"]["rxMalformed"].as_u64().unwrap() >= 300,

@@ -111,21 +111,8 @@ fn gstreamer_speech_through_the_daemon_echo_bot_comes_back() {
         dir.display()
     );
     std::thread::sleep(Duration::from_millis(700));
-    let stats: serde_json::Value = runtime.block_on(async {
-        http()
-            .get(format!(
-                "http://{}/v1/sessions/{}",
-                daemon.api_addr,
-                session["sessionId"].as_str().unwrap()
-            ))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let stats: serde_json::Value =
+        runtime.block_on(async { session_stats(&daemon, &session).await });
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(receiver.id().to_string())

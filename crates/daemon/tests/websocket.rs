@@ -186,19 +186,7 @@ async fn marks_come_back_in_order_and_clear_discards_queued_audio() {
         cleared_at.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let stats: Value = http()
-        .get(format!(
-            "http://{}/v1/sessions/{}",
-            daemon.api_addr,
-            session["sessionId"].as_str().unwrap()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = session_stats(&daemon, &session).await;
     let cleared = stats["stats"]["framesCleared"].as_u64().unwrap();
     assert!(cleared >= 200, "only {cleared} frames cleared: {stats}");
     daemon.shutdown().await;
@@ -352,19 +340,7 @@ async fn clear_behind_a_burst_larger_than_the_queue_is_applied_at_once() {
         cleared_at.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let stats: Value = http()
-        .get(format!(
-            "http://{}/v1/sessions/{}",
-            daemon.api_addr,
-            session["sessionId"].as_str().unwrap()
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = session_stats(&daemon, &session).await;
     // The queue held 10 s (500 frames) minus what played before the clear.
     let cleared = stats["stats"]["framesCleared"].as_u64().unwrap();
     assert!((470..=500).contains(&cleared), "{cleared} frames cleared");

@@ -78,55 +78,24 @@ pub fn speech(samples: usize, rate: u32) -> Vec<i16> {
 
 /// Peak normalised cross-correlation of `received` against `sent`, over lags 0..max_lag (received later).
 pub fn best_correlation(sent: &[i16], received: &[i16], max_lag: usize) -> (f64, usize) {
+    // Over the whole overlap at each lag; coarse steps of 4 samples, then refined around the peak.
+    let at_lag = |lag: usize| {
+        let n = sent.len().min(received.len().saturating_sub(lag));
+        (n >= 1600).then(|| corr_at(sent, received, 0, n, lag))
+    };
     let mut best = (0.0, 0);
     for lag in (0..max_lag).step_by(4) {
-        let n = sent.len().min(received.len().saturating_sub(lag));
-        if n < 1600 {
-            break;
-        }
-        let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
-        for i in 0..n {
-            let x = f64::from(sent[i]);
-            let y = f64::from(received[i + lag]);
-            xy += x * y;
-            xx += x * x;
-            yy += y * y;
-        }
-        let c = if xx > 0.0 && yy > 0.0 {
-            xy / (xx.sqrt() * yy.sqrt())
-        } else {
-            0.0
-        };
+        let Some(c) = at_lag(lag) else { break };
         if c > best.0 {
             best = (c, lag);
         }
     }
-    // Refine around the coarse peak.
-    let (coarse, at) = best;
-    let mut refined = (coarse, at);
-    for lag in at.saturating_sub(4)..at + 4 {
-        let n = sent.len().min(received.len().saturating_sub(lag));
-        if n < 1600 {
-            continue;
-        }
-        let (mut xy, mut xx, mut yy) = (0.0f64, 0.0f64, 0.0f64);
-        for i in 0..n {
-            let x = f64::from(sent[i]);
-            let y = f64::from(received[i + lag]);
-            xy += x * y;
-            xx += x * x;
-            yy += y * y;
-        }
-        let c = if xx > 0.0 && yy > 0.0 {
-            xy / (xx.sqrt() * yy.sqrt())
-        } else {
-            0.0
-        };
-        if c > refined.0 {
-            refined = (c, lag);
+    for lag in best.1.saturating_sub(4)..best.1 + 4 {
+        if let Some(c) = at_lag(lag).filter(|c| *c > best.0) {
+            best = (c, lag);
         }
     }
-    refined
+    best
 }
 
 /// A QUIC edge attached to a session: one render flow (a participant) and one source flow (the bot's audio).
@@ -311,4 +280,21 @@ fn numbered(packets: &[Vec<u8>]) -> Vec<(u16, Vec<u8>)> {
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SERIAL.lock().await
+}
+
+/// `GET /v1/sessions/{id}` of a session created with [`create_session`].
+pub async fn session_stats(daemon: &RunningDaemon, session: &Value) -> Value {
+    http()
+        .get(format!(
+            "http://{}/v1/sessions/{}",
+            daemon.api_addr,
+            session["sessionId"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
