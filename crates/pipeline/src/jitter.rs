@@ -56,6 +56,17 @@ pub const FORGET_FACTOR: f32 = 0.995;
 pub const MAX_HOLD_FRAMES: u32 = 10;
 /// Opus packets of at most this many bytes are DTX/comfort-noise packets.
 pub const DTX_PACKET_MAX_LEN: usize = 2;
+/// Weight of the initial target in the delay histogram, in packets: the first packets are averaged with it as if it
+/// had been observed this many times (then forgetting takes over), so on a clean path the target reaches its minimum
+/// after about 20 × this many packets (≈ 1.6 s) instead of the ≈ 12 s exponential forgetting alone would take.
+pub const INITIAL_TARGET_WEIGHT_PACKETS: u32 = 1;
+/// Safety margin on the arrival-to-tick slack (µs): a packet counts as needing an extra frame if it arrives less
+/// than this before its tick, so the target rises before a drifting clock makes packets late.
+pub const SLACK_MARGIN_US: i64 = 3_000;
+/// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
+pub const SURPLUS_WINDOW_FRAMES: u32 = 25;
+/// A frame within this many dB of the quietest frame of the last [`SURPLUS_WINDOW_FRAMES`] counts as least energetic.
+pub const LEAST_ENERGETIC_MARGIN_DB: f32 = 1.0;
 
 /// Jitter buffer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +86,7 @@ impl Default for JitterConfig {
         Self {
             min_delay_frames: 1,
             max_delay_frames: 25,
-            initial_delay_frames: 2,
+            initial_delay_frames: 1,
             quantile: 0.95,
         }
     }
@@ -233,6 +244,14 @@ pub struct JitterBuffer {
     filtered_level: f32,
     level: i64,
     last_low_energy: bool,
+    /// Packets seen since the start (for the start-up averaging of the histogram).
+    packets_seen: u32,
+    /// The last tick's time, if the driver tells it ([`JitterBuffer::pop_at`]).
+    tick_at: Option<Duration>,
+    /// Consecutive ticks with a spare frame.
+    surplus_ticks: u32,
+    /// The quietest decoded frame (dBov) during those ticks.
+    surplus_min_db: f32,
     stats: JitterStats,
 }
 
@@ -278,6 +297,10 @@ impl JitterBuffer {
             filtered_level: f32::from(initial),
             level: 0,
             last_low_energy: false,
+            packets_seen: 0,
+            tick_at: None,
+            surplus_ticks: 0,
+            surplus_min_db: f32::INFINITY,
             stats: JitterStats {
                 target_delay_ms: u32::from(initial) * 20,
                 ..JitterStats::default()
@@ -298,6 +321,8 @@ impl JitterBuffer {
         self.last_played_seq = None;
         self.in_dtx = false;
         self.hold = 0;
+        self.surplus_ticks = 0;
+        self.surplus_min_db = f32::INFINITY;
     }
 
     /// Forgets everything including the counters (the stream is reused for another source).
@@ -311,6 +336,10 @@ impl JitterBuffer {
         self.hist[usize::from(initial - 1).min(HISTOGRAM_BINS - 1)] = 1.0;
         self.target = initial;
         self.filtered_level = f32::from(initial);
+        self.packets_seen = 0;
+        self.tick_at = None;
+        self.surplus_ticks = 0;
+        self.surplus_min_db = f32::INFINITY;
         self.stats = JitterStats {
             target_delay_ms: u32::from(initial) * 20,
             ..JitterStats::default()
@@ -366,11 +395,24 @@ impl JitterBuffer {
             .min()
             .unwrap_or(transit);
         let rel = (transit - min).max(0);
-        let bin = ((rel + 19_999) / 20_000).min(HISTOGRAM_BINS as i64 - 1) as usize;
+        // Slack: how long a packet with the smallest transit waits for the tick that plays it at the minimum level
+        // (the first tick at or after its arrival). Delay up to the slack costs no extra frame. Without tick times
+        // (`pop` instead of `pop_at`) assume none, i.e. the worst phase.
+        let slack = self.tick_at.map_or(0, |tick| {
+            let tick_us = i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2);
+            (tick_us - (now_us - rel)).rem_euclid(20_000)
+        });
+        let extra = (rel - slack + i64::from(self.tick_at.is_some()) * SLACK_MARGIN_US).max(0);
+        let bin = ((extra + 19_999) / 20_000).min(HISTOGRAM_BINS as i64 - 1) as usize;
+        // Start-up: average the first packets with the initial target (weighted as INITIAL_TARGET_WEIGHT_PACKETS
+        // observations) rather than forgetting it packet by packet over seconds; exponential forgetting thereafter.
+        self.packets_seen = self.packets_seen.saturating_add(1);
+        let seen = (self.packets_seen + INITIAL_TARGET_WEIGHT_PACKETS) as f32;
+        let forget = ((seen - 1.0) / seen).min(FORGET_FACTOR);
         for h in self.hist.iter_mut() {
-            *h *= FORGET_FACTOR;
+            *h *= forget;
         }
-        self.hist[bin] += 1.0 - FORGET_FACTOR;
+        self.hist[bin] += 1.0 - forget;
         let total: f32 = self.hist.iter().sum();
         let goal = self.cfg.quantile * total;
         let mut acc = 0.0;
@@ -509,6 +551,14 @@ impl JitterBuffer {
         }
     }
 
+    /// Like [`JitterBuffer::pop`], for the tick due at `now` (the driver's clock, the same as [`JitterBuffer::insert`]'s).
+    /// Knowing when ticks happen lets the target account for the phase between packet arrivals and ticks: delay
+    /// variation that still arrives before the tick needs no extra frame.
+    pub fn pop_at(&mut self, now: Duration) -> Playout<'_> {
+        self.tick_at = Some(now);
+        self.pop()
+    }
+
     /// Decides what to play for this tick (call once per 20 ms).
     pub fn pop(&mut self) -> Playout<'_> {
         let level = self.level_frames();
@@ -536,9 +586,10 @@ impl JitterBuffer {
             if level < target
                 && self.last_low_energy
                 && !self.in_dtx
-                && (self.filtered_level as i64) < target
+                && self.filtered_level < target as f32 - 0.5
             {
-                // Build delay at a quiet point.
+                // Build delay at a quiet point (when the smoothed level is a frame short; the gap to the
+                // accelerate threshold, a spare frame, keeps the two from taking turns under jitter).
                 self.stats.stretched += 1;
                 self.stats.concealed += 1;
                 self.last_low_energy = false;
@@ -592,13 +643,37 @@ impl JitterBuffer {
     /// After decoding a [`Playout::Packet`]: if the level is above target and the frame was quiet (or the level is far
     /// above target), drop it and return the next packet to play instead.
     pub fn accelerate(&mut self, decoded_was_quiet: bool) -> Option<Playout<'_>> {
+        self.accelerate_with_level(decoded_was_quiet, f32::NAN)
+    }
+
+    /// Like [`JitterBuffer::accelerate`], also told the decoded frame's level (dBov): when a spare frame has waited
+    /// [`SURPLUS_WINDOW_FRAMES`] ticks without a quiet frame (a signal that is never quiet: music, steady noise), the
+    /// least energetic frame of the window is dropped instead (within [`LEAST_ENERGETIC_MARGIN_DB`] of the quietest);
+    /// after twice the window, the next frame. Returns the packet to play instead of the dropped frame, if any.
+    pub fn accelerate_with_level(
+        &mut self,
+        decoded_was_quiet: bool,
+        level_dbov: f32,
+    ) -> Option<Playout<'_>> {
         let target = i64::from(self.target);
         let remaining = self.level - 1;
         // At a tick the level should be about the target; after this pop, target - 1 frames remain. One spare frame
-        // (consistently, per the smoothed level) is dropped at a quiet point.
-        let quiet_ok = decoded_was_quiet
-            && remaining >= target
-            && self.filtered_level >= (target as f32) + 1.0;
+        // (consistently, per the smoothed level) is dropped at a quiet point. The smoothed level approaches a new
+        // level only asymptotically, hence the tolerance.
+        let spare = remaining >= target && self.filtered_level >= (target as f32) + 0.75;
+        if spare && self.state == State::Playing {
+            self.surplus_ticks = self.surplus_ticks.saturating_add(1);
+        } else {
+            self.surplus_ticks = 0;
+            self.surplus_min_db = f32::INFINITY;
+        }
+        let least_energetic = self.surplus_ticks > SURPLUS_WINDOW_FRAMES
+            && (level_dbov <= self.surplus_min_db + LEAST_ENERGETIC_MARGIN_DB
+                || self.surplus_ticks > 2 * SURPLUS_WINDOW_FRAMES);
+        if spare && !level_dbov.is_nan() {
+            self.surplus_min_db = self.surplus_min_db.min(level_dbov);
+        }
+        let quiet_ok = spare && (decoded_was_quiet || least_energetic);
         let forced = remaining > target + 2 && self.filtered_level > (target as f32) + 2.0;
         if !(quiet_ok || forced)
             || self.state != State::Playing
@@ -606,6 +681,8 @@ impl JitterBuffer {
         {
             return None;
         }
+        self.surplus_ticks = 0;
+        self.surplus_min_db = f32::INFINITY;
         self.stats.accelerated += 1;
         self.level -= 1;
         self.filtered_level -= 1.0;
@@ -764,6 +841,141 @@ mod tests {
             );
         }
         assert_eq!(c.target_frames(), 1);
+    }
+
+    /// Packets every 20 ms arriving `arrive_ms` after their frame boundary (+ `jitter(n)` ms), ticks at
+    /// `tick_ms` after each boundary, `frames` of them; returns the target after each tick.
+    fn run_phase(
+        b: &mut JitterBuffer,
+        from: u32,
+        frames: u32,
+        arrive_ms: u64,
+        tick_ms: u64,
+        jitter: impl Fn(u32) -> u64,
+    ) -> Vec<u16> {
+        let mut targets = Vec::new();
+        for n in from..from + frames {
+            let t0 = u64::from(n) * 20;
+            b.insert(
+                Duration::from_micros((t0 + arrive_ms) * 1000 + jitter(n) * 1000),
+                n as u16,
+                n * 960,
+                &[0x48, 1, 2],
+                None,
+            );
+            let _ = b.pop_at(ms(t0 + tick_ms));
+            targets.push(b.target_frames());
+        }
+        targets
+    }
+
+    #[test]
+    fn clean_path_target_reaches_minimum_quickly() {
+        // Configured to start at 2 frames: on a clean path the statistics take over within about 20 packets.
+        let mut b = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 2,
+            ..JitterConfig::default()
+        })
+        .unwrap();
+        assert_eq!(b.target_frames(), 2);
+        let t = run_phase(&mut b, 0, 100, 5, 20, |_| 0);
+        let first = t.iter().position(|&t| t == 1).unwrap();
+        assert!(first <= 20, "target 1 after {first} packets");
+        assert!(t[first..].iter().all(|&t| t == 1), "{t:?}");
+        // Without tick times (pop) the estimate is the same on a jitter-free path.
+        let mut c = jb();
+        for n in 0..40u32 {
+            c.insert(
+                ms(u64::from(n) * 20 + 5),
+                n as u16,
+                n * 960,
+                &[0x48, 1],
+                None,
+            );
+            let _ = c.pop();
+        }
+        assert_eq!(c.target_frames(), 1);
+    }
+
+    #[test]
+    fn target_accounts_for_the_tick_phase() {
+        // 0–4 ms of jitter, packets due 12 ms before their tick: always in time at 1 frame.
+        let wobble = |n: u32| u64::from(n * 7 % 5);
+        let mut b = jb();
+        let t = run_phase(&mut b, 0, 200, 5, 17, wobble);
+        assert_eq!(t.last(), Some(&1));
+        // The same jitter with ticks 1 ms after the earliest arrival: many packets would miss, 2 frames.
+        let mut c = jb();
+        let t = run_phase(&mut c, 0, 200, 5, 6, wobble);
+        assert_eq!(t.last(), Some(&2));
+        // Without tick times, the worst phase is assumed.
+        let mut d = jb();
+        for n in 0..200u32 {
+            d.insert(
+                ms(u64::from(n) * 20 + 5 + wobble(n)),
+                n as u16,
+                n * 960,
+                &[0x48, 1],
+                None,
+            );
+            let _ = d.pop();
+        }
+        assert_eq!(d.target_frames(), 2);
+    }
+
+    #[test]
+    fn target_rises_promptly_when_jitter_appears() {
+        let mut b = jb();
+        let t = run_phase(&mut b, 0, 250, 5, 20, |_| 0);
+        assert_eq!(t.last(), Some(&1));
+        // From 5 s on, every other packet is 50 ms late: the target covers it within 0.5 s.
+        let t = run_phase(&mut b, 250, 100, 5, 20, |n| if n % 2 == 0 { 50 } else { 0 });
+        let up = t.iter().position(|&t| t >= 3).unwrap();
+        assert!(up <= 25, "target 3 after {up} packets: {t:?}");
+    }
+
+    #[test]
+    fn spare_frame_without_quiet_frames_goes_at_the_least_energetic_one() {
+        let mut b = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 2,
+            ..JitterConfig::default()
+        })
+        .unwrap();
+        // Two frames buffered, target 1 once the statistics are in; the "decoded" frames are never quiet.
+        let mut dropped_at = None;
+        let mut n = 0u32;
+        let ins = |b: &mut JitterBuffer, n: u32| {
+            b.insert(
+                ms(u64::from(n) * 20 + 5),
+                n as u16,
+                n * 960,
+                &[0x48, 1, 2],
+                None,
+            );
+        };
+        ins(&mut b, n);
+        n += 1;
+        for tick in 0..200u64 {
+            ins(&mut b, n);
+            n += 1;
+            if matches!(b.pop_at(ms(tick * 20 + 40)), Playout::Packet { .. }) {
+                // A level contour with a minimum (-30 dBov) every 17 frames, otherwise -20 .. -25 dBov.
+                let level = if tick % 17 == 0 {
+                    -30.0
+                } else {
+                    -20.0 - (tick % 5) as f32
+                };
+                if b.accelerate_with_level(false, level).is_some() {
+                    assert!(dropped_at.is_none(), "one drop only");
+                    dropped_at = Some((tick, level));
+                }
+            }
+        }
+        let (tick, level) = dropped_at.expect("the spare frame was dropped");
+        assert_eq!(level, -30.0, "at the least energetic frame");
+        assert!(tick < 60, "within about a second: tick {tick}");
+        assert_eq!(b.stats().accelerated, 1);
+        assert_eq!(b.stats().current_delay_ms, 20, "1 frame at the tick");
     }
 
     #[test]
