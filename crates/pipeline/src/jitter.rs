@@ -22,17 +22,38 @@
 //!
 //! ## Adaptive target delay
 //! For every packet the transit time (arrival − RTP time) is compared with the smallest transit of the last
-//! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) lands in a
-//! histogram of 20 ms bins with exponential forgetting (factor [`FORGET_FACTOR`] per packet ≈ 4 s memory). The target
-//! level is one frame plus the bin holding the 95th percentile, clamped to `[min, max]`. The buffer level (frames
-//! from the playout index to the newest packet) is smoothed each tick and steered to the target:
-//! * **accelerate**: when the level is a frame above target and the frame just decoded is quiet (below -40 dBov or
-//!   8 dB below the stream's recent average), that frame is dropped and the next one played instead; three frames
-//!   above target it is dropped whatever its level;
-//! * **stretch**: when the level is below target and the last output was quiet, a concealment frame is inserted.
+//! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) is what the packet
+//! needs beyond the minimum level. When the driver tells the tick times ([`JitterBuffer::pop_at`], as the session
+//! does), the *slack* is taken off first: a packet with the smallest transit arrives some time before the tick that
+//! plays it at the minimum level, and delay variation within that slack (less a [`SLACK_MARGIN_US`] safety margin
+//! for drifting clocks) costs no frame — on a clean path with a few ms of jitter the target stays at 1 frame unless
+//! packets arrive just before the tick. (With [`JitterBuffer::pop`] the worst phase is assumed.) The extra delay
+//! lands in a histogram of 20 ms bins with exponential forgetting (factor [`FORGET_FACTOR`] per packet ≈ 4 s memory);
+//! at the start the initial target counts as [`INITIAL_TARGET_WEIGHT_PACKETS`] observation(s) and the first packets
+//! are averaged with it, so the statistics take over within about 20 packets rather than after the ≈ 600 packets
+//! forgetting alone needs. The target level is one frame plus the bin holding the 95th percentile, clamped to
+//! `[min, max]`; it starts at `initial_delay_frames` (default 1: the minimum, so a clean path never has anything to
+//! drop; a jittery start costs an underrun or two, which hold the playout point and so add the missing frame at once).
+//! After an underrun the target keeps a floor one frame above its value for [`UNDERRUN_FLOOR_FRAMES`] (5 s): a
+//! sporadic late packet costs one concealed frame, not that plus a dropped frame soon after, and a burst of late
+//! packets cannot starve the buffer again and again while the histogram catches up.
 //!
-//! Both happen at quiet points, so clock drift (±500 ppm: one frame every 40 s) is absorbed inaudibly and the buffer
-//! neither grows without bound nor starves.
+//! The buffer level (frames from the playout index to the newest packet) is smoothed each tick and steered to the
+//! target:
+//! * **accelerate**: when a spare frame is there (the level a frame above target now and, smoothed, at least
+//!   three quarters of a frame above) and the frame just decoded is quiet (below -40 dBov or 8 dB below the stream's
+//!   recent average), that frame is dropped and the next one played instead. A signal that is never quiet (music,
+//!   steady noise, a sustained vowel) gets [`SURPLUS_WINDOW_FRAMES`] ticks to offer a quiet frame; then the least
+//!   energetic frame (within [`LEAST_ENERGETIC_MARGIN_DB`] of the quietest since the spare frame appeared) is
+//!   dropped, after twice the window the next one ([`JitterBuffer::accelerate_with_level`]; the session cross-fades
+//!   the next frame over the dropped frame's first 5 ms). Three frames above target a frame is dropped whatever its
+//!   level;
+//! * **stretch**: when the level is below target, the smoothed level more than half a frame below, and the last
+//!   output was quiet, a concealment frame is inserted.
+//!
+//! The gap between the two thresholds keeps them from taking turns under jitter. Both happen at quiet points (or the
+//! least energetic one), so clock drift (±500 ppm: one frame every 40 s) is absorbed inaudibly and the buffer neither
+//! grows without bound nor starves.
 //!
 //! ## Statistics
 //! [`JitterStats`] mirrors WebRTC NetEQ: current and target delay, packets received, concealed, FEC-recovered, late,
@@ -63,6 +84,10 @@ pub const INITIAL_TARGET_WEIGHT_PACKETS: u32 = 1;
 /// Safety margin on the arrival-to-tick slack (µs): a packet counts as needing an extra frame if it arrives less
 /// than this before its tick, so the target rises before a drifting clock makes packets late.
 pub const SLACK_MARGIN_US: i64 = 3_000;
+/// After an underrun the target stays at least a frame above its value then for this many ticks (5 s), so a
+/// sporadic late packet costs one concealed frame rather than a concealed frame now and a dropped frame soon after,
+/// and a burst of them does not starve the buffer again and again.
+pub const UNDERRUN_FLOOR_FRAMES: u32 = 250;
 /// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
 pub const SURPLUS_WINDOW_FRAMES: u32 = 25;
 /// A frame within this many dB of the quietest frame of the last [`SURPLUS_WINDOW_FRAMES`] counts as least energetic.
@@ -75,7 +100,8 @@ pub struct JitterConfig {
     pub min_delay_frames: u16,
     /// Largest target level in frames (default 25 = 500 ms).
     pub max_delay_frames: u16,
-    /// Target before any statistics exist (default 2).
+    /// Target before any statistics exist (default 1: the minimum; the first packets' statistics raise it if the
+    /// path needs more).
     pub initial_delay_frames: u16,
     /// Fraction of packets that should arrive in time (default 0.95).
     pub quantile: f32,
@@ -248,6 +274,9 @@ pub struct JitterBuffer {
     packets_seen: u32,
     /// The last tick's time, if the driver tells it ([`JitterBuffer::pop_at`]).
     tick_at: Option<Duration>,
+    /// The target's floor after an underrun, and the ticks it still applies.
+    floor: u16,
+    floor_ticks: u32,
     /// Consecutive ticks with a spare frame.
     surplus_ticks: u32,
     /// The quietest decoded frame (dBov) during those ticks.
@@ -299,6 +328,8 @@ impl JitterBuffer {
             last_low_energy: false,
             packets_seen: 0,
             tick_at: None,
+            floor: 0,
+            floor_ticks: 0,
             surplus_ticks: 0,
             surplus_min_db: f32::INFINITY,
             stats: JitterStats {
@@ -323,6 +354,7 @@ impl JitterBuffer {
         self.hold = 0;
         self.surplus_ticks = 0;
         self.surplus_min_db = f32::INFINITY;
+        self.floor_ticks = 0;
     }
 
     /// Forgets everything including the counters (the stream is reused for another source).
@@ -351,9 +383,13 @@ impl JitterBuffer {
         self.stats
     }
 
-    /// Current target level in frames.
+    /// Current target level in frames (including the floor after an underrun).
     pub fn target_frames(&self) -> u16 {
-        self.target
+        if self.floor_ticks > 0 {
+            self.target.max(self.floor)
+        } else {
+            self.target
+        }
     }
 
     /// Frames between the playout point and the newest packet.
@@ -426,7 +462,7 @@ impl JitterBuffer {
         }
         let target = (k as u16 + 1).clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
         self.target = target;
-        self.stats.target_delay_ms = u32::from(target) * 20;
+        self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
     }
 
     /// Stores a packet that arrived at `now` (session-relative). Untrusted input: never panics.
@@ -502,6 +538,8 @@ impl JitterBuffer {
             self.stats.concealed = self.stats.concealed.saturating_sub(held);
             self.stats.dtx += held;
             self.hold = 0;
+            // Nothing was late: no floor.
+            self.floor_ticks = 0;
         }
         if fresh || ext_ts > self.last_ts_ext {
             self.last_ts_ext = ext_ts;
@@ -567,7 +605,7 @@ impl JitterBuffer {
         match self.state {
             State::Idle => return Playout::Idle,
             State::Buffering { resumed } => {
-                if level >= i64::from(self.target) && self.slot(self.playout).is_some() {
+                if level >= i64::from(self.target_frames()) && self.slot(self.playout).is_some() {
                     self.state = State::Playing;
                     self.hold = 0;
                 } else if resumed {
@@ -579,8 +617,12 @@ impl JitterBuffer {
             }
             State::Playing => {}
         }
+        if self.floor_ticks > 0 {
+            self.floor_ticks -= 1;
+            self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
+        }
         self.filtered_level += (level as f32 - self.filtered_level) / 8.0;
-        let target = i64::from(self.target);
+        let target = i64::from(self.target_frames());
         if self.slot(self.playout).is_some() {
             self.hold = 0;
             if level < target
@@ -629,11 +671,18 @@ impl JitterBuffer {
         }
         // Nothing buffered.
         if self.in_dtx || self.hold >= MAX_HOLD_FRAMES {
+            // A pause, not lateness.
+            self.floor_ticks = 0;
             self.playout += 1;
             self.in_dtx = true;
             self.stats.dtx += 1;
             return Playout::Silence;
         }
+        if self.hold == 0 {
+            self.floor = self.target.saturating_add(1).min(self.cfg.max_delay_frames);
+        }
+        self.floor_ticks = UNDERRUN_FLOOR_FRAMES;
+        self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
         self.hold += 1;
         self.stats.underruns += 1;
         self.stats.concealed += 1;
@@ -655,7 +704,7 @@ impl JitterBuffer {
         decoded_was_quiet: bool,
         level_dbov: f32,
     ) -> Option<Playout<'_>> {
-        let target = i64::from(self.target);
+        let target = i64::from(self.target_frames());
         let remaining = self.level - 1;
         // At a tick the level should be about the target; after this pop, target - 1 frames remain. One spare frame
         // (consistently, per the smoothed level) is dropped at a quiet point. The smoothed level approaches a new
@@ -976,6 +1025,59 @@ mod tests {
         assert!(tick < 60, "within about a second: tick {tick}");
         assert_eq!(b.stats().accelerated, 1);
         assert_eq!(b.stats().current_delay_ms, 20, "1 frame at the tick");
+    }
+
+    #[test]
+    fn a_late_packet_costs_one_concealed_frame_and_raises_a_floor() {
+        let mut b = jb();
+        let mut dropped_at = None;
+        // Packet 100 is 30 ms late; all others arrive 5 ms after their boundary; ticks at 20 ms.
+        let arrival = |n: u32| u64::from(n) * 20 + 5 + if n == 100 { 30 } else { 0 };
+        let mut next = 0u32;
+        let mut pending_late = None;
+        for tick in 0..600u32 {
+            let now = u64::from(tick) * 20 + 20;
+            while next <= tick {
+                if arrival(next) <= now {
+                    b.insert(
+                        ms(arrival(next)),
+                        next as u16,
+                        next * 960,
+                        &[0x48, 1, 2],
+                        None,
+                    );
+                } else {
+                    pending_late = Some(next);
+                }
+                next += 1;
+            }
+            if let Some(n) = pending_late
+                && arrival(n) <= now
+            {
+                b.insert(ms(arrival(n)), n as u16, n * 960, &[0x48, 1, 2], None);
+                pending_late = None;
+            }
+            if matches!(b.pop_at(ms(now)), Playout::Packet { .. }) && b.accelerate(true).is_some() {
+                dropped_at.get_or_insert(tick);
+            }
+            if tick == 101 {
+                assert_eq!(b.stats().underruns, 1);
+                assert_eq!(b.target_frames(), 2, "floor after the underrun");
+            }
+        }
+        // The spare frame stays for the floor's 5 s, then goes at a quiet frame; nothing else happened.
+        let at = dropped_at.expect("spare frame dropped after the floor");
+        assert!(
+            (100 + UNDERRUN_FLOOR_FRAMES..100 + UNDERRUN_FLOOR_FRAMES + 10).contains(&at),
+            "{at}"
+        );
+        let s = b.stats();
+        assert_eq!(
+            (s.underruns, s.concealed, s.accelerated, s.late),
+            (1, 1, 1, 0),
+            "{s:?}"
+        );
+        assert_eq!(b.target_frames(), 1);
     }
 
     #[test]

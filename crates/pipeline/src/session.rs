@@ -2,7 +2,9 @@
 //!
 //! The driver (a media worker thread in the daemon, a simulator in tests) feeds it:
 //! * [`MediaSession::handle_packet`] for each received RTP packet (already parsed by the wire crate),
-//! * [`MediaSession::handle_tick`] whenever [`MediaSession::poll_timeout`] has passed,
+//! * [`MediaSession::handle_tick`] whenever [`MediaSession::poll_timeout`] has passed — or, for a driver that runs
+//!   bot logic itself, [`MediaSession::handle_receive`], then the bot, then [`MediaSession::handle_send`], so the
+//!   bot's answer to this tick's frame is sent in this tick,
 //!
 //! and drains [`MediaSession::poll_output`] after each call: packets to transmit and events. Audio for the bot goes
 //! into the inbound ring and audio from the bot comes from the outbound ring ([`BotEndpoint`], the two ring ends the
@@ -10,8 +12,8 @@
 //!
 //! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream pulls one frame from its jitter buffer
 //! (decode, FEC, concealment, accelerate/stretch), the speaker tracker updates, the mixed frame plus unmixed frames of
-//! the loudest speakers go to the bot, and the pacer turns the bot's next queued frame (or silence) into exactly one
-//! packet. The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many sessions over the 20 ms period.
+//! the loudest speakers go to the bot (the receive half), and the pacer turns the bot's next queued frame (or silence)
+//! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many sessions over the 20 ms period.
 
 use std::collections::VecDeque;
 use std::time::Duration;
