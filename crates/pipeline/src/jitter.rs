@@ -383,6 +383,11 @@ impl JitterBuffer {
         self.stats
     }
 
+    fn clear_floor(&mut self) {
+        self.floor_ticks = 0;
+        self.stats.target_delay_ms = u32::from(self.target) * 20;
+    }
+
     /// Current target level in frames (including the floor after an underrun).
     pub fn target_frames(&self) -> u16 {
         if self.floor_ticks > 0 {
@@ -539,7 +544,7 @@ impl JitterBuffer {
             self.stats.dtx += held;
             self.hold = 0;
             // Nothing was late: no floor.
-            self.floor_ticks = 0;
+            self.clear_floor();
         }
         if fresh || ext_ts > self.last_ts_ext {
             self.last_ts_ext = ext_ts;
@@ -672,7 +677,7 @@ impl JitterBuffer {
         // Nothing buffered.
         if self.in_dtx || self.hold >= MAX_HOLD_FRAMES {
             // A pause, not lateness.
-            self.floor_ticks = 0;
+            self.clear_floor();
             self.playout += 1;
             self.in_dtx = true;
             self.stats.dtx += 1;

@@ -234,7 +234,7 @@ impl Stream {
             frame: [0; MAX_FRAME_SAMPLES],
             produced: false,
             level: -127.0,
-            avg_level: -60.0,
+            avg_level: f32::NAN,
         })
     }
 
@@ -312,7 +312,13 @@ impl Stream {
         }
         self.jitter.set_last_output_quiet(quiet);
         if was_packet {
-            self.avg_level += (decoded_level - self.avg_level) * 0.02;
+            // The stream's first frame seeds the average, so "quiet relative to the stream" works from the start
+            // (NaN until then: nothing is relatively quiet).
+            if self.avg_level.is_nan() {
+                self.avg_level = decoded_level;
+            } else {
+                self.avg_level += (decoded_level - self.avg_level) * 0.02;
+            }
         }
         match &mut self.resampler {
             Some(r) => {
@@ -532,7 +538,7 @@ impl MediaSession {
                 let s = &mut self.streams[i];
                 s.source_id = Some(source);
                 s.jitter.restart();
-                s.avg_level = -60.0;
+                s.avg_level = f32::NAN;
                 if let Some(r) = &mut s.resampler {
                     r.reset();
                 }
