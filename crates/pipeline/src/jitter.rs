@@ -695,7 +695,9 @@ impl JitterBuffer {
     }
 
     /// After decoding a [`Playout::Packet`]: if the level is above target and the frame was quiet (or the level is far
-    /// above target), drop it and return the next packet to play instead.
+    /// above target), drop it and return the next packet to play instead. Without the frame's level (see
+    /// [`JitterBuffer::accelerate_with_level`]) a spare frame that found no quiet frame for twice
+    /// [`SURPLUS_WINDOW_FRAMES`] goes at the next frame.
     pub fn accelerate(&mut self, decoded_was_quiet: bool) -> Option<Playout<'_>> {
         self.accelerate_with_level(decoded_was_quiet, f32::NAN)
     }

@@ -13,7 +13,8 @@
 //! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream pulls one frame from its jitter buffer
 //! (decode, FEC, concealment, accelerate/stretch), the speaker tracker updates, the mixed frame plus unmixed frames of
 //! the loudest speakers go to the bot (the receive half), and the pacer turns the bot's next queued frame (or silence)
-//! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many sessions over the 20 ms period.
+//! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
+//! sessions over the 20 ms period.
 
 use std::collections::VecDeque;
 use std::time::Duration;
