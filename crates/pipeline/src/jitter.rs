@@ -32,11 +32,16 @@
 //! at the start the initial target counts as [`INITIAL_TARGET_WEIGHT_PACKETS`] observation(s) and the first packets
 //! are averaged with it, so the statistics take over within about 20 packets rather than after the ≈ 600 packets
 //! forgetting alone needs. The target level is one frame plus the bin holding the 95th percentile, clamped to
-//! `[min, max]`; it starts at `initial_delay_frames` (default 1: the minimum, so a clean path never has anything to
-//! drop; a jittery start costs an underrun or two, which hold the playout point and so add the missing frame at once).
-//! After an underrun the target keeps a floor one frame above its value for [`UNDERRUN_FLOOR_FRAMES`] (5 s): a
-//! sporadic late packet costs one concealed frame, not that plus a dropped frame soon after, and a burst of late
-//! packets cannot starve the buffer again and again while the histogram catches up.
+//! `[min, max]`. It starts at `initial_delay_frames` (default 2), which stays a floor for the first
+//! [`START_HOLD_PACKETS`] (3 s): the first packets' statistics raise the target at once, but lower it only once there
+//! are enough of them to trust the path. Every change of the level moves the audio by a frame, so a call's first
+//! seconds (greetings; short end-to-end test clips) are not spent adapting back and forth on a handful of packets;
+//! on a clean path the buffer is at its 1-frame minimum about 3.3 s into the stream.
+//! After an underrun the target keeps a floor one frame above its value for [`TARGET_HOLD_FRAMES`] (5 s), and a rise
+//! of the target is held as long (peak hold): a sporadic late packet costs one concealed frame, not that plus a
+//! dropped frame soon after; a burst of late packets cannot starve the buffer again and again while the histogram
+//! catches up; and a target that a few packets push up and down (early in a stream, when the statistics rest on few
+//! packets) does not make the buffer stretch and accelerate in turn.
 //!
 //! The buffer level (frames from the playout index to the newest packet) is smoothed each tick and steered to the
 //! target:
@@ -84,10 +89,15 @@ pub const INITIAL_TARGET_WEIGHT_PACKETS: u32 = 1;
 /// Safety margin on the arrival-to-tick slack (µs): a packet counts as needing an extra frame if it arrives less
 /// than this before its tick, so the target rises before a drifting clock makes packets late.
 pub const SLACK_MARGIN_US: i64 = 3_000;
-/// After an underrun the target stays at least a frame above its value then for this many ticks (5 s), so a
-/// sporadic late packet costs one concealed frame rather than a concealed frame now and a dropped frame soon after,
-/// and a burst of them does not starve the buffer again and again.
-pub const UNDERRUN_FLOOR_FRAMES: u32 = 250;
+/// After an underrun the target stays at least a frame above its value then for this many ticks (5 s), and after the
+/// target rose it stays at the new value as long: a sporadic late packet costs one concealed frame rather than a
+/// concealed frame now and a dropped frame soon after, a burst of them does not starve the buffer again and again,
+/// and a target that a few packets push up and down does not make the buffer stretch and accelerate in turn.
+pub const TARGET_HOLD_FRAMES: u32 = 250;
+/// A stream's initial target is a floor for its first this many packets (3 s): the target rises at once if
+/// the first packets show jitter, but comes down below the initial target only after enough packets to trust the
+/// path. (Every step changes the timeline by a frame; a quiet path gets its minimum delay after 3 s.)
+pub const START_HOLD_PACKETS: u32 = 150;
 /// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
 pub const SURPLUS_WINDOW_FRAMES: u32 = 25;
 /// A frame within this many dB of the quietest frame of the last [`SURPLUS_WINDOW_FRAMES`] counts as least energetic.
@@ -100,8 +110,8 @@ pub struct JitterConfig {
     pub min_delay_frames: u16,
     /// Largest target level in frames (default 25 = 500 ms).
     pub max_delay_frames: u16,
-    /// Target before any statistics exist (default 1: the minimum; the first packets' statistics raise it if the
-    /// path needs more).
+    /// Target at the start (default 2); the first packets' statistics raise it at once if the path needs more, and
+    /// lower it after [`START_HOLD_PACKETS`] if the path needs less.
     pub initial_delay_frames: u16,
     /// Fraction of packets that should arrive in time (default 0.95).
     pub quantile: f32,
@@ -112,7 +122,7 @@ impl Default for JitterConfig {
         Self {
             min_delay_frames: 1,
             max_delay_frames: 25,
-            initial_delay_frames: 1,
+            initial_delay_frames: 2,
             quantile: 0.95,
         }
     }
@@ -383,6 +393,16 @@ impl JitterBuffer {
         self.stats
     }
 
+    /// Keeps the target at least at `floor` for the next `ticks` ticks (or longer, if a floor already applies).
+    fn raise_floor(&mut self, floor: u16, ticks: u32) {
+        self.floor = if self.floor_ticks > 0 {
+            self.floor.max(floor)
+        } else {
+            floor
+        };
+        self.floor_ticks = self.floor_ticks.max(ticks);
+    }
+
     fn clear_floor(&mut self) {
         self.floor_ticks = 0;
         self.stats.target_delay_ms = u32::from(self.target) * 20;
@@ -390,11 +410,19 @@ impl JitterBuffer {
 
     /// Current target level in frames (including the floor after an underrun).
     pub fn target_frames(&self) -> u16 {
+        let mut target = self.target;
         if self.floor_ticks > 0 {
-            self.target.max(self.floor)
-        } else {
-            self.target
+            target = target.max(self.floor);
         }
+        if self.packets_seen < START_HOLD_PACKETS {
+            // The first packets' statistics may raise the target at once but lower it only later.
+            target = target.max(
+                self.cfg
+                    .initial_delay_frames
+                    .clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames),
+            );
+        }
+        target
     }
 
     /// Frames between the playout point and the newest packet.
@@ -466,6 +494,10 @@ impl JitterBuffer {
             }
         }
         let target = (k as u16 + 1).clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        if target > self.target_frames() {
+            // Hold a rise (peak hold): the target comes down only after it has stayed lower for a while.
+            self.raise_floor(target, TARGET_HOLD_FRAMES);
+        }
         self.target = target;
         self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
     }
@@ -684,9 +716,9 @@ impl JitterBuffer {
             return Playout::Silence;
         }
         if self.hold == 0 {
-            self.floor = self.target.saturating_add(1).min(self.cfg.max_delay_frames);
+            let floor = self.target.saturating_add(1).min(self.cfg.max_delay_frames);
+            self.raise_floor(floor, TARGET_HOLD_FRAMES);
         }
-        self.floor_ticks = UNDERRUN_FLOOR_FRAMES;
         self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
         self.hold += 1;
         self.stats.underruns += 1;
@@ -927,20 +959,32 @@ mod tests {
 
     #[test]
     fn clean_path_target_reaches_minimum_quickly() {
-        // Configured to start at 2 frames: on a clean path the statistics take over within about 20 packets.
-        let mut b = JitterBuffer::new(JitterConfig {
-            initial_delay_frames: 2,
+        // The default starts at 2 frames and holds them for START_HOLD_PACKETS; on a clean path the target is at its
+        // minimum right after.
+        let mut b = jb();
+        assert_eq!(b.target_frames(), 2);
+        let t = run_phase(&mut b, 0, 200, 5, 20, |_| 0);
+        let first = t.iter().position(|&t| t == 1).unwrap();
+        let hold = START_HOLD_PACKETS as usize;
+        assert!(
+            (hold - 1..hold + 2).contains(&first),
+            "target 1 after {first} packets"
+        );
+        assert!(t[first..].iter().all(|&t| t == 1), "{t:?}");
+        // Configured to start at 1 frame, it stays there.
+        let mut one = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 1,
             ..JitterConfig::default()
         })
         .unwrap();
-        assert_eq!(b.target_frames(), 2);
-        let t = run_phase(&mut b, 0, 100, 5, 20, |_| 0);
-        let first = t.iter().position(|&t| t == 1).unwrap();
-        assert!(first <= 20, "target 1 after {first} packets");
-        assert!(t[first..].iter().all(|&t| t == 1), "{t:?}");
+        assert!(
+            run_phase(&mut one, 0, 50, 5, 20, |_| 0)
+                .iter()
+                .all(|&t| t == 1)
+        );
         // Without tick times (pop) the estimate is the same on a jitter-free path.
         let mut c = jb();
-        for n in 0..40u32 {
+        for n in 0..200u32 {
             c.insert(
                 ms(u64::from(n) * 20 + 5),
                 n as u16,
@@ -1029,14 +1073,21 @@ mod tests {
         }
         let (tick, level) = dropped_at.expect("the spare frame was dropped");
         assert_eq!(level, -30.0, "at the least energetic frame");
-        assert!(tick < 60, "within about a second: tick {tick}");
+        assert!(
+            (START_HOLD_PACKETS.into()..u64::from(START_HOLD_PACKETS) + 60).contains(&tick),
+            "within about a second of the start hold: tick {tick}"
+        );
         assert_eq!(b.stats().accelerated, 1);
         assert_eq!(b.stats().current_delay_ms, 20, "1 frame at the tick");
     }
 
     #[test]
     fn a_late_packet_costs_one_concealed_frame_and_raises_a_floor() {
-        let mut b = jb();
+        let mut b = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 1,
+            ..JitterConfig::default()
+        })
+        .unwrap();
         let mut dropped_at = None;
         // Packet 100 is 30 ms late; all others arrive 5 ms after their boundary; ticks at 20 ms.
         let arrival = |n: u32| u64::from(n) * 20 + 5 + if n == 100 { 30 } else { 0 };
@@ -1075,7 +1126,7 @@ mod tests {
         // The spare frame stays for the floor's 5 s, then goes at a quiet frame; nothing else happened.
         let at = dropped_at.expect("spare frame dropped after the floor");
         assert!(
-            (100 + UNDERRUN_FLOOR_FRAMES..100 + UNDERRUN_FLOOR_FRAMES + 10).contains(&at),
+            (100 + TARGET_HOLD_FRAMES..100 + TARGET_HOLD_FRAMES + 10).contains(&at),
             "{at}"
         );
         let s = b.stats();

@@ -45,10 +45,11 @@
 //! counted. The **target delay adapts** to the observed relative-delay distribution: each packet's transit time minus
 //! the smallest transit of the last 128 packets, less the time such a packet would still have before its tick (the
 //! session passes tick times), goes into a histogram of 20 ms bins; the target is one frame plus the 95th
-//! percentile, clamped to `[min, max]` (default 1..=25 frames). The buffer starts at 1 frame (configurable); the
-//! first packets are averaged with the initial target, exponential forgetting (≈ 4 s) follows, so the target follows
-//! the path within about 20 packets of the start and rises within a few packets of jitter appearing; an underrun
-//! keeps the target a frame higher for 5 s. At each tick the
+//! percentile, clamped to `[min, max]` (default 1..=25 frames). The buffer starts at 2 frames (configurable); the
+//! first packets are averaged with that initial target, exponential forgetting (≈ 4 s) follows, so the target rises
+//! within a few packets of jitter appearing; it goes below the initial target only after 3 s of packets (a clean path
+//! is at 1 frame about 3.3 s into a stream). An underrun, or a rise of the target, holds the target for 5 s. At each
+//! tick the
 //! buffer hands out a packet, FEC recovery from the next packet, concealment (loss, or an underrun — which holds the
 //! playout point so the late packet still plays) or comfort silence (DTX). The smoothed buffer level is steered to
 //! the target by **accelerating** (dropping a decoded frame that is quiet — or, when a spare frame found no quiet frame
