@@ -22,17 +22,43 @@
 //!
 //! ## Adaptive target delay
 //! For every packet the transit time (arrival − RTP time) is compared with the smallest transit of the last
-//! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) lands in a
-//! histogram of 20 ms bins with exponential forgetting (factor [`FORGET_FACTOR`] per packet ≈ 4 s memory). The target
-//! level is one frame plus the bin holding the 95th percentile, clamped to `[min, max]`. The buffer level (frames
-//! from the playout index to the newest packet) is smoothed each tick and steered to the target:
-//! * **accelerate**: when the level is a frame above target and the frame just decoded is quiet (below -40 dBov or
-//!   8 dB below the stream's recent average), that frame is dropped and the next one played instead; three frames
-//!   above target it is dropped whatever its level;
-//! * **stretch**: when the level is below target and the last output was quiet, a concealment frame is inserted.
+//! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) is what the packet
+//! needs beyond the minimum level. When the driver tells the tick times ([`JitterBuffer::pop_at`], as the session
+//! does), the *slack* is taken off first: a packet with the smallest transit arrives some time before the tick that
+//! plays it at the minimum level, and delay variation within that slack (less a [`SLACK_MARGIN_US`] safety margin
+//! for drifting clocks) costs no frame — on a clean path with a few ms of jitter the target stays at 1 frame unless
+//! packets arrive just before the tick. (With [`JitterBuffer::pop`] the worst phase is assumed.) The extra delay
+//! lands in a histogram of 20 ms bins with exponential forgetting (factor [`FORGET_FACTOR`] per packet ≈ 4 s memory);
+//! at the start the initial target counts as [`INITIAL_TARGET_WEIGHT_PACKETS`] observation(s) and the first packets
+//! are averaged with it, so the statistics take over within about 20 packets rather than after the ≈ 600 packets
+//! forgetting alone needs. The target level is one frame plus the bin holding the 95th percentile, clamped to
+//! `[min, max]`. It starts at `initial_delay_frames` (default 2), which stays a floor for the first
+//! [`START_HOLD_PACKETS`] (3 s): the first packets' statistics raise the target at once, but lower it only once there
+//! are enough of them to trust the path. Every change of the level moves the audio by a frame, so a call's first
+//! seconds (greetings; short end-to-end test clips) are not spent adapting back and forth on a handful of packets;
+//! on a clean path the buffer is at its 1-frame minimum about 3.3 s into the stream.
+//! After an underrun the target keeps a floor one frame above its value for [`TARGET_HOLD_FRAMES`] (5 s), and a rise
+//! of the target is held as long (peak hold): a sporadic late packet costs one concealed frame, not that plus a
+//! dropped frame soon after; a burst of late packets cannot starve the buffer again and again while the histogram
+//! catches up; and a target that a few packets push up and down (early in a stream, when the statistics rest on few
+//! packets) does not make the buffer stretch and accelerate in turn.
 //!
-//! Both happen at quiet points, so clock drift (±500 ppm: one frame every 40 s) is absorbed inaudibly and the buffer
-//! neither grows without bound nor starves.
+//! The buffer level (frames from the playout index to the newest packet) is smoothed each tick and steered to the
+//! target:
+//! * **accelerate**: when a spare frame is there (the level a frame above target now and, smoothed, at least
+//!   three quarters of a frame above) and the frame just decoded is quiet (below -40 dBov or 8 dB below the stream's
+//!   recent average), that frame is dropped and the next one played instead. A signal that is never quiet (music,
+//!   steady noise, a sustained vowel) gets [`SURPLUS_WINDOW_FRAMES`] ticks to offer a quiet frame; then the least
+//!   energetic frame (within [`LEAST_ENERGETIC_MARGIN_DB`] of the quietest since the spare frame appeared) is
+//!   dropped, after twice the window the next one ([`JitterBuffer::accelerate_with_level`]; the session cross-fades
+//!   the next frame over the dropped frame's first 5 ms). Three frames above target a frame is dropped whatever its
+//!   level;
+//! * **stretch**: when the level is below target, the smoothed level more than half a frame below, and the last
+//!   output was quiet, a concealment frame is inserted.
+//!
+//! The gap between the two thresholds keeps them from taking turns under jitter. Both happen at quiet points (or the
+//! least energetic one), so clock drift (±500 ppm: one frame every 40 s) is absorbed inaudibly and the buffer neither
+//! grows without bound nor starves.
 //!
 //! ## Statistics
 //! [`JitterStats`] mirrors WebRTC NetEQ: current and target delay, packets received, concealed, FEC-recovered, late,
@@ -56,6 +82,26 @@ pub const FORGET_FACTOR: f32 = 0.995;
 pub const MAX_HOLD_FRAMES: u32 = 10;
 /// Opus packets of at most this many bytes are DTX/comfort-noise packets.
 pub const DTX_PACKET_MAX_LEN: usize = 2;
+/// Weight of the initial target in the delay histogram, in packets: the first packets are averaged with it as if it
+/// had been observed this many times (then forgetting takes over), so on a clean path the target reaches its minimum
+/// after about 20 × this many packets (≈ 1.6 s) instead of the ≈ 12 s exponential forgetting alone would take.
+pub const INITIAL_TARGET_WEIGHT_PACKETS: u32 = 1;
+/// Safety margin on the arrival-to-tick slack (µs): a packet counts as needing an extra frame if it arrives less
+/// than this before its tick, so the target rises before a drifting clock makes packets late.
+pub const SLACK_MARGIN_US: i64 = 3_000;
+/// After an underrun the target stays at least a frame above its value then for this many ticks (5 s), and after the
+/// target rose it stays at the new value as long: a sporadic late packet costs one concealed frame rather than a
+/// concealed frame now and a dropped frame soon after, a burst of them does not starve the buffer again and again,
+/// and a target that a few packets push up and down does not make the buffer stretch and accelerate in turn.
+pub const TARGET_HOLD_FRAMES: u32 = 250;
+/// A stream's initial target is a floor for its first this many packets (3 s): the target rises at once if
+/// the first packets show jitter, but comes down below the initial target only after enough packets to trust the
+/// path. (Every step changes the timeline by a frame; a quiet path gets its minimum delay after 3 s.)
+pub const START_HOLD_PACKETS: u32 = 150;
+/// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
+pub const SURPLUS_WINDOW_FRAMES: u32 = 25;
+/// A frame within this many dB of the quietest frame of the last [`SURPLUS_WINDOW_FRAMES`] counts as least energetic.
+pub const LEAST_ENERGETIC_MARGIN_DB: f32 = 1.0;
 
 /// Jitter buffer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,7 +110,8 @@ pub struct JitterConfig {
     pub min_delay_frames: u16,
     /// Largest target level in frames (default 25 = 500 ms).
     pub max_delay_frames: u16,
-    /// Target before any statistics exist (default 2).
+    /// Target at the start (default 2); the first packets' statistics raise it at once if the path needs more, and
+    /// lower it after [`START_HOLD_PACKETS`] if the path needs less.
     pub initial_delay_frames: u16,
     /// Fraction of packets that should arrive in time (default 0.95).
     pub quantile: f32,
@@ -233,6 +280,17 @@ pub struct JitterBuffer {
     filtered_level: f32,
     level: i64,
     last_low_energy: bool,
+    /// Packets seen since the start (for the start-up averaging of the histogram).
+    packets_seen: u32,
+    /// The last tick's time, if the driver tells it ([`JitterBuffer::pop_at`]).
+    tick_at: Option<Duration>,
+    /// The target's floor after an underrun, and the ticks it still applies.
+    floor: u16,
+    floor_ticks: u32,
+    /// Consecutive ticks with a spare frame.
+    surplus_ticks: u32,
+    /// The quietest decoded frame (dBov) during those ticks.
+    surplus_min_db: f32,
     stats: JitterStats,
 }
 
@@ -278,6 +336,12 @@ impl JitterBuffer {
             filtered_level: f32::from(initial),
             level: 0,
             last_low_energy: false,
+            packets_seen: 0,
+            tick_at: None,
+            floor: 0,
+            floor_ticks: 0,
+            surplus_ticks: 0,
+            surplus_min_db: f32::INFINITY,
             stats: JitterStats {
                 target_delay_ms: u32::from(initial) * 20,
                 ..JitterStats::default()
@@ -298,6 +362,9 @@ impl JitterBuffer {
         self.last_played_seq = None;
         self.in_dtx = false;
         self.hold = 0;
+        self.surplus_ticks = 0;
+        self.surplus_min_db = f32::INFINITY;
+        self.floor_ticks = 0;
     }
 
     /// Forgets everything including the counters (the stream is reused for another source).
@@ -311,6 +378,10 @@ impl JitterBuffer {
         self.hist[usize::from(initial - 1).min(HISTOGRAM_BINS - 1)] = 1.0;
         self.target = initial;
         self.filtered_level = f32::from(initial);
+        self.packets_seen = 0;
+        self.tick_at = None;
+        self.surplus_ticks = 0;
+        self.surplus_min_db = f32::INFINITY;
         self.stats = JitterStats {
             target_delay_ms: u32::from(initial) * 20,
             ..JitterStats::default()
@@ -322,9 +393,36 @@ impl JitterBuffer {
         self.stats
     }
 
-    /// Current target level in frames.
+    /// Keeps the target at least at `floor` for the next `ticks` ticks (or longer, if a floor already applies).
+    fn raise_floor(&mut self, floor: u16, ticks: u32) {
+        self.floor = if self.floor_ticks > 0 {
+            self.floor.max(floor)
+        } else {
+            floor
+        };
+        self.floor_ticks = self.floor_ticks.max(ticks);
+    }
+
+    fn clear_floor(&mut self) {
+        self.floor_ticks = 0;
+        self.stats.target_delay_ms = u32::from(self.target) * 20;
+    }
+
+    /// Current target level in frames (including the floor after an underrun).
     pub fn target_frames(&self) -> u16 {
-        self.target
+        let mut target = self.target;
+        if self.floor_ticks > 0 {
+            target = target.max(self.floor);
+        }
+        if self.packets_seen < START_HOLD_PACKETS {
+            // The first packets' statistics may raise the target at once but lower it only later.
+            target = target.max(
+                self.cfg
+                    .initial_delay_frames
+                    .clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames),
+            );
+        }
+        target
     }
 
     /// Frames between the playout point and the newest packet.
@@ -366,11 +464,24 @@ impl JitterBuffer {
             .min()
             .unwrap_or(transit);
         let rel = (transit - min).max(0);
-        let bin = ((rel + 19_999) / 20_000).min(HISTOGRAM_BINS as i64 - 1) as usize;
+        // Slack: how long a packet with the smallest transit waits for the tick that plays it at the minimum level
+        // (the first tick at or after its arrival). Delay up to the slack costs no extra frame. Without tick times
+        // (`pop` instead of `pop_at`) assume none, i.e. the worst phase.
+        let slack = self.tick_at.map_or(0, |tick| {
+            let tick_us = i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2);
+            (tick_us - (now_us - rel)).rem_euclid(20_000)
+        });
+        let extra = (rel - slack + i64::from(self.tick_at.is_some()) * SLACK_MARGIN_US).max(0);
+        let bin = ((extra + 19_999) / 20_000).min(HISTOGRAM_BINS as i64 - 1) as usize;
+        // Start-up: average the first packets with the initial target (weighted as INITIAL_TARGET_WEIGHT_PACKETS
+        // observations) rather than forgetting it packet by packet over seconds; exponential forgetting thereafter.
+        self.packets_seen = self.packets_seen.saturating_add(1);
+        let seen = (self.packets_seen + INITIAL_TARGET_WEIGHT_PACKETS) as f32;
+        let forget = ((seen - 1.0) / seen).min(FORGET_FACTOR);
         for h in self.hist.iter_mut() {
-            *h *= FORGET_FACTOR;
+            *h *= forget;
         }
-        self.hist[bin] += 1.0 - FORGET_FACTOR;
+        self.hist[bin] += 1.0 - forget;
         let total: f32 = self.hist.iter().sum();
         let goal = self.cfg.quantile * total;
         let mut acc = 0.0;
@@ -383,8 +494,12 @@ impl JitterBuffer {
             }
         }
         let target = (k as u16 + 1).clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        if target > self.target_frames() {
+            // Hold a rise (peak hold): the target comes down only after it has stayed lower for a while.
+            self.raise_floor(target, TARGET_HOLD_FRAMES);
+        }
         self.target = target;
-        self.stats.target_delay_ms = u32::from(target) * 20;
+        self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
     }
 
     /// Stores a packet that arrived at `now` (session-relative). Untrusted input: never panics.
@@ -460,6 +575,8 @@ impl JitterBuffer {
             self.stats.concealed = self.stats.concealed.saturating_sub(held);
             self.stats.dtx += held;
             self.hold = 0;
+            // Nothing was late: no floor.
+            self.clear_floor();
         }
         if fresh || ext_ts > self.last_ts_ext {
             self.last_ts_ext = ext_ts;
@@ -509,6 +626,14 @@ impl JitterBuffer {
         }
     }
 
+    /// Like [`JitterBuffer::pop`], for the tick due at `now` (the driver's clock, the same as [`JitterBuffer::insert`]'s).
+    /// Knowing when ticks happen lets the target account for the phase between packet arrivals and ticks: delay
+    /// variation that still arrives before the tick needs no extra frame.
+    pub fn pop_at(&mut self, now: Duration) -> Playout<'_> {
+        self.tick_at = Some(now);
+        self.pop()
+    }
+
     /// Decides what to play for this tick (call once per 20 ms).
     pub fn pop(&mut self) -> Playout<'_> {
         let level = self.level_frames();
@@ -517,7 +642,7 @@ impl JitterBuffer {
         match self.state {
             State::Idle => return Playout::Idle,
             State::Buffering { resumed } => {
-                if level >= i64::from(self.target) && self.slot(self.playout).is_some() {
+                if level >= i64::from(self.target_frames()) && self.slot(self.playout).is_some() {
                     self.state = State::Playing;
                     self.hold = 0;
                 } else if resumed {
@@ -529,16 +654,21 @@ impl JitterBuffer {
             }
             State::Playing => {}
         }
+        if self.floor_ticks > 0 {
+            self.floor_ticks -= 1;
+            self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
+        }
         self.filtered_level += (level as f32 - self.filtered_level) / 8.0;
-        let target = i64::from(self.target);
+        let target = i64::from(self.target_frames());
         if self.slot(self.playout).is_some() {
             self.hold = 0;
             if level < target
                 && self.last_low_energy
                 && !self.in_dtx
-                && (self.filtered_level as i64) < target
+                && self.filtered_level < target as f32 - 0.5
             {
-                // Build delay at a quiet point.
+                // Build delay at a quiet point (when the smoothed level is a frame short; the gap to the
+                // accelerate threshold, a spare frame, keeps the two from taking turns under jitter).
                 self.stats.stretched += 1;
                 self.stats.concealed += 1;
                 self.last_low_energy = false;
@@ -578,11 +708,18 @@ impl JitterBuffer {
         }
         // Nothing buffered.
         if self.in_dtx || self.hold >= MAX_HOLD_FRAMES {
+            // A pause, not lateness.
+            self.clear_floor();
             self.playout += 1;
             self.in_dtx = true;
             self.stats.dtx += 1;
             return Playout::Silence;
         }
+        if self.hold == 0 {
+            let floor = self.target.saturating_add(1).min(self.cfg.max_delay_frames);
+            self.raise_floor(floor, TARGET_HOLD_FRAMES);
+        }
+        self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
         self.hold += 1;
         self.stats.underruns += 1;
         self.stats.concealed += 1;
@@ -590,15 +727,41 @@ impl JitterBuffer {
     }
 
     /// After decoding a [`Playout::Packet`]: if the level is above target and the frame was quiet (or the level is far
-    /// above target), drop it and return the next packet to play instead.
+    /// above target), drop it and return the next packet to play instead. Without the frame's level (see
+    /// [`JitterBuffer::accelerate_with_level`]) a spare frame that found no quiet frame for twice
+    /// [`SURPLUS_WINDOW_FRAMES`] goes at the next frame.
     pub fn accelerate(&mut self, decoded_was_quiet: bool) -> Option<Playout<'_>> {
-        let target = i64::from(self.target);
+        self.accelerate_with_level(decoded_was_quiet, f32::NAN)
+    }
+
+    /// Like [`JitterBuffer::accelerate`], also told the decoded frame's level (dBov): when a spare frame has waited
+    /// [`SURPLUS_WINDOW_FRAMES`] ticks without a quiet frame (a signal that is never quiet: music, steady noise), the
+    /// least energetic frame of the window is dropped instead (within [`LEAST_ENERGETIC_MARGIN_DB`] of the quietest);
+    /// after twice the window, the next frame. Returns the packet to play instead of the dropped frame, if any.
+    pub fn accelerate_with_level(
+        &mut self,
+        decoded_was_quiet: bool,
+        level_dbov: f32,
+    ) -> Option<Playout<'_>> {
+        let target = i64::from(self.target_frames());
         let remaining = self.level - 1;
         // At a tick the level should be about the target; after this pop, target - 1 frames remain. One spare frame
-        // (consistently, per the smoothed level) is dropped at a quiet point.
-        let quiet_ok = decoded_was_quiet
-            && remaining >= target
-            && self.filtered_level >= (target as f32) + 1.0;
+        // (consistently, per the smoothed level) is dropped at a quiet point. The smoothed level approaches a new
+        // level only asymptotically, hence the tolerance.
+        let spare = remaining >= target && self.filtered_level >= (target as f32) + 0.75;
+        if spare && self.state == State::Playing {
+            self.surplus_ticks = self.surplus_ticks.saturating_add(1);
+        } else {
+            self.surplus_ticks = 0;
+            self.surplus_min_db = f32::INFINITY;
+        }
+        let least_energetic = self.surplus_ticks > SURPLUS_WINDOW_FRAMES
+            && (level_dbov <= self.surplus_min_db + LEAST_ENERGETIC_MARGIN_DB
+                || self.surplus_ticks > 2 * SURPLUS_WINDOW_FRAMES);
+        if spare && !level_dbov.is_nan() {
+            self.surplus_min_db = self.surplus_min_db.min(level_dbov);
+        }
+        let quiet_ok = spare && (decoded_was_quiet || least_energetic);
         let forced = remaining > target + 2 && self.filtered_level > (target as f32) + 2.0;
         if !(quiet_ok || forced)
             || self.state != State::Playing
@@ -606,6 +769,8 @@ impl JitterBuffer {
         {
             return None;
         }
+        self.surplus_ticks = 0;
+        self.surplus_min_db = f32::INFINITY;
         self.stats.accelerated += 1;
         self.level -= 1;
         self.filtered_level -= 1.0;
@@ -764,6 +929,213 @@ mod tests {
             );
         }
         assert_eq!(c.target_frames(), 1);
+    }
+
+    /// Packets every 20 ms arriving `arrive_ms` after their frame boundary (+ `jitter(n)` ms), ticks at
+    /// `tick_ms` after each boundary, `frames` of them; returns the target after each tick.
+    fn run_phase(
+        b: &mut JitterBuffer,
+        from: u32,
+        frames: u32,
+        arrive_ms: u64,
+        tick_ms: u64,
+        jitter: impl Fn(u32) -> u64,
+    ) -> Vec<u16> {
+        let mut targets = Vec::new();
+        for n in from..from + frames {
+            let t0 = u64::from(n) * 20;
+            b.insert(
+                Duration::from_micros((t0 + arrive_ms) * 1000 + jitter(n) * 1000),
+                n as u16,
+                n * 960,
+                &[0x48, 1, 2],
+                None,
+            );
+            let _ = b.pop_at(ms(t0 + tick_ms));
+            targets.push(b.target_frames());
+        }
+        targets
+    }
+
+    #[test]
+    fn clean_path_target_reaches_minimum_quickly() {
+        // The default starts at 2 frames and holds them for START_HOLD_PACKETS; on a clean path the target is at its
+        // minimum right after.
+        let mut b = jb();
+        assert_eq!(b.target_frames(), 2);
+        let t = run_phase(&mut b, 0, 200, 5, 20, |_| 0);
+        let first = t.iter().position(|&t| t == 1).unwrap();
+        let hold = START_HOLD_PACKETS as usize;
+        assert!(
+            (hold - 1..hold + 2).contains(&first),
+            "target 1 after {first} packets"
+        );
+        assert!(t[first..].iter().all(|&t| t == 1), "{t:?}");
+        // Configured to start at 1 frame, it stays there.
+        let mut one = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 1,
+            ..JitterConfig::default()
+        })
+        .unwrap();
+        assert!(
+            run_phase(&mut one, 0, 50, 5, 20, |_| 0)
+                .iter()
+                .all(|&t| t == 1)
+        );
+        // Without tick times (pop) the estimate is the same on a jitter-free path.
+        let mut c = jb();
+        for n in 0..200u32 {
+            c.insert(
+                ms(u64::from(n) * 20 + 5),
+                n as u16,
+                n * 960,
+                &[0x48, 1],
+                None,
+            );
+            let _ = c.pop();
+        }
+        assert_eq!(c.target_frames(), 1);
+    }
+
+    #[test]
+    fn target_accounts_for_the_tick_phase() {
+        // 0–4 ms of jitter, packets due 12 ms before their tick: always in time at 1 frame.
+        let wobble = |n: u32| u64::from(n * 7 % 5);
+        let mut b = jb();
+        let t = run_phase(&mut b, 0, 200, 5, 17, wobble);
+        assert_eq!(t.last(), Some(&1));
+        // The same jitter with ticks 1 ms after the earliest arrival: many packets would miss, 2 frames.
+        let mut c = jb();
+        let t = run_phase(&mut c, 0, 200, 5, 6, wobble);
+        assert_eq!(t.last(), Some(&2));
+        // Without tick times, the worst phase is assumed.
+        let mut d = jb();
+        for n in 0..200u32 {
+            d.insert(
+                ms(u64::from(n) * 20 + 5 + wobble(n)),
+                n as u16,
+                n * 960,
+                &[0x48, 1],
+                None,
+            );
+            let _ = d.pop();
+        }
+        assert_eq!(d.target_frames(), 2);
+    }
+
+    #[test]
+    fn target_rises_promptly_when_jitter_appears() {
+        let mut b = jb();
+        let t = run_phase(&mut b, 0, 250, 5, 20, |_| 0);
+        assert_eq!(t.last(), Some(&1));
+        // From 5 s on, every other packet is 50 ms late: the target covers it within 0.5 s.
+        let t = run_phase(&mut b, 250, 100, 5, 20, |n| if n % 2 == 0 { 50 } else { 0 });
+        let up = t.iter().position(|&t| t >= 3).unwrap();
+        assert!(up <= 25, "target 3 after {up} packets: {t:?}");
+    }
+
+    #[test]
+    fn spare_frame_without_quiet_frames_goes_at_the_least_energetic_one() {
+        let mut b = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 2,
+            ..JitterConfig::default()
+        })
+        .unwrap();
+        // Two frames buffered, target 1 once the statistics are in; the "decoded" frames are never quiet.
+        let mut dropped_at = None;
+        let mut n = 0u32;
+        let ins = |b: &mut JitterBuffer, n: u32| {
+            b.insert(
+                ms(u64::from(n) * 20 + 5),
+                n as u16,
+                n * 960,
+                &[0x48, 1, 2],
+                None,
+            );
+        };
+        ins(&mut b, n);
+        n += 1;
+        for tick in 0..200u64 {
+            ins(&mut b, n);
+            n += 1;
+            if matches!(b.pop_at(ms(tick * 20 + 40)), Playout::Packet { .. }) {
+                // A level contour with a minimum (-30 dBov) every 17 frames, otherwise -20 .. -25 dBov.
+                let level = if tick % 17 == 0 {
+                    -30.0
+                } else {
+                    -20.0 - (tick % 5) as f32
+                };
+                if b.accelerate_with_level(false, level).is_some() {
+                    assert!(dropped_at.is_none(), "one drop only");
+                    dropped_at = Some((tick, level));
+                }
+            }
+        }
+        let (tick, level) = dropped_at.expect("the spare frame was dropped");
+        assert_eq!(level, -30.0, "at the least energetic frame");
+        assert!(
+            (START_HOLD_PACKETS.into()..u64::from(START_HOLD_PACKETS) + 60).contains(&tick),
+            "within about a second of the start hold: tick {tick}"
+        );
+        assert_eq!(b.stats().accelerated, 1);
+        assert_eq!(b.stats().current_delay_ms, 20, "1 frame at the tick");
+    }
+
+    #[test]
+    fn a_late_packet_costs_one_concealed_frame_and_raises_a_floor() {
+        let mut b = JitterBuffer::new(JitterConfig {
+            initial_delay_frames: 1,
+            ..JitterConfig::default()
+        })
+        .unwrap();
+        let mut dropped_at = None;
+        // Packet 100 is 30 ms late; all others arrive 5 ms after their boundary; ticks at 20 ms.
+        let arrival = |n: u32| u64::from(n) * 20 + 5 + if n == 100 { 30 } else { 0 };
+        let mut next = 0u32;
+        let mut pending_late = None;
+        for tick in 0..600u32 {
+            let now = u64::from(tick) * 20 + 20;
+            while next <= tick {
+                if arrival(next) <= now {
+                    b.insert(
+                        ms(arrival(next)),
+                        next as u16,
+                        next * 960,
+                        &[0x48, 1, 2],
+                        None,
+                    );
+                } else {
+                    pending_late = Some(next);
+                }
+                next += 1;
+            }
+            if let Some(n) = pending_late
+                && arrival(n) <= now
+            {
+                b.insert(ms(arrival(n)), n as u16, n * 960, &[0x48, 1, 2], None);
+                pending_late = None;
+            }
+            if matches!(b.pop_at(ms(now)), Playout::Packet { .. }) && b.accelerate(true).is_some() {
+                dropped_at.get_or_insert(tick);
+            }
+            if tick == 101 {
+                assert_eq!(b.stats().underruns, 1);
+                assert_eq!(b.target_frames(), 2, "floor after the underrun");
+            }
+        }
+        // The spare frame stays for the floor's 5 s, then goes at a quiet frame; nothing else happened.
+        let at = dropped_at.expect("spare frame dropped after the floor");
+        assert!(
+            (100 + TARGET_HOLD_FRAMES..100 + TARGET_HOLD_FRAMES + 10).contains(&at),
+            "{at}"
+        );
+        let s = b.stats();
+        assert_eq!(
+            (s.underruns, s.concealed, s.accelerated, s.late),
+            (1, 1, 1, 0),
+            "{s:?}"
+        );
+        assert_eq!(b.target_frames(), 1);
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //! from an origin it chooses (e.g. when the worker started). Nothing here calls `Instant::now()`. The session's media
 //! clock runs on absolute deadlines `start + phase + n × 20 ms` ([`MediaSession::poll_timeout`]); a driver calls
 //! [`MediaSession::handle_tick`] once the deadline has passed, then drains [`MediaSession::poll_output`] (packets to
-//! send, events) — the str0m / quinn-proto shape. The per-session `tick_phase` ([`spread_tick_phase`]) lets one
+//! send, events) — the str0m / quinn-proto shape. A driver that runs bot logic on its own thread (an in-worker bot
+//! such as the daemon's echo) can split the tick instead: [`MediaSession::handle_receive`] puts this tick's frame in
+//! the inbound ring, the bot answers, and [`MediaSession::handle_send`] sends the answer as this tick's packet — 20 ms
+//! sooner than after `handle_tick`, which sends what the bot queued before the tick. The per-session `tick_phase` ([`spread_tick_phase`]) lets one
 //! worker thread spread its sessions over the 20 ms period so each session's latency is its own processing time,
 //! not the batch's. Audio for the bot does not come out of `poll_output` but goes straight into the inbound ring
 //! (the bot side may live on another thread); the bot's audio comes from the outbound ring ([`BotEndpoint`]). A driver
@@ -40,13 +43,18 @@
 //! Per inbound stream, keyed by the RTP timestamp (48 kHz Opus clock; sequence numbers tell loss from DTX gaps).
 //! Reordered packets are slotted in place, duplicates and packets whose playout time has passed are dropped and
 //! counted. The **target delay adapts** to the observed relative-delay distribution: each packet's transit time minus
-//! the smallest transit of the last 128 packets goes into a histogram of 20 ms bins with exponential forgetting; the
-//! target is one frame plus the 95th percentile, clamped to `[min, max]` (default 1..=25 frames). At each tick the
+//! the smallest transit of the last 128 packets, less the time such a packet would still have before its tick (the
+//! session passes tick times), goes into a histogram of 20 ms bins; the target is one frame plus the 95th
+//! percentile, clamped to `[min, max]` (default 1..=25 frames). The buffer starts at 2 frames (configurable); the
+//! first packets are averaged with that initial target, exponential forgetting (≈ 4 s) follows, so the target rises
+//! within a few packets of jitter appearing; it goes below the initial target only after 3 s of packets (a clean path
+//! is at 1 frame about 3.3 s into a stream). An underrun, or a rise of the target, holds the target for 5 s. At each
+//! tick the
 //! buffer hands out a packet, FEC recovery from the next packet, concealment (loss, or an underrun — which holds the
 //! playout point so the late packet still plays) or comfort silence (DTX). The smoothed buffer level is steered to
-//! the target by **accelerating** (dropping a decoded frame that is quiet) and **stretching** (inserting a
-//! concealment frame after a quiet one), which also absorbs **clock drift** (±500 ppm = one frame every 40 s) without
-//! growth or starvation. Statistics ([`JitterStats`]) follow WebRTC NetEQ: current/target delay, concealed,
+//! the target by **accelerating** (dropping a decoded frame that is quiet — or, when a spare frame found no quiet frame
+//! for 0.5 s, the least energetic one, cross-faded over 5 ms) and **stretching** (inserting a concealment frame after
+//! a quiet one), which also absorbs **clock drift** (±500 ppm = one frame every 40 s) without growth or starvation. Statistics ([`JitterStats`]) follow WebRTC NetEQ: current/target delay, concealed,
 //! FEC-recovered, late, duplicate, reordered, accelerated, stretched, underruns, DTX, resyncs, malformed.
 //!
 //! ## Codec, resampling, mixing, pacing

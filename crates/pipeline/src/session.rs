@@ -2,7 +2,9 @@
 //!
 //! The driver (a media worker thread in the daemon, a simulator in tests) feeds it:
 //! * [`MediaSession::handle_packet`] for each received RTP packet (already parsed by the wire crate),
-//! * [`MediaSession::handle_tick`] whenever [`MediaSession::poll_timeout`] has passed,
+//! * [`MediaSession::handle_tick`] whenever [`MediaSession::poll_timeout`] has passed — or, for a driver that runs
+//!   bot logic itself, [`MediaSession::handle_receive`], then the bot, then [`MediaSession::handle_send`], so the
+//!   bot's answer to this tick's frame is sent in this tick,
 //!
 //! and drains [`MediaSession::poll_output`] after each call: packets to transmit and events. Audio for the bot goes
 //! into the inbound ring and audio from the bot comes from the outbound ring ([`BotEndpoint`], the two ring ends the
@@ -10,8 +12,9 @@
 //!
 //! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream pulls one frame from its jitter buffer
 //! (decode, FEC, concealment, accelerate/stretch), the speaker tracker updates, the mixed frame plus unmixed frames of
-//! the loudest speakers go to the bot, and the pacer turns the bot's next queued frame (or silence) into exactly one
-//! packet. The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many sessions over the 20 ms period.
+//! the loudest speakers go to the bot (the receive half), and the pacer turns the bot's next queued frame (or silence)
+//! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
+//! sessions over the 20 ms period.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -44,6 +47,9 @@ pub const QUIET_BELOW_AVERAGE_DB: f32 = 8.0;
 pub const MAX_CATCH_UP_TICKS: u64 = 5;
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
+/// When the jitter buffer drops a frame to reduce delay, the next frame fades in over the dropped frame's start for
+/// this fraction of a frame (1/4 = 5 ms), so the splice has no step.
+const SPLICE_FRACTION: usize = 4;
 
 /// The phase for session `slot` of `slots` sessions sharing one worker: spreads their ticks evenly over the 20 ms
 /// period, so a session waits only for its own processing, not for everyone else's.
@@ -229,12 +235,12 @@ impl Stream {
             frame: [0; MAX_FRAME_SAMPLES],
             produced: false,
             level: -127.0,
-            avg_level: -60.0,
+            avg_level: f32::NAN,
         })
     }
 
-    /// Pulls this tick's frame. Returns decode errors (already concealed).
-    fn tick(&mut self, spf: usize) -> u64 {
+    /// Pulls this tick's frame (the tick due at `deadline`). Returns decode errors (already concealed).
+    fn tick(&mut self, spf: usize, deadline: Duration) -> u64 {
         let dspf = self.decoder.samples_per_frame();
         let mut errors = 0;
         self.produced = true;
@@ -242,7 +248,7 @@ impl Stream {
         let mut was_packet = false;
         {
             let out = &mut self.decoded[..dspf];
-            let r = match self.jitter.pop() {
+            let r = match self.jitter.pop_at(deadline) {
                 Playout::Idle => {
                     self.produced = false;
                     Ok(())
@@ -280,9 +286,13 @@ impl Stream {
             && let Some(Playout::Packet {
                 payload,
                 audio_level,
-            }) = self.jitter.accelerate(quiet)
+            }) = self.jitter.accelerate_with_level(quiet, decoded_level)
         {
             rfc_level = audio_level;
+            // Keep the dropped frame's start: the previous output continues into it without a step.
+            let splice = dspf / SPLICE_FRACTION;
+            let mut dropped = [0i16; MAX_FRAME_SAMPLES / SPLICE_FRACTION];
+            dropped[..splice].copy_from_slice(&self.decoded[..splice]);
             if self
                 .decoder
                 .decode(payload, &mut self.decoded[..dspf])
@@ -293,12 +303,23 @@ impl Stream {
                     self.decoded[..dspf].fill(0);
                 }
             }
+            // Raised-cosine cross-fade from the dropped frame's start into the next frame's start.
+            for (i, (out, &old)) in self.decoded[..splice].iter_mut().zip(&dropped).enumerate() {
+                let w = 0.5 - 0.5 * (std::f32::consts::PI * (i as f32 + 0.5) / splice as f32).cos();
+                *out = (f32::from(old) * (1.0 - w) + f32::from(*out) * w) as i16;
+            }
             decoded_level = level_dbov(&self.decoded[..dspf]);
             quiet = is_quiet(decoded_level);
         }
         self.jitter.set_last_output_quiet(quiet);
         if was_packet {
-            self.avg_level += (decoded_level - self.avg_level) * 0.02;
+            // The stream's first frame seeds the average, so "quiet relative to the stream" works from the start
+            // (NaN until then: nothing is relatively quiet).
+            if self.avg_level.is_nan() {
+                self.avg_level = decoded_level;
+            } else {
+                self.avg_level += (decoded_level - self.avg_level) * 0.02;
+            }
         }
         match &mut self.resampler {
             Some(r) => {
@@ -337,6 +358,8 @@ pub struct MediaSession {
     order: [usize; MAX_STREAMS],
     events: VecDeque<Event>,
     tx_pending: bool,
+    /// The receive half of the due tick ran, its send half has not.
+    send_pending: bool,
     delivering: bool,
     stats: SessionStats,
 }
@@ -409,6 +432,7 @@ impl MediaSession {
             order: [0; MAX_STREAMS],
             events: VecDeque::with_capacity(EVENTS_CAPACITY),
             tx_pending: false,
+            send_pending: false,
             delivering: false,
             stats: SessionStats::default(),
             cfg,
@@ -515,7 +539,7 @@ impl MediaSession {
                 let s = &mut self.streams[i];
                 s.source_id = Some(source);
                 s.jitter.restart();
-                s.avg_level = -60.0;
+                s.avg_level = f32::NAN;
                 if let Some(r) = &mut s.resampler {
                     r.reset();
                 }
@@ -535,8 +559,22 @@ impl MediaSession {
     }
 
     /// Runs the tick that is due at `now`, if any (one per call; call again while [`MediaSession::poll_timeout`] has
-    /// passed). Returns true if a tick ran.
+    /// passed). Returns true if a tick ran. The same as [`MediaSession::handle_receive`] then
+    /// [`MediaSession::handle_send`]: the bot's frame sent in this tick is the one it queued before the call.
     pub fn handle_tick(&mut self, now: Duration) -> bool {
+        self.handle_receive(now);
+        self.handle_send(now)
+    }
+
+    /// The receive half of the tick due at `now`, if any: every stream's frame is pulled from its jitter buffer,
+    /// decoded and mixed, and the frame for the bot is in the inbound ring when this returns. A driver that runs bot
+    /// logic itself (an in-worker bot) lets it answer now and then calls [`MediaSession::handle_send`], which sends
+    /// the bot's reply within the same tick — 20 ms sooner than after [`MediaSession::handle_tick`]. Returns true if
+    /// the receive half ran; false if no tick is due or its receive half already ran (call `handle_send`).
+    pub fn handle_receive(&mut self, now: Duration) -> bool {
+        if self.send_pending {
+            return false;
+        }
         let due = self.pacer.next_deadline();
         if now < due {
             return false;
@@ -551,6 +589,19 @@ impl MediaSession {
         let deadline = self.pacer.next_deadline();
         self.stats.ticks += 1;
         self.receive_tick(deadline);
+        self.send_pending = true;
+        true
+    }
+
+    /// The send half of the tick whose receive half ran ([`MediaSession::handle_receive`]): applies the bot's
+    /// `clear`, encodes its next queued frame (or sends silence) as this tick's packet and reports marks; drain
+    /// [`MediaSession::poll_output`] afterwards. If the receive half of the tick due at `now` has not run yet, it runs
+    /// first (the whole tick, as [`MediaSession::handle_tick`]). Returns true if a tick's send half ran.
+    pub fn handle_send(&mut self, now: Duration) -> bool {
+        if !self.send_pending && !self.handle_receive(now) {
+            return false;
+        }
+        self.send_pending = false;
         self.send_tick();
         true
     }
@@ -560,7 +611,7 @@ impl MediaSession {
         let mut n_produced = 0;
         for (i, s) in self.streams.iter_mut().enumerate() {
             let Some(id) = s.source_id else { continue };
-            self.stats.decode_errors += s.tick(spf);
+            self.stats.decode_errors += s.tick(spf, deadline);
             if s.produced {
                 self.tracker.observe(id, s.level);
                 self.order[n_produced] = i;
