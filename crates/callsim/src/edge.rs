@@ -417,7 +417,8 @@ async fn listen(
     };
     let mut pcm = [0i16; FRAME_SAMPLES];
     let mut expected: Option<u16> = None;
-    let mut quiet = 0u32;
+    // The call starts quiet: its first talk spurt is an onset too.
+    let mut quiet = QUIET_BEFORE_ONSET;
     let mut matched = 0usize;
     let (mut previous, mut jitter) = (None::<(f64, u32)>, 0.0f64);
     while start.elapsed() < limit {
@@ -463,8 +464,10 @@ async fn listen(
             }
         }
         expected = Some(rtp.sequence.wrapping_add(1));
-        if decoder.decode(rtp.payload, &mut pcm).is_err() {
-            continue;
+        // A packet the decoder refuses (e.g. the sender's 1-byte "nothing to say" packets) is concealed like a
+        // lost one, so quiet spells stay on the timeline and onsets after them are found.
+        if decoder.decode(rtp.payload, &mut pcm).is_err() && decoder.conceal(&mut pcm).is_err() {
+            pcm.fill(0);
         }
         let rms =
             (pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
