@@ -58,6 +58,8 @@ pub struct EdgeOptions {
     pub seed: u64,
     /// How to authenticate the media processor.
     pub trust: ServerTrust,
+    /// Recordings to speak (participant `i` speaks `recordings[i % len]`); synthetic voices when empty.
+    pub recordings: Vec<Arc<[i16]>>,
 }
 
 impl EdgeOptions {
@@ -73,6 +75,7 @@ impl EdgeOptions {
             talk: Duration::from_millis(1600),
             seed: 1,
             trust,
+            recordings: Vec::new(),
         }
     }
 }
@@ -308,7 +311,15 @@ async fn speak(
     let n = options.participants;
     let turn = options.turn.as_millis() as u64;
     let talk = options.talk.as_millis() as u64;
-    let mut voices: Vec<Voice> = (0..n).map(|i| Voice::new(i, n, turn, talk)).collect();
+    let mut voices: Vec<Voice> = (0..n)
+        .map(|i| {
+            let voice = Voice::new(i, n, turn, talk);
+            match options.recordings.get(i % options.recordings.len().max(1)) {
+                Some(recording) => voice.with_recording(recording.clone()),
+                None => voice,
+            }
+        })
+        .collect();
     let mut encoders = (0..n)
         .map(|_| OpusEncoder::new(SampleRate::HZ_16000, EncoderSettings::default()))
         .collect::<Result<Vec<_>, _>>()

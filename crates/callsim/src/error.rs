@@ -7,6 +7,9 @@ pub enum CallsimError {
     /// The blob of a call cannot be used by the edge.
     #[error("blob: {0}")]
     Blob(String),
+    /// A WAV file for a voice cannot be used.
+    #[error("{0}")]
+    Wav(String),
     /// The media connection or codec failed.
     #[error("media: {0}")]
     Media(String),

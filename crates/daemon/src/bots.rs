@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mediaproc_pipeline::{FrameResampler, ReceivedAudio, SampleRate};
+use mediaproc_pipeline::{ReceivedAudio, SampleRate};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -274,7 +274,6 @@ pub fn load_wav(path: &Path, rate: SampleRate) -> Result<Vec<i16>, String> {
     let mut reader = hound::WavReader::open(path)
         .map_err(|err| format!("bot.file: {}: {err}", path.display()))?;
     let spec = reader.spec();
-    let channels = usize::from(spec.channels.max(1));
     let raw: Vec<i32> = match spec.sample_format {
         hound::SampleFormat::Int => reader.samples::<i32>().collect::<Result<_, _>>(),
         hound::SampleFormat::Float => reader
@@ -284,39 +283,10 @@ pub fn load_wav(path: &Path, rate: SampleRate) -> Result<Vec<i16>, String> {
     }
     .map_err(|err| format!("bot.file: {}: {err}", path.display()))?;
     let shift = u32::from(spec.bits_per_sample).saturating_sub(16);
-    let mono: Vec<i16> = raw
-        .chunks(channels)
-        .map(|frame| {
-            let sum: i64 = frame.iter().map(|&s| i64::from(s >> shift)).sum();
-            (sum / channels as i64).clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16
-        })
+    let samples: Vec<i16> = raw
+        .iter()
+        .map(|&s| (s >> shift).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16)
         .collect();
-    if spec.sample_rate == rate.hz() {
-        return Ok(mono);
-    }
-    let from = SampleRate::new(spec.sample_rate).map_err(|err| {
-        format!(
-            "bot.file: {}: sample rate {}: {err}",
-            path.display(),
-            spec.sample_rate
-        )
-    })?;
-    let mut resampler =
-        FrameResampler::new(from, rate).map_err(|err| format!("bot.file: resampler: {err}"))?;
-    let mut out =
-        Vec::with_capacity(mono.len() * rate.hz() as usize / spec.sample_rate as usize + 1);
-    let mut frame_out = vec![0i16; rate.samples_per_frame()];
-    let mut frame_in = vec![0i16; from.samples_per_frame()];
-    for chunk in mono.chunks(from.samples_per_frame()) {
-        frame_in[..chunk.len()].copy_from_slice(chunk);
-        frame_in[chunk.len()..].fill(0);
-        resampler
-            .process(&frame_in, &mut frame_out)
-            .map_err(|err| format!("bot.file: resampling: {err}"))?;
-        out.extend_from_slice(&frame_out);
-    }
-    // Drop the resampler's delay so the file starts on time.
-    let delay = resampler.delay_samples().min(out.len());
-    out.drain(..delay);
-    Ok(out)
+    mediaproc_pipeline::to_mono_at(&samples, usize::from(spec.channels), spec.sample_rate, rate)
+        .map_err(|err| format!("bot.file: {}: {err}", path.display()))
 }

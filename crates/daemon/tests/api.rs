@@ -337,3 +337,47 @@ async fn record_bot_writes_a_wav_that_is_finalised_on_shutdown() {
         "the recording does not hold the speech: {windowed:.3}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn play_bot_plays_a_stereo_44k1_wav_to_the_edge() {
+    let _serial = serial().await;
+    let dir = temp_dir("api-play");
+    // 1.5 s of speech at 44.1 kHz, stereo: the bot must mix it down and resample it to 16 kHz.
+    let speech_44k = speech(44_100 * 3 / 2, 44_100);
+    let path = dir.join("prompt.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    for s in &speech_44k {
+        writer.write_sample(*s).unwrap();
+        writer.write_sample(*s).unwrap();
+    }
+    writer.finalize().unwrap();
+    let daemon = daemon(&dir).await;
+    let session = create_session(
+        &daemon,
+        json!({"bot": {"type": "play", "file": path.to_str().unwrap()}}),
+    )
+    .await;
+    let edge = connect_edge(&daemon, &session).await.unwrap();
+    let heard = talk_and_listen(&edge, &[], Duration::from_millis(2500)).await;
+    let expected = speech(16_000 * 3 / 2, 16_000);
+    // The prompt started playing before the edge attached: find where half a second of what the edge heard sits
+    // in the prompt, then compare.
+    let onset = heard
+        .iter()
+        .position(|s| s.abs() > 1000)
+        .expect("the edge heard nothing");
+    let chunk = &heard[onset..(onset + 8_000).min(heard.len())];
+    let (_, at) = best_correlation(chunk, &expected, 16_000);
+    let windowed = windowed_correlation(chunk, &expected, at);
+    assert!(
+        windowed > 0.6,
+        "the edge does not hear the prompt: {windowed:.3}"
+    );
+    daemon.shutdown().await;
+}

@@ -38,6 +38,7 @@ pub fn run(args: &CallsimArgs) -> Result<(), Failure> {
             edge.loss = args.loss;
             edge.jitter = Duration::from_millis(args.jitter_ms);
             edge.drift_ppm = args.drift_ppm;
+            edge.recordings = crate::demo::load_recordings(&args.wav)?;
             Some(edge)
         }
         None => None,

@@ -39,6 +39,7 @@ fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
 }
 
 async fn demo(args: &DemoArgs) -> Result<(), Failure> {
+    let recordings_voices = load_recordings(&args.wav)?;
     let api_token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let recordings = args.recordings.clone();
     let daemon = mediaproc_daemon::start(Config {
@@ -95,6 +96,7 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     edge.loss = args.loss;
     edge.jitter = Duration::from_millis(args.jitter_ms);
     edge.drift_ppm = args.drift_ppm;
+    edge.recordings = recordings_voices;
     let graph_token = format!("graph-{}", uuid::Uuid::new_v4().simple());
     let graph = graph::start(GraphConfig::new(
         "127.0.0.1:0"
@@ -263,6 +265,19 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
 
     summary(args, report.as_ref(), &final_stats, &session_id);
     Ok(())
+}
+
+/// Loads `--wav` files as voices (mono 16 kHz).
+pub fn load_recordings(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<std::sync::Arc<[i16]>>, Failure> {
+    paths
+        .iter()
+        .map(|path| {
+            mediaproc_callsim::voice::load_wav(path)
+                .map_err(|err| Failure::usage(format!("--wav: {err}")))
+        })
+        .collect()
 }
 
 async fn session_stats(

@@ -83,6 +83,9 @@ struct CallsimArgs {
     /// How long a guest waits in the lobby.
     #[arg(long, default_value_t = 2000)]
     lobby_ms: u64,
+    /// A WAV file for the participants to speak instead of synthetic voices (repeatable: one per participant).
+    #[arg(long, value_name = "FILE")]
+    wav: Vec<PathBuf>,
 }
 
 /// Flags of `mediaproc demo`.
@@ -109,6 +112,9 @@ struct DemoArgs {
     /// Where the record bot writes WAV files.
     #[arg(long, default_value = "recordings")]
     recordings: PathBuf,
+    /// A WAV file for the participants to speak instead of synthetic voices (repeatable: one per participant).
+    #[arg(long, value_name = "FILE")]
+    wav: Vec<PathBuf>,
 }
 
 /// Flags of `mediaproc serve` (they override the config file and the environment).

@@ -194,3 +194,74 @@ mod tests {
         assert!((0..1000).any(|_| !r.process(&inp, &mut out).unwrap()));
     }
 }
+
+/// Converts a whole recording — interleaved 16-bit PCM with `channels` channels at `from_hz` — to mono at `to`:
+/// channels are averaged, and a [`FrameResampler`] converts the rate when it differs (its delay is removed, so the
+/// audio starts on time). For prompts and test voices loaded before a call: it allocates, unlike the frame path.
+pub fn to_mono_at(
+    interleaved: &[i16],
+    channels: usize,
+    from_hz: u32,
+    to: SampleRate,
+) -> Result<Vec<i16>> {
+    let channels = channels.max(1);
+    let mono: Vec<i16> = interleaved
+        .chunks(channels)
+        .map(|frame| (frame.iter().map(|&s| i32::from(s)).sum::<i32>() / channels as i32) as i16)
+        .collect();
+    if from_hz == to.hz() {
+        return Ok(mono);
+    }
+    let from = SampleRate::new(from_hz)?;
+    let mut resampler = FrameResampler::new(from, to)?;
+    let mut out = Vec::with_capacity(
+        mono.len() * to.hz() as usize / from_hz as usize + to.samples_per_frame(),
+    );
+    let mut frame_out = vec![0i16; to.samples_per_frame()];
+    let mut frame_in = vec![0i16; from.samples_per_frame()];
+    for chunk in mono.chunks(from.samples_per_frame()) {
+        frame_in[..chunk.len()].copy_from_slice(chunk);
+        frame_in[chunk.len()..].fill(0);
+        resampler.process(&frame_in, &mut frame_out)?;
+        out.extend_from_slice(&frame_out);
+    }
+    let delay = resampler.delay_samples().min(out.len());
+    out.drain(..delay);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod whole_recording_tests {
+    use super::*;
+
+    #[test]
+    fn stereo_44k1_becomes_mono_16k_on_time() {
+        // A 440 Hz tone starting after 100 ms of silence, stereo at 44.1 kHz.
+        let rate = 44_100usize;
+        let interleaved: Vec<i16> = (0..rate)
+            .flat_map(|i| {
+                let s = if i < rate / 10 {
+                    0
+                } else {
+                    ((i as f64 / rate as f64 * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
+                };
+                [s, s]
+            })
+            .collect();
+        let out = to_mono_at(&interleaved, 2, 44_100, SampleRate::HZ_16000).unwrap();
+        assert!(
+            (out.len() as i64 - 16_000).abs() <= 320,
+            "{} samples",
+            out.len()
+        );
+        let onset = out.iter().position(|s| s.abs() > 1000).unwrap();
+        assert!(
+            (onset as i64 - 1600).abs() <= 16,
+            "onset at sample {onset}, expected ≈ 1600"
+        );
+        assert_eq!(
+            to_mono_at(&[1, 3, 5, 7], 2, 16_000, SampleRate::HZ_16000).unwrap(),
+            vec![2, 6]
+        );
+    }
+}
