@@ -198,14 +198,14 @@ pub async fn start(config: GraphConfig) -> Result<RunningGraph, CallsimError> {
     })
 }
 
-/// Graph's error shape: `{"error": {"code", "message", "innerError": {"request-id", "date", ...}}}`.
+/// Graph's error shape: `{"error": {"code", "message", "innerError": {"request-id", ...}}}`.
 fn graph_error(
     status: StatusCode,
     code: &str,
     message: String,
     details: Option<Value>,
 ) -> Response {
-    let mut inner = json!({"request-id": Uuid::new_v4(), "date": "2026-01-01T00:00:00"});
+    let mut inner = json!({"request-id": Uuid::new_v4()});
     if let Some(details) = details {
         inner["details"] = details;
     }
@@ -369,9 +369,10 @@ fn call_object(emulator: &Emulator, call: &Call, id: &str, version: &str) -> Val
     if let Some(chat) = object.get_mut("chatInfo").and_then(Value::as_object_mut) {
         chat.entry("replyChainMessageId").or_insert(Value::Null);
     }
-    let map = object
-        .as_object_mut()
-        .expect("a call serializes to an object");
+    // A call always serializes to an object; anything else is returned as it is.
+    let Some(map) = object.as_object_mut() else {
+        return object;
+    };
     map.insert("state".into(), "establishing".into());
     map.insert("direction".into(), "outgoing".into());
     map.insert("callRoutes".into(), json!([]));

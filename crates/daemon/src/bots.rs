@@ -196,19 +196,20 @@ fn record(mut port: BotPort, stop: Arc<AtomicBool>, dir: &Path, session: Uuid, r
                 let Some((msi, samples)) = frame.unmixed(i) else {
                     continue;
                 };
-                let writer = match speakers.iter().position(|(id, _)| *id == msi) {
-                    Some(pos) => &mut speakers[pos].1,
+                let index = match speakers.iter().position(|(id, _)| *id == msi) {
+                    Some(index) => index,
                     None => match hound::WavWriter::create(
                         dir.join(format!("{session}-{msi}.wav")),
                         spec,
                     ) {
                         Ok(writer) => {
                             speakers.push((msi, writer));
-                            &mut speakers.last_mut().map(|(_, w)| w).expect("just pushed")
+                            speakers.len() - 1
                         }
                         Err(_) => continue,
                     },
                 };
+                let writer = &mut speakers[index].1;
                 for &sample in samples {
                     let _ = writer.write_sample(sample);
                 }
