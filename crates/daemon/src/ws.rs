@@ -39,12 +39,14 @@ impl Held {
     /// Moves whole frames (and the marks between them) into the outbound queue while it has room.
     fn flush(&mut self, frame_bytes: usize, samples: &mut Vec<i16>, port: &mut BotPort) {
         let mut offset = 0;
-        loop {
+        'frames: loop {
             while let Some((position, name)) = self.marks.front() {
-                if *position > self.base + offset as u64
-                    || port.endpoint.outbound.mark(name.as_str()).is_err()
-                {
+                if *position > self.base + offset as u64 {
                     break;
+                }
+                // A due mark that the queue cannot take yet (too many pending) holds back the audio behind it.
+                if port.endpoint.outbound.mark(name.as_str()).is_err() {
+                    break 'frames;
                 }
                 self.marks.pop_front();
             }
