@@ -9,12 +9,15 @@
 //!   RFC 6464 audio levels, optional loss, jitter and clock drift — while it listens to the bot and measures the
 //!   round trip of talk-spurt onsets, loss and concealment.
 //!
+//! - [`load`]: many sessions on one connection, one talking participant each, for load measurements.
+//!
 //! Validation uses `mediaproc-blob`, so the emulator refuses exactly what the blob crate calls invalid, with
 //! Graph's error shape.
 
 pub mod edge;
 pub mod error;
 pub mod graph;
+pub mod load;
 pub mod voice;
 
 pub use error::CallsimError;

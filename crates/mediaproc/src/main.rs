@@ -11,6 +11,7 @@ mod call_body;
 mod callsim;
 mod demo;
 mod inspect;
+mod load;
 mod output;
 mod serve;
 
@@ -50,6 +51,25 @@ enum Command {
     Demo(DemoArgs),
     /// The other side: an emulated Graph calls endpoint whose media edge speaks for participants.
     Callsim(CallsimArgs),
+    /// Many calls through an in-process daemon on one edge connection; prints worker load and late ticks.
+    Load(LoadArgs),
+}
+
+/// Flags of `mediaproc load`.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Calls to run at once.
+    #[arg(long, default_value_t = 50)]
+    sessions: usize,
+    /// How long.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// echo (duplex: every call decodes and encodes) or silent (listen-only: decode, nothing to encode).
+    #[arg(long, default_value = "echo", value_parser = ["echo", "silent"])]
+    bot: String,
+    /// Media worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 /// Flags of `mediaproc callsim`.
@@ -287,6 +307,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Callsim(args) => callsim::run(&args),
+        Command::Load(args) => load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
