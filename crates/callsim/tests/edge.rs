@@ -172,3 +172,63 @@ async fn loss_jitter_and_drift_move_the_statistics_the_expected_way() {
         clean.stream
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_edge_multiplexes_sessions_on_one_connection() {
+    let _serial = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("callsim-load-{}", uuid::Uuid::new_v4().simple()));
+    let daemon = mediaproc_daemon::start(Config {
+        api: "127.0.0.1:0".parse().unwrap(),
+        media: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(TOKEN.into()),
+        workers: 1,
+        recordings_dir: dir,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut targets = Vec::new();
+    for _ in 0..5 {
+        let session: Value = http
+            .post(format!("http://{}/v1/sessions", daemon.api_addr))
+            .bearer_auth(TOKEN)
+            .json(&json!({"bot": "echo"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let blob = MediaSessionConfig::from_blob(session["blob"].as_str().unwrap()).unwrap();
+        targets.push(EdgeTarget::from_blob(&blob).await.unwrap());
+    }
+    let counters = Arc::new(mediaproc_callsim::load::LoadCounters::default());
+    let trust = ServerTrust::PinnedSha256(parse_fingerprint(&daemon.certificate_sha256).unwrap());
+    let (server, name) = (targets[0].server, targets[0].server_name.clone());
+    mediaproc_callsim::load::run_load(
+        server,
+        &name,
+        trust,
+        &targets,
+        Duration::from_secs(2),
+        counters.clone(),
+    )
+    .await
+    .unwrap();
+    let sent = counters.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let received = counters.received.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(sent, 5 * 100, "five calls, 2 s of 20 ms packets each");
+    // Every call's echo comes back on its own flow (a few packets are still in flight at the end).
+    assert!(received >= 5 * 90, "{received} packets back");
+    let health: Value = http
+        .get(format!("http://{}/healthz", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["sessions"], 5);
+    daemon.shutdown().await;
+}
