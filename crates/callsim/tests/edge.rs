@@ -21,8 +21,10 @@ struct Run {
     stream: Value,
 }
 
-async fn run(options: impl FnOnce(&mut EdgeOptions)) -> Run {
-    let _serial = SERIAL.lock().await;
+/// A daemon on loopback with `n` echo sessions; returns it, each session's API answer and its edge target.
+async fn daemon_with_sessions(
+    n: usize,
+) -> (mediaproc_daemon::RunningDaemon, Vec<(Value, EdgeTarget)>) {
     let dir = std::env::temp_dir().join(format!("callsim-edge-{}", uuid::Uuid::new_v4().simple()));
     let daemon = mediaproc_daemon::start(Config {
         api: "127.0.0.1:0".parse().unwrap(),
@@ -34,19 +36,30 @@ async fn run(options: impl FnOnce(&mut EdgeOptions)) -> Run {
     })
     .await
     .unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..n {
+        let session: Value = reqwest::Client::new()
+            .post(format!("http://{}/v1/sessions", daemon.api_addr))
+            .bearer_auth(TOKEN)
+            .json(&json!({"bot": "echo"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let blob = MediaSessionConfig::from_blob(session["blob"].as_str().unwrap()).unwrap();
+        let target = EdgeTarget::from_blob(&blob).await.unwrap();
+        sessions.push((session, target));
+    }
+    (daemon, sessions)
+}
+
+async fn run(options: impl FnOnce(&mut EdgeOptions)) -> Run {
+    let _serial = SERIAL.lock().await;
+    let (daemon, mut sessions) = daemon_with_sessions(1).await;
+    let (session, target) = sessions.remove(0);
     let http = reqwest::Client::new();
-    let session: Value = http
-        .post(format!("http://{}/v1/sessions", daemon.api_addr))
-        .bearer_auth(TOKEN)
-        .json(&json!({"bot": "echo"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let blob = MediaSessionConfig::from_blob(session["blob"].as_str().unwrap()).unwrap();
-    let target = EdgeTarget::from_blob(&blob).await.unwrap();
     let trust = ServerTrust::PinnedSha256(parse_fingerprint(&daemon.certificate_sha256).unwrap());
     let mut edge = EdgeOptions::new(trust, Duration::from_secs(6));
     edge.turn = Duration::from_millis(1000);
@@ -176,33 +189,9 @@ async fn loss_jitter_and_drift_move_the_statistics_the_expected_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_edge_multiplexes_sessions_on_one_connection() {
     let _serial = SERIAL.lock().await;
-    let dir = std::env::temp_dir().join(format!("callsim-load-{}", uuid::Uuid::new_v4().simple()));
-    let daemon = mediaproc_daemon::start(Config {
-        api: "127.0.0.1:0".parse().unwrap(),
-        media: "127.0.0.1:0".parse().unwrap(),
-        api_token: Some(TOKEN.into()),
-        workers: 1,
-        recordings_dir: dir,
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let (daemon, sessions) = daemon_with_sessions(5).await;
+    let targets: Vec<EdgeTarget> = sessions.into_iter().map(|(_, target)| target).collect();
     let http = reqwest::Client::new();
-    let mut targets = Vec::new();
-    for _ in 0..5 {
-        let session: Value = http
-            .post(format!("http://{}/v1/sessions", daemon.api_addr))
-            .bearer_auth(TOKEN)
-            .json(&json!({"bot": "echo"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let blob = MediaSessionConfig::from_blob(session["blob"].as_str().unwrap()).unwrap();
-        targets.push(EdgeTarget::from_blob(&blob).await.unwrap());
-    }
     let counters = Arc::new(mediaproc_callsim::load::LoadCounters::default());
     let trust = ServerTrust::PinnedSha256(parse_fingerprint(&daemon.certificate_sha256).unwrap());
     let (server, name) = (targets[0].server, targets[0].server_name.clone());
