@@ -430,7 +430,6 @@ async fn listen(
     let mut expected: Option<u16> = None;
     // The call starts quiet: its first talk spurt is an onset too.
     let mut quiet = QUIET_BEFORE_ONSET;
-    let mut matched = 0usize;
     let (mut previous, mut jitter) = (None::<(f64, u32)>, 0.0f64);
     while start.elapsed() < limit {
         let remaining = limit.saturating_sub(start.elapsed());
@@ -508,13 +507,11 @@ async fn listen(
                     report.round_trips.push(round_trip);
                     live.last_round_trip_us
                         .store(round_trip.as_micros() as u64, Ordering::Relaxed);
-                    matched += 1;
                 }
             }
         }
         quiet = 0;
     }
     report.jitter_us = jitter;
-    let _ = matched;
     report
 }

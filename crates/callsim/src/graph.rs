@@ -404,32 +404,25 @@ fn call_object(emulator: &Emulator, call: &Call, id: &str, version: &str) -> Val
     object
 }
 
-fn notification(emulator: &Emulator, id: &str, change: &str, resource: &str, data: Value) -> Value {
-    let callback = emulator
-        .lock()
-        .get(id)
-        .map(|c| c.callback.clone())
-        .unwrap_or_default();
-    json!({
-        "@odata.type": "#microsoft.graph.commsNotifications",
-        "value": [{
-            "@odata.type": "#microsoft.graph.commsNotification",
-            "changeType": change,
-            "resource": resource,
-            "callbackUri": callback,
-            "resourceData": data,
-        }]
-    })
-}
-
-async fn notify(emulator: &Emulator, id: &str, body: Value) {
-    let callback = {
+/// Builds the `commsNotifications` envelope for a call, records it and posts it to the call's callback.
+async fn notify(emulator: &Emulator, id: &str, change: &str, resource: &str, data: Value) {
+    let (callback, body) = {
         let mut calls = emulator.lock();
         let Some(record) = calls.get_mut(id) else {
             return;
         };
+        let body = json!({
+            "@odata.type": "#microsoft.graph.commsNotifications",
+            "value": [{
+                "@odata.type": "#microsoft.graph.commsNotification",
+                "changeType": change,
+                "resource": resource,
+                "callbackUri": record.callback,
+                "resourceData": data,
+            }]
+        });
         record.notifications.push(body.clone());
-        record.callback.clone()
+        (record.callback.clone(), body)
     };
     let result = emulator
         .http
@@ -500,13 +493,9 @@ async fn run_call(
     notify(
         &emulator,
         &id,
-        notification(
-            &emulator,
-            &id,
-            "updated",
-            &resource,
-            call_state(&id, "establishing", &call, meeting, &[]),
-        ),
+        "updated",
+        &resource,
+        call_state(&id, "establishing", &call, meeting, &[]),
     )
     .await;
     tokio::time::sleep(emulator.config.establish_delay).await;
@@ -540,14 +529,14 @@ async fn run_call(
     };
     if scenario == Some(Scenario::GuestJoin) {
         // The guest waits in the lobby first; it sees no roster but itself until admitted.
-        let lobby = notification(
+        notify(
             &emulator,
             &id,
             "updated",
             &format!("{resource}/participants"),
             json!([bot(true)]),
-        );
-        notify(&emulator, &id, lobby).await;
+        )
+        .await;
         tokio::time::sleep(emulator.config.lobby_delay).await;
     }
     let established_extra: Vec<(&str, Value)> = if meeting {
@@ -562,13 +551,9 @@ async fn run_call(
     notify(
         &emulator,
         &id,
-        notification(
-            &emulator,
-            &id,
-            "updated",
-            &resource,
-            call_state(&id, "established", &call, meeting, &established_extra),
-        ),
+        "updated",
+        &resource,
+        call_state(&id, "established", &call, meeting, &established_extra),
     )
     .await;
     if meeting {
@@ -588,13 +573,9 @@ async fn run_call(
         notify(
             &emulator,
             &id,
-            notification(
-                &emulator,
-                &id,
-                "updated",
-                &format!("{resource}/participants"),
-                json!(roster),
-            ),
+            "updated",
+            &format!("{resource}/participants"),
+            json!(roster),
         )
         .await;
     }
@@ -679,8 +660,16 @@ async fn delete_call(
         "resultInfo": {"@odata.type": "#microsoft.graph.resultInfo", "code": 200, "subcode": 5001, "message": "The conversation has ended."},
         "id": id,
     });
-    let body = notification(&emulator, &id, "deleted", &format!("/app/calls/{id}"), data);
     let emulator2 = emulator.clone();
-    tokio::spawn(async move { notify(&emulator2, &id, body).await });
+    tokio::spawn(async move {
+        notify(
+            &emulator2,
+            &id,
+            "deleted",
+            &format!("/app/calls/{id}"),
+            data,
+        )
+        .await
+    });
     StatusCode::NO_CONTENT.into_response()
 }
