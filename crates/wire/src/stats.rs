@@ -16,7 +16,8 @@ pub struct ReceiveStats {
     received: u64,
     expected_prior: u64,
     received_prior: u64,
-    transit: i64,
+    /// Relative transit time of the last packet (arrival − timestamp, modulo 2^32: both clocks wrap).
+    transit: u32,
     have_transit: bool,
     /// Jitter estimate ×16, as in RFC 3550 A.8.
     jitter_q4: u64,
@@ -57,10 +58,12 @@ impl ReceiveStats {
             }
         }
         self.received += 1;
-        // Interarrival jitter (RFC 3550 A.8).
-        let transit = i64::from(arrival) - i64::from(timestamp);
+        // Interarrival jitter (RFC 3550 A.8). Both clocks are 32-bit and wrap: transit is taken modulo 2^32
+        // and D as the signed 32-bit difference, so a wrap of the RTP timestamp (every 24.9 h at 48 kHz) or
+        // of the arrival clock is not mistaken for a 2^32-unit delay jump.
+        let transit = arrival.wrapping_sub(timestamp);
         if self.have_transit {
-            let d = (transit - self.transit).unsigned_abs();
+            let d = u64::from((transit.wrapping_sub(self.transit) as i32).unsigned_abs());
             // J += (|D| - J) / 16, kept ×16.
             self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
         }

@@ -404,3 +404,53 @@ fn errors_name_field_and_offset() {
     let e = decode_frame(&[1, 1, 0xff, 0xff]).unwrap_err().to_string();
     assert!(e.contains("8192"), "{e}");
 }
+
+/// Feeds `n` packets 20 ms apart at 48 kHz whose arrival delay varies by `delays`, with the RTP timestamp and
+/// the arrival clock starting at the given (possibly wrapping) bases; returns the jitter.
+fn jitter_with_bases(ts_base: u32, arrival_base: u32, seq_base: u16, delays: &[u16]) -> u32 {
+    let mut s = ReceiveStats::default();
+    for (i, d) in delays.iter().enumerate() {
+        let ts = ts_base.wrapping_add(i as u32 * 960);
+        let arrival = arrival_base
+            .wrapping_add(i as u32 * 960)
+            .wrapping_add(u32::from(*d));
+        s.on_packet(seq_base.wrapping_add(i as u16), ts, arrival);
+    }
+    s.jitter()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Jitter depends only on the variation of the transit time: the same stream gives the same jitter
+    /// wherever the RTP timestamp and arrival clocks start, including streams that cross either wrap.
+    #[test]
+    fn jitter_is_invariant_across_timestamp_wrap(
+        ts_base in any::<u32>(),
+        arrival_base in any::<u32>(),
+        seq_base in any::<u16>(),
+        delays in prop::collection::vec(0u16..2000, 2..80),
+    ) {
+        let reference = jitter_with_bases(0, 1 << 20, 0, &delays);
+        prop_assert_eq!(jitter_with_bases(ts_base, arrival_base, seq_base, &delays), reference);
+        // Bounded by the largest delay variation: no 2^32-sized jump ever enters the estimate.
+        prop_assert!(reference <= 2000);
+    }
+
+    /// A stream with constant delay has zero jitter even when its timestamps wrap mid-stream.
+    #[test]
+    fn constant_delay_across_wrap_has_no_jitter(start in 0u32..(100 * 960), delay in any::<u32>()) {
+        let ts_base = u32::MAX - start;
+        let delays = vec![0u16; 200];
+        let j = jitter_with_bases(ts_base, ts_base.wrapping_add(delay), 65_400, &delays);
+        prop_assert_eq!(j, 0);
+    }
+
+    /// RTT from a report block is A − LSR − DLSR modulo 2^32: correct across the NTP middle-32 wrap.
+    #[test]
+    fn rtt_across_ntp_middle32_wrap(lsr in 1u32.., dlsr in 0u32..(60 * 65_536), rtt in 0u32..(600 * 65_536)) {
+        let b = ReportBlock { last_sr: lsr, delay_since_last_sr: dlsr, ..ReportBlock::default() };
+        let arrival = lsr.wrapping_add(dlsr).wrapping_add(rtt);
+        prop_assert_eq!(rtcp::round_trip_time(&b, arrival), Some(rtt));
+    }
+}
