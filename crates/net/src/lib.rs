@@ -35,6 +35,7 @@
 pub mod edge;
 pub mod error;
 pub mod ring;
+pub mod rtcp;
 pub mod server;
 pub mod stats;
 pub mod tls;
@@ -47,6 +48,6 @@ pub use server::{
     ConnectionInfo, MediaServer, QuicSession, ServerConfig, SessionEvent, SessionSpec,
     TX_POLL_INTERVAL, TxWaker, generate_token,
 };
-pub use stats::{ConnectionStatsSnapshot, SessionStats, SessionStatsSnapshot};
+pub use stats::{ConnectionStatsSnapshot, EndpointStats, SessionStats, SessionStatsSnapshot};
 pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint};
-pub use udp::{RtpUdpConfig, RtpUdpEndpoint, UdpSession};
+pub use udp::{RtpUdpConfig, RtpUdpEndpoint, SourceGuard, SourceVerdict, UdpSession};

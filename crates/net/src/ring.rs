@@ -107,11 +107,36 @@ pub fn packet_ring(capacity: usize) -> (PacketProducer, PacketConsumer) {
     )
 }
 
+/// A read-only view of a ring's counters, for statistics: held by [`crate::SessionStats`] so that overflow
+/// is visible in snapshots without the network task or the worker copying counters around.
+#[derive(Clone)]
+pub struct RingProbe(Arc<Shared>);
+
+impl std::fmt::Debug for RingProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingProbe")
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl RingProbe {
+    /// Packets lost to overflow so far (counted when the consumer passes over them).
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketTooLarge(pub usize);
 
 impl PacketProducer {
+    /// A view of the ring's counters.
+    pub fn probe(&self) -> RingProbe {
+        RingProbe(self.shared.clone())
+    }
+
     /// Slots in the ring.
     pub fn capacity(&self) -> usize {
         self.shared.slots.len()
@@ -159,6 +184,11 @@ impl PacketProducer {
 }
 
 impl PacketConsumer {
+    /// A view of the ring's counters.
+    pub fn probe(&self) -> RingProbe {
+        RingProbe(self.shared.clone())
+    }
+
     /// Slots in the ring.
     pub fn capacity(&self) -> usize {
         self.shared.slots.len()

@@ -1,7 +1,11 @@
 //! Statistics per session and per connection: plain atomic counters (relaxed increments on the packet path,
-//! no locks), read as snapshots.
+//! no locks), read as snapshots. Every packet, connection or message the shell drops is counted in one of
+//! these fields (and the daemon exports them to `/metrics`).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::ring::RingProbe;
 
 /// Live counters of one media session (QUIC) or one RTP/UDP endpoint.
 #[derive(Debug, Default)]
@@ -19,6 +23,12 @@ pub struct SessionStats {
     pub(crate) rtt_us: AtomicU64,
     pub(crate) rtcp_rtt_us: AtomicU64,
     pub(crate) events_dropped: AtomicU64,
+    pub(crate) rx_wrong_source: AtomicU64,
+    pub(crate) source_changes: AtomicU64,
+    /// The session's receive ring (network → worker), for its overflow count.
+    pub(crate) rx_ring: OnceLock<RingProbe>,
+    /// The session's transmit ring (worker → network), for its overflow count.
+    pub(crate) tx_ring: OnceLock<RingProbe>,
 }
 
 /// A snapshot of [`SessionStats`].
@@ -50,9 +60,27 @@ pub struct SessionStatsSnapshot {
     pub rtcp_rtt_us: u64,
     /// Control events the session's consumer did not take in time (its event queue was full).
     pub events_dropped: u64,
+    /// Received packets lost to receive-ring overflow (the worker did not keep up; oldest dropped).
+    pub rx_ring_dropped: u64,
+    /// Packets to send lost to transmit-ring overflow (the network side did not keep up; oldest dropped).
+    pub tx_ring_dropped: u64,
+    /// RTP/UDP: packets dropped because they came from an address other than the session's remote (strict
+    /// RTP: a fixed remote, or the latched source in symmetric mode). Always 0 on QUIC.
+    pub rx_wrong_source: u64,
+    /// RTP/UDP symmetric mode: times the latched source moved to a new address (NAT rebinding, after enough
+    /// consecutive in-sequence packets from it).
+    pub source_changes: u64,
 }
 
 impl SessionStats {
+    /// Counters that also report the overflow of these rings.
+    pub(crate) fn with_rings(rx: RingProbe, tx: RingProbe) -> Self {
+        let s = Self::default();
+        let _ = s.rx_ring.set(rx);
+        let _ = s.tx_ring.set(tx);
+        s
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> SessionStatsSnapshot {
         SessionStatsSnapshot {
@@ -69,6 +97,10 @@ impl SessionStats {
             rtt_us: self.rtt_us.load(Relaxed),
             rtcp_rtt_us: self.rtcp_rtt_us.load(Relaxed),
             events_dropped: self.events_dropped.load(Relaxed),
+            rx_ring_dropped: self.rx_ring.get().map_or(0, RingProbe::dropped),
+            tx_ring_dropped: self.tx_ring.get().map_or(0, RingProbe::dropped),
+            rx_wrong_source: self.rx_wrong_source.load(Relaxed),
+            source_changes: self.source_changes.load(Relaxed),
         }
     }
 }
@@ -86,6 +118,13 @@ pub struct EndpointStats {
     pub(crate) unknown_flow: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_refused_per_address: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) closed_attach_deadline: AtomicU64,
+    pub(crate) closed_refused_attaches: AtomicU64,
+    pub(crate) closed_control_stalled: AtomicU64,
 }
 
 /// A snapshot of [`EndpointStats`] (or of one connection's counters).
@@ -111,6 +150,23 @@ pub struct ConnectionStatsSnapshot {
     pub refused: u64,
     /// Control-stream protocol errors (malformed, unknown or misdirected messages).
     pub protocol_errors: u64,
+    /// Connection attempts refused before the handshake because a connection cap was reached (global or
+    /// per source address; endpoint totals only).
+    pub connections_refused: u64,
+    /// The part of `connections_refused` due to the per-source-address cap (endpoint totals only).
+    pub connections_refused_per_address: u64,
+    /// Stateless Retry packets sent because handshakes came faster than the configured rate (endpoint
+    /// totals only).
+    pub retries: u64,
+    /// Handshakes that did not complete (endpoint totals only).
+    pub handshakes_failed: u64,
+    /// Connections closed because no session was attached within the attach deadline (squatters).
+    pub closed_attach_deadline: u64,
+    /// Connections closed after too many refused attaches.
+    pub closed_refused_attaches: u64,
+    /// Connections closed because the peer stopped reading its control stream (send queue full or a write
+    /// exceeded the write timeout); their sessions were released.
+    pub closed_control_stalled: u64,
 }
 
 impl EndpointStats {
@@ -127,6 +183,13 @@ impl EndpointStats {
             unknown_flow: self.unknown_flow.load(Relaxed),
             refused: self.refused.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            connections_refused_per_address: self.connections_refused_per_address.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Relaxed),
+            closed_attach_deadline: self.closed_attach_deadline.load(Relaxed),
+            closed_refused_attaches: self.closed_refused_attaches.load(Relaxed),
+            closed_control_stalled: self.closed_control_stalled.load(Relaxed),
         }
     }
 }

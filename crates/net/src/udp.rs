@@ -1,17 +1,20 @@
 //! A plain RTP/UDP endpoint for one session: how third-party tools (GStreamer, ffmpeg, SIP gateways) exchange
-//! audio with a session. RTP and RTCP share the port (RFC 5761); replies go to where valid packets come from
-//! (symmetric RTP) unless a remote address is configured. Unencrypted: bind it to loopback or a trusted
-//! network (proto/SPEC.md §7).
+//! audio with a session. RTP and RTCP share the port (RFC 5761). Unencrypted: bind it to loopback or a
+//! trusted network (proto/SPEC.md §7); binding any other address logs a warning once.
+//!
+//! **Strict RTP** (the behaviour of Asterisk's `strictrtp` and rtpengine's strict source), see
+//! [`SourceGuard`]: with a configured remote, packets from any other address are dropped and counted
+//! (`rx_wrong_source`). In symmetric mode the first valid RTP packet's source is latched and replies go
+//! there; another address takes over only after [`RtpUdpConfig::rebind_packets`] consecutive in-sequence
+//! packets (same SSRC, sequence +1) from it — a NAT rebinding, counted in `source_changes` — so a stranger's
+//! short burst neither enters the session nor redirects its audio.
 
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mediaproc_wire::control::Codec;
-use mediaproc_wire::rtcp::{self, ReportBlock, RtcpPacket};
-use mediaproc_wire::stats::ReceiveStats;
 use mediaproc_wire::{RtpPacket, roq};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
@@ -20,16 +23,25 @@ use crate::error::NetError;
 use crate::ring::{
     MAX_PACKET_LEN, PacketConsumer, PacketProducer, RX_RING_CAPACITY, TX_RING_CAPACITY, packet_ring,
 };
+use crate::rtcp::StreamRtcp;
 use crate::server::{TX_POLL_INTERVAL, TxWaker, ntp_after, ntp_now_wallclock};
 use crate::stats::{SessionStats, add, inc};
+
+/// Default number of consecutive in-sequence packets from a new address before a symmetric-RTP session
+/// follows it (Asterisk's `strictrtp` learning and rtpengine both use a handful).
+pub const REBIND_PACKETS: u16 = 4;
 
 /// Configuration of an RTP/UDP endpoint.
 #[derive(Debug, Clone)]
 pub struct RtpUdpConfig {
     /// Local address (port 0 picks one).
     pub bind: SocketAddr,
-    /// Fixed remote; `None` = symmetric RTP (send to the source of the last valid packet).
+    /// Fixed remote; `None` = symmetric RTP (send to the latched source, see [`SourceGuard`]).
     pub remote: Option<SocketAddr>,
+    /// With a fixed `remote`: the one address RTP/RTCP is taken from, when the peer sends from another
+    /// socket than it receives on (two separate pipelines); `None` = the remote itself. Ignored in symmetric
+    /// mode.
+    pub source: Option<SocketAddr>,
     /// Payload type of the audio (e.g. 96 for Opus, 0 PCMU, 8 PCMA).
     pub payload_type: u8,
     /// Codec of the audio (sets the RTP clock used for jitter: 48 kHz Opus, 8 kHz G.711).
@@ -46,6 +58,9 @@ pub struct RtpUdpConfig {
     /// port (RFC 5761). `None` (the default) sends none: peers without RTCP multiplexing, such as a plain
     /// `udpsrc ! rtpjitterbuffer` GStreamer pipeline, would take them for RTP. Received RTCP is always used.
     pub rtcp_interval: Option<Duration>,
+    /// Symmetric mode: consecutive in-sequence packets (same SSRC, sequence +1) from a new address before the
+    /// session moves there (NAT rebinding). Default [`REBIND_PACKETS`]; at least 1.
+    pub rebind_packets: u16,
 }
 
 impl RtpUdpConfig {
@@ -54,6 +69,7 @@ impl RtpUdpConfig {
         Self {
             bind,
             remote: None,
+            source: None,
             payload_type,
             codec: Codec::Opus,
             extra_payload_types: Vec::new(),
@@ -61,6 +77,7 @@ impl RtpUdpConfig {
             tx_ring_capacity: TX_RING_CAPACITY,
             tx_poll_interval: TX_POLL_INTERVAL,
             rtcp_interval: None,
+            rebind_packets: REBIND_PACKETS,
         }
     }
 }
@@ -102,10 +119,13 @@ impl RtpUdpEndpoint {
                 source,
             })?;
         let local = sock.local_addr()?;
+        if !local.ip().is_loopback() {
+            warn_unencrypted_once(local);
+        }
         let (rx_p, rx_c) = packet_ring(config.rx_ring_capacity);
         let (tx_p, tx_c) = packet_ring(config.tx_ring_capacity);
         let notify = Arc::new(Notify::new());
-        let stats = Arc::new(SessionStats::default());
+        let stats = Arc::new(SessionStats::with_rings(rx_c.probe(), tx_c.probe()));
         let origin = Instant::now();
         let task = tokio::spawn(run(
             sock,
@@ -125,7 +145,7 @@ impl RtpUdpEndpoint {
             UdpSession {
                 rx: rx_c,
                 tx: tx_p,
-                waker: TxWaker(notify),
+                waker: TxWaker::single(notify),
                 stats,
             },
         ))
@@ -142,6 +162,103 @@ impl RtpUdpEndpoint {
     }
 }
 
+fn warn_unencrypted_once(local: SocketAddr) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            %local,
+            "RTP/UDP endpoint bound to a non-loopback address: its media is unencrypted and unauthenticated \
+             (strict RTP drops strangers' packets, but anyone on the path can read and spoof); prefer QUIC \
+             or a trusted network"
+        );
+    });
+}
+
+/// What [`SourceGuard::check`] decided about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceVerdict {
+    /// From the session's source: take it.
+    Accept,
+    /// From the new address that just completed the rebinding run: take it; the session now sends there.
+    Moved,
+    /// From another address: drop and count.
+    Drop,
+}
+
+/// Strict-RTP source filter (sans-IO): which packets a session takes, and where it sends.
+#[derive(Debug, Clone)]
+pub struct SourceGuard {
+    /// `Some`: a fixed remote; only this address is accepted.
+    fixed: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+    rebind_packets: u16,
+    /// A new address trying to take over: (address, SSRC, last sequence, consecutive in-sequence count).
+    candidate: Option<(SocketAddr, u32, u16, u16)>,
+}
+
+impl SourceGuard {
+    /// A guard for a fixed `remote` (`Some`; packets accepted from `source`, or the remote when `None`) or
+    /// symmetric RTP (`None`) that follows a new source after `rebind_packets` consecutive in-sequence
+    /// packets.
+    pub fn new(
+        remote: Option<SocketAddr>,
+        source: Option<SocketAddr>,
+        rebind_packets: u16,
+    ) -> Self {
+        Self {
+            fixed: remote.map(|r| source.unwrap_or(r)),
+            remote,
+            rebind_packets: rebind_packets.max(1),
+            candidate: None,
+        }
+    }
+
+    /// Where the session sends: the fixed remote, or the latched source.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// Whether a packet that is not RTP (RTCP) from `from` is taken: only from the session's source.
+    pub fn check_other(&self, from: SocketAddr) -> bool {
+        self.fixed.or(self.remote) == Some(from)
+    }
+
+    /// Decides about a valid RTP packet (`ssrc`, `seq`) from `from`.
+    pub fn check(&mut self, from: SocketAddr, ssrc: u32, seq: u16) -> SourceVerdict {
+        if let Some(f) = self.fixed {
+            return if f == from {
+                SourceVerdict::Accept
+            } else {
+                SourceVerdict::Drop
+            };
+        }
+        match self.remote {
+            Some(r) if r == from => return SourceVerdict::Accept,
+            None => {
+                self.remote = Some(from);
+                return SourceVerdict::Accept;
+            }
+            Some(_) => {}
+        }
+        let run = match self.candidate {
+            Some((addr, s, last, n))
+                if addr == from && s == ssrc && seq == last.wrapping_add(1) =>
+            {
+                n.saturating_add(1)
+            }
+            _ => 1,
+        };
+        if run >= self.rebind_packets {
+            self.remote = Some(from);
+            self.candidate = None;
+            SourceVerdict::Moved
+        } else {
+            self.candidate = Some((from, ssrc, seq, run));
+            SourceVerdict::Drop
+        }
+    }
+}
+
 async fn run(
     sock: UdpSocket,
     config: RtpUdpConfig,
@@ -155,8 +272,7 @@ async fn run(
         Codec::Pcmu | Codec::Pcma => 8_000,
         _ => 48_000,
     };
-    let mut remote = config.remote;
-    let mut recv_stats = ReceiveStats::default();
+    let mut guard = SourceGuard::new(config.remote, config.source, config.rebind_packets);
     let mut inbuf = vec![0u8; 2048].into_boxed_slice();
     let mut outbuf = vec![0u8; MAX_PACKET_LEN].into_boxed_slice();
     let mut tick = tokio::time::interval(config.tx_poll_interval);
@@ -164,43 +280,15 @@ async fn run(
     let mut notified = pin!(notify.notified());
     notified.as_mut().enable();
     let ntp_origin = ntp_now_wallclock();
-    let mut rtcp_state = RtcpState::default();
+    let mut rtcp_state = StreamRtcp::new(clock);
     let mut last_rtcp = Instant::now();
+    // Sends use `try_send_to`, which needs the reactor to have seen the socket writable once.
+    let _ = sock.writable().await;
     loop {
         let drain = tokio::select! {
             r = sock.recv_from(&mut inbuf) => {
                 if let Ok((n, from)) = r {
-                    let pkt = &inbuf[..n];
-                    if roq::is_rtcp(pkt) {
-                        let now = origin.elapsed();
-                        if rtcp_state.on_rtcp(pkt, now, ntp_after(ntp_origin, now), &stats) {
-                            inc(&stats.rx_rtcp);
-                        } else {
-                            inc(&stats.rx_malformed);
-                        }
-                    } else {
-                        match RtpPacket::parse(pkt) {
-                            Err(_) => inc(&stats.rx_malformed),
-                            Ok(p) if p.payload_type != config.payload_type
-                                && !config.extra_payload_types.contains(&p.payload_type) => inc(&stats.rx_unexpected),
-                            Ok(p) => {
-                                let now = origin.elapsed().as_nanos() as u64;
-                                let arrival = now.wrapping_mul(clock) / 1_000_000_000;
-                                recv_stats.on_packet(p.sequence, p.timestamp, arrival as u32);
-                                rtcp_state.remote_ssrc = p.ssrc;
-                                stats.lost.store(recv_stats.lost().max(0) as u64, Ordering::Relaxed);
-                                stats.jitter_us.store(u64::from(recv_stats.jitter()) * 1_000_000 / clock, Ordering::Relaxed);
-                                inc(&stats.rx_packets);
-                                add(&stats.rx_bytes, n as u64);
-                                if rx.push(0, now, pkt).is_err() {
-                                    inc(&stats.rx_unexpected);
-                                }
-                                if config.remote.is_none() {
-                                    remote = Some(from);
-                                }
-                            }
-                        }
-                    }
+                    on_packet(&inbuf[..n], from, &config, &mut guard, &mut rtcp_state, &mut rx, &stats, origin, ntp_origin);
                 }
                 false
             }
@@ -215,7 +303,7 @@ async fn run(
             let now_ns = origin.elapsed().as_nanos() as u64;
             while let Some(meta) = tx.pop(&mut outbuf) {
                 let len = meta.len.min(outbuf.len());
-                match remote {
+                match guard.remote() {
                     Some(to) if sock.try_send_to(&outbuf[..len], to).is_ok() => {
                         inc(&stats.tx_packets);
                         add(&stats.tx_bytes, len as u64);
@@ -231,14 +319,14 @@ async fn run(
                 .is_some_and(|i| last_rtcp.elapsed() >= i)
             {
                 last_rtcp = Instant::now();
-                if let Some(to) = remote {
+                if let Some(to) = guard.remote() {
                     let now = origin.elapsed();
                     let mut pkt = [0u8; 256];
-                    if let Some(n) = rtcp_state.report(
-                        &mut recv_stats,
-                        now,
+                    let rr_ssrc = 0x4D50_0000 ^ rtcp_state.remote_ssrc();
+                    if let Some(n) = rtcp_state.write_report(
+                        now.as_nanos() as u64,
                         ntp_after(ntp_origin, now),
-                        clock,
+                        rr_ssrc,
                         &mut pkt,
                     ) {
                         let _ = sock.try_send_to(&pkt[..n], to);
@@ -249,105 +337,118 @@ async fn run(
     }
 }
 
-/// RTCP bookkeeping of the endpoint (RFC 3550 §6.4): what we sent, the peer's last SR, RTT from its reports.
-#[derive(Default)]
-struct RtcpState {
-    remote_ssrc: u32,
-    last_sr: Option<(u32, u64)>,
-    /// (ssrc, packets, octets, last RTP timestamp, when in ns since origin)
-    sent: Option<(u32, u32, u32, u32, u64)>,
+/// Handles one received datagram: strict source check, RTCP or RTP, into the receive ring.
+#[allow(clippy::too_many_arguments)]
+fn on_packet(
+    pkt: &[u8],
+    from: SocketAddr,
+    config: &RtpUdpConfig,
+    guard: &mut SourceGuard,
+    rtcp_state: &mut StreamRtcp,
+    rx: &mut PacketProducer,
+    stats: &SessionStats,
+    origin: Instant,
+    ntp_origin: u64,
+) {
+    // A fixed remote is checked before parsing: nothing from elsewhere is even looked at.
+    if guard.fixed.is_some() && !guard.check_other(from) {
+        inc(&stats.rx_wrong_source);
+        return;
+    }
+    if roq::is_rtcp(pkt) {
+        if !guard.check_other(from) {
+            inc(&stats.rx_wrong_source);
+            return;
+        }
+        let now = origin.elapsed();
+        let input = rtcp_state.on_rtcp(pkt, now.as_nanos() as u64, ntp_after(ntp_origin, now));
+        if let Some(rtt) = input.rtt_us {
+            stats
+                .rtcp_rtt_us
+                .store(rtt, std::sync::atomic::Ordering::Relaxed);
+        }
+        if input.ok {
+            inc(&stats.rx_rtcp);
+        } else {
+            inc(&stats.rx_malformed);
+        }
+        return;
+    }
+    let p = match RtpPacket::parse(pkt) {
+        Err(_) => {
+            inc(&stats.rx_malformed);
+            return;
+        }
+        Ok(p) => p,
+    };
+    if p.payload_type != config.payload_type
+        && !config.extra_payload_types.contains(&p.payload_type)
+    {
+        inc(&stats.rx_unexpected);
+        return;
+    }
+    match guard.check(from, p.ssrc, p.sequence) {
+        SourceVerdict::Drop => {
+            inc(&stats.rx_wrong_source);
+            return;
+        }
+        SourceVerdict::Moved => inc(&stats.source_changes),
+        SourceVerdict::Accept => {}
+    }
+    let now = origin.elapsed().as_nanos() as u64;
+    rtcp_state.on_received(&p, now, stats);
+    inc(&stats.rx_packets);
+    add(&stats.rx_bytes, pkt.len() as u64);
+    if rx.push(0, now, pkt).is_err() {
+        inc(&stats.rx_unexpected);
+    }
 }
 
-impl RtcpState {
-    fn on_sent(&mut self, p: &RtpPacket<'_>, now_ns: u64) {
-        let prev = self.sent.filter(|s| s.0 == p.ssrc);
-        self.sent = Some((
-            p.ssrc,
-            prev.map_or(0, |s| s.1).wrapping_add(1),
-            prev.map_or(0, |s| s.2).wrapping_add(p.payload.len() as u32),
-            p.timestamp,
-            now_ns,
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    /// Handles a received compound packet; false if it is malformed.
-    fn on_rtcp(&mut self, pkt: &[u8], now: Duration, ntp: u64, stats: &SessionStats) -> bool {
-        let now_mid = rtcp::ntp_middle32(ntp);
-        let ours = self.sent.map(|s| s.0);
-        let mut ok = true;
-        for p in rtcp::parse_compound(pkt) {
-            let blocks = match p {
-                Ok(RtcpPacket::SenderReport(sr)) => {
-                    self.last_sr = Some((
-                        rtcp::ntp_middle32(sr.info.ntp_timestamp),
-                        now.as_nanos() as u64,
-                    ));
-                    Some(sr.reports)
-                }
-                Ok(RtcpPacket::ReceiverReport(rr)) => Some(rr.reports),
-                Ok(_) => None,
-                Err(_) => {
-                    ok = false;
-                    None
-                }
-            };
-            for b in blocks.iter().flat_map(|b| b.iter()) {
-                if Some(b.ssrc) == ours {
-                    if let Some(rtt) = rtcp::round_trip_time(&b, now_mid) {
-                        let us = u64::from(rtt) * 1_000_000 / 65_536;
-                        stats.rtcp_rtt_us.store(us.max(1), Ordering::Relaxed);
-                    }
-                }
-            }
+    #[test]
+    fn fixed_remote_takes_nothing_from_elsewhere() {
+        let mut g = SourceGuard::new(Some(addr(1)), None, 4);
+        assert_eq!(g.check(addr(1), 5, 1), SourceVerdict::Accept);
+        for seq in 2..100 {
+            assert_eq!(g.check(addr(2), 5, seq), SourceVerdict::Drop);
         }
-        ok
+        assert_eq!(g.remote(), Some(addr(1)));
+        assert!(!g.check_other(addr(2)));
     }
 
-    /// Writes SR (if we sent) or RR (if we only received), each with a reception block when we received,
-    /// plus SDES CNAME; `None` when there is nothing to report.
-    fn report(
-        &mut self,
-        rx: &mut ReceiveStats,
-        now: Duration,
-        ntp: u64,
-        clock: u64,
-        buf: &mut [u8],
-    ) -> Option<usize> {
-        let now_ns = now.as_nanos() as u64;
-        let block = (rx.received() > 0).then(|| {
-            let (lsr, dlsr) = self.last_sr.map_or((0, 0), |(mid, at)| {
-                (
-                    mid,
-                    (now_ns.saturating_sub(at) * 65_536 / 1_000_000_000) as u32,
-                )
-            });
-            rx.report_block(self.remote_ssrc, lsr, dlsr)
-        });
-        let blocks: &[ReportBlock] = match &block {
-            Some(b) => std::slice::from_ref(b),
-            None => &[],
-        };
-        let (ssrc, n) = match self.sent {
-            Some((ssrc, packets, octets, ts, at)) => {
-                let since = now_ns.saturating_sub(at) * clock / 1_000_000_000;
-                let info = rtcp::SenderInfo {
-                    ntp_timestamp: ntp,
-                    rtp_timestamp: ts.wrapping_add(since as u32),
-                    packet_count: packets,
-                    octet_count: octets,
-                };
-                (
-                    ssrc,
-                    rtcp::write_sender_report(ssrc, &info, blocks, buf).ok()?,
-                )
-            }
-            None if block.is_some() => {
-                let ssrc = 0x4D50_0000 ^ self.remote_ssrc;
-                (ssrc, rtcp::write_receiver_report(ssrc, blocks, buf).ok()?)
-            }
-            None => return None,
-        };
-        let m = rtcp::write_sdes_cname(ssrc, b"mediaproc", &mut buf[n..]).ok()?;
-        Some(n + m)
+    #[test]
+    fn symmetric_latches_first_and_moves_after_a_run() {
+        let mut g = SourceGuard::new(None, None, 4);
+        assert_eq!(g.remote(), None);
+        assert_eq!(g.check(addr(1), 5, 10), SourceVerdict::Accept);
+        assert_eq!(g.remote(), Some(addr(1)));
+        // A 3-packet in-sequence burst from a stranger does not redirect.
+        for seq in 100..103 {
+            assert_eq!(g.check(addr(2), 9, seq), SourceVerdict::Drop);
+        }
+        assert_eq!(g.remote(), Some(addr(1)));
+        // Out-of-sequence or SSRC-changing packets restart the run.
+        assert_eq!(g.check(addr(2), 9, 200), SourceVerdict::Drop);
+        assert_eq!(g.check(addr(2), 8, 201), SourceVerdict::Drop);
+        assert_eq!(g.check(addr(2), 8, 202), SourceVerdict::Drop);
+        assert_eq!(g.check(addr(2), 8, 203), SourceVerdict::Drop);
+        // The 4th consecutive (same SSRC, seq + 1, across the wrap too) moves the session.
+        let mut g2 = g.clone();
+        assert_eq!(g.check(addr(2), 8, 204), SourceVerdict::Moved);
+        assert_eq!(g.remote(), Some(addr(2)));
+        assert_eq!(g.check(addr(2), 8, 205), SourceVerdict::Accept);
+        assert_eq!(g.check(addr(1), 5, 11), SourceVerdict::Drop);
+        // Wrap of the sequence number is in sequence.
+        for seq in [65_534u16, 65_535, 0] {
+            assert_eq!(g2.check(addr(3), 1, seq), SourceVerdict::Drop);
+        }
+        assert_eq!(g2.check(addr(3), 1, 1), SourceVerdict::Moved);
     }
 }

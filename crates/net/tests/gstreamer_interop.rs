@@ -205,9 +205,13 @@ fn gstreamer_opus_rtp_round_trip() {
         .build()
         .unwrap();
     let gw_port = free_udp_port();
+    // Two pipelines: the sender's socket is not the receiver's. Strict RTP takes packets only from the
+    // configured source, so the sender binds a known port.
+    let send_port = free_udp_port();
     let (ep, session) = rt
         .block_on(RtpUdpEndpoint::bind(RtpUdpConfig {
             remote: Some(format!("127.0.0.1:{gw_port}").parse().unwrap()),
+            source: Some(format!("127.0.0.1:{send_port}").parse().unwrap()),
             ..RtpUdpConfig::opus("127.0.0.1:0".parse().unwrap(), PT)
         }))
         .unwrap();
@@ -237,7 +241,7 @@ fn gstreamer_opus_rtp_round_trip() {
         &format!(
             "filesrc location={} ! wavparse ! audioconvert ! audioresample \
              ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! opusenc frame-size=20 bitrate=32000 audio-type=voice \
-             ! rtpopuspay pt={PT} ! udpsink host=127.0.0.1 port={mp_port}",
+             ! rtpopuspay pt={PT} ! udpsink host=127.0.0.1 port={mp_port} bind-address=127.0.0.1 bind-port={send_port}",
             in_wav.display()
         ),
         &dir.join("sender"),

@@ -127,7 +127,7 @@ async fn configured_remote_and_pcma() {
     for seq in 0..5u16 {
         let n = tokio::time::timeout(Duration::from_secs(2), peer.recv(&mut buf))
             .await
-            .unwrap()
+            .unwrap_or_else(|_| panic!("stats {:?}", s.stats.snapshot()))
             .unwrap();
         let p = RtpPacket::parse(&buf[..n]).unwrap();
         assert_eq!((p.payload_type, p.sequence), (8, seq));
