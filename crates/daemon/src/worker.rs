@@ -465,7 +465,7 @@ pub fn run(
     origin: Instant,
     commands: Receiver<WorkerCommand>,
     load: Arc<LoadMonitor>,
-    quic_waker: TxWaker,
+    _quic_waker: TxWaker,
 ) {
     let mut sessions: Vec<WorkerSession> = Vec::with_capacity(256);
     let mut busy = Duration::ZERO;
@@ -490,17 +490,16 @@ pub fn run(
             }
         }
         let woke = origin.elapsed();
-        let mut quic_sent = false;
         for session in &mut sessions {
             session.handle_net_events();
             session.drain_packets();
             let now = origin.elapsed();
             let (quic, _) = session.tick(now);
-            quic_sent |= quic;
+            if quic {
+                // Wakes only the connection this session is attached to.
+                session.net.quic.waker.wake();
+            }
             session.publish(now);
-        }
-        if quic_sent {
-            quic_waker.wake();
         }
         let done = origin.elapsed();
         busy += done.saturating_sub(woke);
