@@ -1,4 +1,4 @@
-//! Events for bots, and the built-in bots that run as tasks: `record`, `play`, `tone`. (`echo` runs on the media
+//! The built-in bots that run as tasks: `record`, `play`, `tone`. (`echo` runs on the media
 //! worker itself, for the lowest round trip; external bots use the WebSocket, see [`crate::ws`].)
 
 use std::path::Path;
@@ -7,82 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mediaproc_pipeline::{ReceivedAudio, SampleRate};
-use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::engine::BotPort;
 use crate::request::BotKind;
+use crate::session::BotPort;
 
 /// How far ahead of real time the `play` and `tone` bots keep the outbound queue filled.
 pub const PLAYOUT_LEAD_FRAMES: usize = 10;
-
-/// An event for a bot.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BotEvent {
-    /// The roster (participants with their media source ids).
-    Participants(Value),
-    /// The dominant speaker changed.
-    DominantSpeaker {
-        /// Previous media source id.
-        previous: Option<u32>,
-        /// Current media source id.
-        current: Option<u32>,
-    },
-    /// A DTMF digit from the call.
-    Dtmf {
-        /// `0`-`9`, `*`, `#`, `A`-`D`.
-        digit: char,
-        /// Duration in milliseconds.
-        duration_ms: u16,
-    },
-    /// The bot's audio started (or stopped) being sent (`AudioSendStatusChanged`).
-    SendStatus {
-        /// True once the first frame was queued.
-        active: bool,
-    },
-    /// A mark placed by the bot was played (or discarded by `clear`).
-    Mark {
-        /// The bot's name for it.
-        name: String,
-        /// True if `clear` discarded it before it played.
-        cleared: bool,
-    },
-    /// A new participant stream started.
-    StreamStarted {
-        /// Its media source id.
-        source_id: u32,
-    },
-    /// The session ended.
-    Stop {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl BotEvent {
-    /// The JSON text message of the bot protocol (`docs/bot-protocol.md`).
-    pub fn to_json(&self) -> Value {
-        match self {
-            BotEvent::Participants(roster) => {
-                json!({"event": "participants", "participants": roster})
-            }
-            BotEvent::DominantSpeaker { previous, current } => {
-                json!({"event": "dominantSpeaker", "sourceId": current, "previous": previous})
-            }
-            BotEvent::Dtmf { digit, duration_ms } => {
-                json!({"event": "dtmf", "digit": digit.to_string(), "durationMs": duration_ms})
-            }
-            BotEvent::SendStatus { active } => json!({"event": "sendStatus", "active": active}),
-            BotEvent::Mark { name, cleared } => {
-                json!({"event": "mark", "name": name, "cleared": cleared})
-            }
-            BotEvent::StreamStarted { source_id } => {
-                json!({"event": "streamStarted", "sourceId": source_id})
-            }
-            BotEvent::Stop { reason } => json!({"event": "stop", "reason": reason}),
-        }
-    }
-}
 
 /// A running built-in bot.
 #[derive(Debug)]

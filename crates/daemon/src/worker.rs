@@ -21,9 +21,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::bots::BotEvent;
-use crate::engine::{LiveSession, SessionState};
 use crate::health::LoadMonitor;
+use crate::session::{BotEvent, Dropped, LiveSession, SessionState};
 
 /// Longest sleep of a worker, so receive rings and control events are drained promptly between ticks.
 pub const MAX_IDLE: Duration = Duration::from_millis(5);
@@ -43,7 +42,7 @@ const MAX_FLOWS: usize = 64;
 pub enum WorkerCommand {
     /// Take over a session.
     Add(Box<WorkerSession>),
-    /// End a session.
+    /// End a session now (the session's end flag ends it on the next pass even if this command was not queued).
     Remove(Uuid),
     /// Stop the thread (after ending all sessions).
     Stop,
@@ -172,9 +171,7 @@ impl WorkerSession {
 
     fn send_bot(&self, event: BotEvent) {
         if self.events.try_send(event).is_err() {
-            self.live
-                .bot_events_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.live.count(Dropped::BotEvent);
         }
     }
 
@@ -440,10 +437,10 @@ impl WorkerSession {
     }
 
     fn end(self) {
-        self.live.set_state(SessionState::Ended);
         let _ = self.events.try_send(BotEvent::Stop {
             reason: "session ended".to_owned(),
         });
+        self.live.mark_ended();
     }
 }
 
@@ -487,6 +484,15 @@ pub fn run(
                     return;
                 }
                 Err(TryRecvError::Empty) => break,
+            }
+        }
+        // The end flag is the reliable path: a Remove that did not fit in the queue still ends the session here.
+        let mut i = 0;
+        while i < sessions.len() {
+            if sessions[i].live.end_requested() {
+                sessions.swap_remove(i).end();
+            } else {
+                i += 1;
             }
         }
         let woke = origin.elapsed();

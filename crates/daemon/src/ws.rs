@@ -9,7 +9,7 @@ use axum::extract::ws::{Message, WebSocket};
 use mediaproc_pipeline::{MarkName, ReceivedAudio, SampleRate};
 use serde_json::{Value, json};
 
-use crate::engine::{BotPort, LiveSession};
+use crate::session::{BotEvent, BotPort, LiveSession};
 
 /// Magic of an unmixed-audio binary message: `b"UMX1"`, then the media source id (u32 LE), the frame's timestamp
 /// in 100 ns ticks (u64 LE), then one frame of PCM.
@@ -151,7 +151,7 @@ pub async fn serve_bot(
             }
             event = port.events.recv() => {
                 let Some(event) = event else { break 'session };
-                let stop = matches!(event, crate::bots::BotEvent::Stop { .. });
+                let stop = matches!(event, BotEvent::Stop { .. });
                 if socket.send(Message::Text(event.to_json().to_string().into())).await.is_err() {
                     break 'session;
                 }
