@@ -121,6 +121,7 @@ pub struct Engine {
     fingerprint: String,
     origin: Instant,
     config: Config,
+    bot_limits: bots::BotLimits,
     load: Arc<LoadMonitor>,
     sessions: Mutex<HashMap<Uuid, Held>>,
     /// Sessions held or being created; never above `max_sessions`.
@@ -192,6 +193,7 @@ impl Engine {
             fingerprint,
             origin,
             config: config.clone(),
+            bot_limits: bots::BotLimits::from_config(config),
             load,
             sessions: Mutex::new(HashMap::new()),
             slots: AtomicUsize::new(0),
@@ -431,7 +433,8 @@ impl Engine {
             BotKind::Echo => (Some(port.endpoint), new_live(None), None),
             other => {
                 let live = new_live(None);
-                let task = bots::spawn(other, port, id, rate, &self.config.recordings_dir)
+                let task = bots::start(other, port, id, rate, &self.bot_limits, live.clone())
+                    .await
                     .map_err(DaemonError::InvalidBot)?;
                 (None, live, Some(task))
             }
