@@ -16,6 +16,7 @@ use crate::engine::{Engine, SessionEntry};
 use crate::error::DaemonError;
 use crate::metrics::HttpCounters;
 use crate::request::{BotKind, CreateSessionRequest};
+use crate::session::{BotPort, LiveSession};
 
 /// An API error: a [`DaemonError`] with its HTTP status and stable code. Rendered as
 /// `{"error": {"code": "...", "message": "..."}}`.
@@ -282,12 +283,37 @@ async fn bot_websocket(
         .live
         .take_bot_port()
         .ok_or(ApiError(DaemonError::BotConnected))?;
-    let live = entry.live.clone();
+    let mut lease = PortLease {
+        port: Some(port),
+        live: entry.live.clone(),
+    };
     let call_id = entry.call_id.clone();
     let rate = entry.rate;
+    let limits = crate::ws::WsLimits::from_config(state.engine.config());
     Ok(upgrade
-        .max_message_size(crate::ws::MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| crate::ws::serve_bot(socket, port, live, id, call_id, rate)))
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            if let Some(port) = lease.port.take() {
+                let live = lease.live.clone();
+                crate::ws::serve_bot(socket, port, live, id, call_id, rate, limits).await;
+            }
+        }))
+}
+
+/// The bot port between the `101` answer and the upgraded connection: if the upgrade never completes (the client
+/// went away), dropping the lease gives the port back so a bot can still connect.
+struct PortLease {
+    port: Option<BotPort>,
+    live: Arc<LiveSession>,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Some(port) = self.port.take() {
+            self.live.return_bot_port(port);
+        }
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -302,6 +302,11 @@ impl LiveSession {
         self.ended.send_replace(true);
     }
 
+    /// A receiver that sees `true` once the worker ended the session.
+    pub fn ended_signal(&self) -> watch::Receiver<bool> {
+        self.ended.subscribe()
+    }
+
     /// True once the worker ended the session.
     pub fn is_ended(&self) -> bool {
         *self.ended.borrow()
