@@ -1,11 +1,23 @@
 //! The control API (HTTP/JSON) and the route of the bot WebSocket. See `docs/api.md`.
+//!
+//! This is the top layer: the only place a [`DaemonError`] becomes an HTTP status and a stable code. It runs its
+//! own accept loop ([`serve`]) rather than `axum::serve`, to defend the port: at most `http_max_connections`
+//! connections (more are closed at accept and counted), request headers within `http_header_timeout_ms` (hyper's
+//! header-read timeout: a slow-header client is closed), the bearer token checked before a body is read, and an
+//! authorised body within `http_body_timeout_ms`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -152,16 +164,19 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 async fn create_session(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) => DaemonError::BodyTooLarge {
-            limit: state.engine.config().max_body_bytes,
-        },
-        other => DaemonError::InvalidBody(other.body_text()),
-    })?;
+    // The token before the body: a stranger cannot make the daemon buffer (or wait for) anything.
+    authorize(&state, request.headers())?;
+    let limit = state.engine.config().max_body_bytes;
+    let timeout = Duration::from_millis(state.engine.config().http_body_timeout_ms);
+    let body = tokio::time::timeout(timeout, Bytes::from_request(request, &state))
+        .await
+        .map_err(|_| DaemonError::BodyTimeout(timeout))?
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) => DaemonError::BodyTooLarge { limit },
+            other => DaemonError::InvalidBody(other.body_text()),
+        })?;
     let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
     let entry = state.engine.open_session(plan).await?;
     let id = entry.id;
@@ -339,4 +354,86 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// How long [`serve`] waits for open connections to finish after it was told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the control API on `listener` until `stop` says so, then lets open requests finish (at most
+/// [`SHUTDOWN_GRACE`]).
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let config = state.engine.config();
+    let max = config.http_max_connections;
+    let send_buffer = config.http_send_buffer_bytes;
+    let permits = Arc::new(Semaphore::new(max));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(config.http_header_timeout_ms));
+    let service = TowerToHyperService::new(router(state.clone()));
+    let mut logged_refusal = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors and the like: back off a little instead of spinning.
+                tracing::warn!("control API accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            state
+                .http
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if !logged_refusal {
+                logged_refusal = true;
+                tracing::warn!(
+                    max,
+                    "control API connection cap reached; new connections are closed (counted in /metrics)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        tune(&stream, send_buffer);
+        state.http.connections.fetch_add(1, Ordering::Relaxed);
+        state.http.connections_open.fetch_add(1, Ordering::Relaxed);
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .with_upgrades();
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                // The guard `wait_for` returns must not live across the await below (it is not `Send`).
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                if err.is_timeout() {
+                    state.http.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            state.http.connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    // Every permit back means every connection finished.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max as u32)).await;
+}
+
+fn tune(stream: &TcpStream, send_buffer: usize) {
+    let _ = stream.set_nodelay(true);
+    if send_buffer > 0 {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer);
+    }
 }

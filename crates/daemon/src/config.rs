@@ -55,7 +55,7 @@ pub struct Config {
     pub ws_write_timeout_ms: u64,
     /// How often the bridge pings a WebSocket bot, in milliseconds.
     pub ws_ping_interval_ms: u64,
-    /// A WebSocket bot that sends nothing (not even a pong) for this long after a ping is disconnected.
+    /// A WebSocket bot that has not answered a ping with a pong within this many milliseconds is disconnected.
     pub ws_pong_timeout_ms: u64,
     /// Largest WebSocket message (and frame) accepted from a bot, in bytes.
     pub ws_max_message_bytes: usize,
@@ -65,6 +65,9 @@ pub struct Config {
     pub http_body_timeout_ms: u64,
     /// HTTP connections open at once; more are closed at accept (counted).
     pub http_max_connections: usize,
+    /// Kernel send buffer of each HTTP (and bot WebSocket) connection, in bytes; 0 keeps the OS default. Smaller
+    /// buffers make a bot that stops reading hit the write timeout sooner.
+    pub http_send_buffer_bytes: usize,
     /// Worker load (share of the 20 ms tick spent working) from which `/healthz` says HeavilyLoaded.
     pub heavily_loaded_at: f64,
     /// Worker load from which `/healthz` says Overloaded and new sessions are refused with 503.
@@ -97,6 +100,7 @@ impl Default for Config {
             http_header_timeout_ms: 5_000,
             http_body_timeout_ms: 10_000,
             http_max_connections: 1024,
+            http_send_buffer_bytes: 0,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
         }

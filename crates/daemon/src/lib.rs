@@ -63,7 +63,7 @@ pub struct RunningDaemon {
     pub certificate_sha256: String,
     state: Arc<api::AppState>,
     server: tokio::task::JoinHandle<()>,
-    stop_http: tokio::sync::oneshot::Sender<()>,
+    stop_http: tokio::sync::watch::Sender<bool>,
 }
 
 /// Binds everything and starts serving; returns once the daemon is ready.
@@ -107,19 +107,8 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         ),
         http: metrics::HttpCounters::default(),
     });
-    let (stop_http, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = api::router(state.clone());
-    let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("control API stopped: {err}");
-        }
-    });
+    let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(api::serve(listener, state.clone(), stop_rx));
     tracing::info!(%api_addr, ?media_addr, %mp_uri, "mediaproc serve ready");
     Ok(RunningDaemon {
         api_addr,
@@ -159,7 +148,7 @@ impl RunningDaemon {
     /// stop the workers and the API.
     pub async fn shutdown(self) {
         self.state.engine.shutdown().await;
-        let _ = self.stop_http.send(());
+        self.stop_http.send_replace(true);
         let _ = self.server.await;
         tracing::info!("mediaproc serve stopped");
     }

@@ -3,7 +3,7 @@
 //!
 //! Nothing a bot does can hold the bridge or the session: every send is bounded by `ws_write_timeout_ms` (a bot
 //! that stops reading is disconnected and counted as a stall) and abandoned at once when the session ends; the
-//! bridge pings every `ws_ping_interval_ms` and disconnects a bot silent for `ws_pong_timeout_ms` after a ping;
+//! bridge pings every `ws_ping_interval_ms` and disconnects a bot that has not answered within `ws_pong_timeout_ms`;
 //! messages and frames from the bot are limited to `ws_max_message_bytes` (far below tungstenite's 16 MiB). The
 //! session's audio is ticked by its media worker whatever the bridge does.
 
@@ -101,7 +101,7 @@ pub struct WsLimits {
     pub write_timeout: Duration,
     /// How often the bridge pings.
     pub ping_interval: Duration,
-    /// Silence (not even a pong) this long after a ping disconnects the bot.
+    /// No pong this long after a ping disconnects the bot.
     pub pong_timeout: Duration,
     /// Largest message and frame taken from the bot.
     pub max_message_bytes: usize,
@@ -126,7 +126,7 @@ enum Gone {
     Closed,
     /// A send did not complete within the write timeout.
     Stalled,
-    /// No pong (nor anything else) within the pong timeout.
+    /// No pong within the pong timeout.
     PongTimeout,
     /// The session ended while a send was pending.
     Ended,
@@ -300,8 +300,6 @@ async fn bridge(
             // Backpressure: past the limit the socket is not read until the outbound queue has room again.
             message = socket.recv(), if held.bytes.len() < HELD_BYTES_LIMIT => {
                 let Some(Ok(message)) = message else { break 'session Gone::Closed };
-                // Anything from the bot shows it is alive and reading its socket's control frames.
-                pong_due = None;
                 match message {
                     Message::Binary(bytes) => {
                         // Frames may arrive split or joined: queue whole frames in order, hold the rest.
@@ -317,7 +315,9 @@ async fn bridge(
                         held.flush(frame_bytes, &mut samples_in, &mut port);
                     }
                     Message::Close(_) => break 'session Gone::Closed,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    // Only a pong shows the bot reads its socket (a bot may send audio and never read).
+                    Message::Pong(_) => pong_due = None,
+                    Message::Ping(_) => {}
                 }
             }
         }
