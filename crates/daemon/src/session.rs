@@ -132,9 +132,11 @@ pub enum Dropped {
     RecordingWriteError,
     /// A notice pushed out of the session's bounded notice list.
     Notice,
+    /// A received packet overwritten in a receive ring (QUIC or RTP/UDP) before the worker took it.
+    RxRingOverflow,
 }
 
-const DROP_KINDS: usize = 8;
+const DROP_KINDS: usize = 9;
 
 impl Dropped {
     /// Every kind, in index order.
@@ -147,6 +149,7 @@ impl Dropped {
         Dropped::RecordingFileRefused,
         Dropped::RecordingWriteError,
         Dropped::Notice,
+        Dropped::RxRingOverflow,
     ];
 
     /// The `/metrics` counter (`mediaproc_<name>_total`) and its help text.
@@ -181,6 +184,10 @@ impl Dropped {
                 "session_notices_dropped",
                 "Session notices pushed out of the bounded notice list.",
             ),
+            Dropped::RxRingOverflow => (
+                "rx_ring_dropped",
+                "Received packets overwritten in a receive ring before the media worker took them.",
+            ),
         }
     }
 }
@@ -192,7 +199,12 @@ pub struct DropCounters([AtomicU64; DROP_KINDS]);
 impl DropCounters {
     /// Adds one.
     pub fn add(&self, kind: Dropped) {
-        self.0[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.add_n(kind, 1);
+    }
+
+    /// Adds `n`.
+    pub fn add_n(&self, kind: Dropped, n: u64) {
+        self.0[kind as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     /// The count.
@@ -241,8 +253,15 @@ impl LiveSession {
 
     /// Counts a drop, in the session and daemon-wide.
     pub fn count(&self, kind: Dropped) {
-        self.drops.add(kind);
-        self.totals.add(kind);
+        self.count_n(kind, 1);
+    }
+
+    /// Counts `n` drops (a counter read as a delta), in the session and daemon-wide.
+    pub fn count_n(&self, kind: Dropped, n: u64) {
+        if n > 0 {
+            self.drops.add_n(kind, n);
+            self.totals.add_n(kind, n);
+        }
     }
 
     /// The session's count of a drop.
@@ -342,6 +361,7 @@ impl LiveSession {
             "writeErrors": self.dropped(Dropped::RecordingWriteError),
         });
         stats["noticesDropped"] = self.dropped(Dropped::Notice).into();
+        stats["rxRingDropped"] = self.dropped(Dropped::RxRingOverflow).into();
         stats
     }
 

@@ -119,6 +119,8 @@ pub struct WorkerSession {
     next_publish: Duration,
     /// A packet came in on the RTP/UDP edge (it has no attach; the first packet makes the session active).
     udp_seen: bool,
+    /// Receive-ring drops already counted.
+    ring_dropped_seen: u64,
 }
 
 impl std::fmt::Debug for WorkerSession {
@@ -166,6 +168,7 @@ impl WorkerSession {
             counters: Counters::default(),
             next_publish: Duration::ZERO,
             udp_seen: false,
+            ring_dropped_seen: 0,
         }
     }
 
@@ -399,6 +402,32 @@ impl WorkerSession {
             }
         }
         let c = self.counters;
+        // Ring overflow as a delta, so the daemon-wide total keeps what ended sessions dropped.
+        let ring_dropped = self.net.quic.rx.dropped()
+            + self.net.udp.as_ref().map_or(0, |(udp, _)| udp.rx.dropped());
+        self.live.count_n(
+            Dropped::RxRingOverflow,
+            ring_dropped.saturating_sub(self.ring_dropped_seen),
+        );
+        self.ring_dropped_seen = ring_dropped;
+        // The RTP/UDP edge's counters, when the session has one (zero/absent otherwise).
+        let udp = self.net.udp.as_ref().map(|(udp, _)| {
+            let n = udp.stats.snapshot();
+            json!({
+                "rxPackets": n.rx_packets,
+                "rxBytes": n.rx_bytes,
+                "rxRtcp": n.rx_rtcp,
+                "rxMalformed": n.rx_malformed,
+                "rxUnexpected": n.rx_unexpected,
+                "rxRingDropped": udp.rx.dropped(),
+                "txPackets": n.tx_packets,
+                "txBytes": n.tx_bytes,
+                "txDropped": n.tx_dropped,
+                "lost": n.lost,
+                "jitterUs": n.jitter_us,
+                "rtcpRttUs": n.rtcp_rtt_us,
+            })
+        });
         self.live.set_stats(json!({
             "ticks": stats.ticks,
             "lateTicks": stats.late_ticks,
@@ -431,7 +460,13 @@ impl WorkerSession {
                 "lost": net.lost,
                 "jitterUs": net.jitter_us,
                 "rttUs": net.rtt_us,
+                "rtcpRttUs": net.rtcp_rtt_us,
+                "eventsDropped": net.events_dropped,
+                // Packets the receive ring overwrote before the worker took them (drop-oldest).
+                "rxRingDropped": self.net.quic.rx.dropped(),
+                // The network layer's newer drop counters (tx ring overflow, strict-RTP drops, …) go here.
             },
+            "rtpUdp": udp,
             "streams": streams,
         }));
     }
