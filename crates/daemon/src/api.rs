@@ -1,175 +1,122 @@
 //! The control API (HTTP/JSON) and the route of the bot WebSocket. See `docs/api.md`.
+//!
+//! This is the top layer: the only place a [`DaemonError`] becomes an HTTP status and a stable code. It runs its
+//! own accept loop ([`serve`]) rather than `axum::serve`, to defend the port: at most `http_max_connections`
+//! connections (more are closed at accept and counted), request headers within `http_header_timeout_ms` (hyper's
+//! header-read timeout: a slow-header client is closed), the bearer token checked before a body is read, and an
+//! authorised body within `http_body_timeout_ms`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::config::Config;
-use crate::engine::{Engine, LiveSession};
-use crate::health::{HealthStatus, LoadMonitor};
-use crate::request::{BotKind, CreateSessionRequest, SessionPlan};
+use crate::engine::{Engine, SessionEntry};
+use crate::error::DaemonError;
+use crate::metrics::HttpCounters;
+use crate::request::{BotKind, CreateSessionRequest};
+use crate::session::{BotPort, LiveSession};
 
-/// An API error: HTTP status, a stable machine-readable code and a sentence. Rendered as
+/// An API error: a [`DaemonError`] with its HTTP status and stable code. Rendered as
 /// `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable code (`invalid_body`, `unauthorized`, `not_found`, `overloaded`, ...).
-    pub code: &'static str,
-    /// What was wrong.
-    pub message: String,
+#[derive(Debug)]
+pub struct ApiError(pub DaemonError);
+
+impl From<DaemonError> for ApiError {
+    fn from(err: DaemonError) -> Self {
+        ApiError(err)
+    }
 }
 
 impl ApiError {
-    /// 400 with a code and message.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(id: &str) -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no session `{id}`"),
-        )
+    /// The HTTP status, the stable code and the message. This is the only place that maps errors to HTTP.
+    pub fn parts(&self) -> (StatusCode, &'static str, String) {
+        let (status, code) = match &self.0 {
+            DaemonError::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            DaemonError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            DaemonError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            DaemonError::InvalidSession(_) => (StatusCode::BAD_REQUEST, "invalid_session"),
+            DaemonError::InvalidBot(_) => (StatusCode::BAD_REQUEST, "invalid_bot"),
+            DaemonError::RtpBind(_) => (StatusCode::BAD_REQUEST, "rtp_bind_failed"),
+            DaemonError::CodecNotSupported(_) => {
+                (StatusCode::NOT_IMPLEMENTED, "codec_not_supported")
+            }
+            DaemonError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            DaemonError::SessionNotFound(_) | DaemonError::RouteNotFound => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            DaemonError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            DaemonError::BotConnected => (StatusCode::CONFLICT, "bot_connected"),
+            DaemonError::NotAWebSocketSession { .. } => {
+                (StatusCode::CONFLICT, "not_a_websocket_session")
+            }
+            DaemonError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            DaemonError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            DaemonError::TooManySessions { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions")
+            }
+            DaemonError::Media(_)
+            | DaemonError::Config(_)
+            | DaemonError::Bind { .. }
+            | DaemonError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "media_error"),
+        };
+        let message = match &self.0 {
+            // The engine's own words, without the `media: ` of the daemon-level text.
+            DaemonError::Media(message) => message.clone(),
+            other => other.to_string(),
+        };
+        (status, code, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let (status, code, message) = self.parts();
+        let body = json!({"error": {"code": code, "message": message}});
+        (status, Json(body)).into_response()
     }
 }
 
-/// One session as the control plane knows it.
-#[derive(Debug)]
-pub struct SessionEntry {
-    /// `mpMediaSessionId`.
-    pub id: Uuid,
-    /// `callId` of the blob.
-    pub call_id: String,
-    /// Unix time of creation, in milliseconds.
-    pub created_unix_ms: u128,
-    /// The bot.
-    pub bot: BotKind,
-    /// mpUri.
-    pub mp_uri: String,
-    /// The blob text.
-    pub blob: String,
-    /// The token the edge presents to attach.
-    pub edge_token: String,
-    /// The token the bot may present on the WebSocket instead of the API token.
-    pub bot_token: String,
-    /// Bound RTP/UDP address, if the session has one.
-    pub rtp_local: Option<std::net::SocketAddr>,
-    /// The bot's PCM rate.
-    pub rate: mediaproc_pipeline::SampleRate,
-    /// Live state shared with the media worker.
-    pub live: Arc<LiveSession>,
-}
-
-impl SessionEntry {
-    fn summary(&self) -> Value {
-        json!({
-            "sessionId": self.id,
-            "callId": self.call_id,
-            "bot": self.bot.name(),
-            "state": self.live.state_name(),
-            "mpUri": self.mp_uri,
-            "createdUnixMs": self.created_unix_ms as u64,
-        })
-    }
+fn summary(entry: &SessionEntry) -> Value {
+    json!({
+        "sessionId": entry.id,
+        "callId": entry.call_id,
+        "bot": entry.bot.name(),
+        "state": entry.live.state_name(),
+        "mpUri": entry.mp_uri,
+        "createdUnixMs": entry.created_unix_ms,
+    })
 }
 
 /// Shared state of the control API.
 #[derive(Debug)]
 pub struct AppState {
-    /// Configuration.
-    pub config: Config,
     /// The control API bearer token.
     pub api_token: String,
-    /// Sessions by id.
-    pub sessions: Mutex<HashMap<Uuid, Arc<SessionEntry>>>,
-    /// Worker load.
-    pub load: Arc<LoadMonitor>,
-    /// The media engine.
+    /// The media engine, which holds the sessions.
     pub engine: Engine,
     /// Base URL of the API as bots reach it (`http://127.0.0.1:8080`).
     pub api_base: String,
-    /// Counters for `/metrics`.
-    pub counters: Counters,
-    /// True once shutdown began: new sessions are refused.
-    pub draining: std::sync::atomic::AtomicBool,
-}
-
-/// Control-plane counters.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Sessions created.
-    pub sessions_created: std::sync::atomic::AtomicU64,
-    /// Requests refused for a bad or missing token.
-    pub unauthorized: std::sync::atomic::AtomicU64,
-    /// Sessions refused because the daemon was overloaded.
-    pub refused_overloaded: std::sync::atomic::AtomicU64,
-}
-
-impl AppState {
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<SessionEntry>>> {
-        // The map is only inserted into and removed from; a panic elsewhere cannot leave it half-updated.
-        self.sessions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// The session with this id.
-    pub fn session(&self, id: &str) -> Result<Arc<SessionEntry>, ApiError> {
-        let uuid = Uuid::parse_str(id).map_err(|_| ApiError::not_found(id))?;
-        self.lock_sessions()
-            .get(&uuid)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(id))
-    }
-
-    /// Removes a session from the registry (the engine has ended it or is ending it).
-    pub fn forget(&self, id: Uuid) -> Option<Arc<SessionEntry>> {
-        self.lock_sessions().remove(&id)
-    }
-
-    /// All sessions.
-    pub fn all_sessions(&self) -> Vec<Arc<SessionEntry>> {
-        let mut all: Vec<_> = self.lock_sessions().values().cloned().collect();
-        all.sort_by_key(|entry| entry.created_unix_ms);
-        all
-    }
+    /// Counters of the HTTP front, for `/metrics`.
+    pub http: HttpCounters,
 }
 
 /// The router: `/v1/sessions…` behind the bearer token, `/healthz` and `/metrics` open (they disclose no session).
 pub fn router(state: Arc<AppState>) -> Router {
-    let limit = state.config.max_body_bytes;
+    let limit = state.engine.config().max_body_bytes;
     Router::new()
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route(
@@ -179,14 +126,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/media", get(bot_websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
+        .fallback(|| async { ApiError(DaemonError::RouteNotFound) })
+        .method_not_allowed_fallback(|| async { ApiError(DaemonError::MethodNotAllowed) })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -210,146 +151,62 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match bearer(headers) {
         Some(token) if tokens_equal(token, &state.api_token) => Ok(()),
         given => {
-            state
-                .counters
-                .unauthorized
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.http.unauthorized.fetch_add(1, Ordering::Relaxed);
             let message = if given.is_some() {
                 "the bearer token is not valid"
             } else {
                 "send `Authorization: Bearer <token>`"
             };
-            Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                message,
-            ))
+            Err(ApiError(DaemonError::Unauthorized(message)))
         }
     }
 }
 
-fn unix_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
 async fn create_session(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body.map_err(|rejection| match rejection {
-        BytesRejection::FailedToBufferBody(_) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "the body is larger than {} bytes",
-                state.config.max_body_bytes
-            ),
-        ),
-        other => ApiError::bad_request("invalid_body", other.body_text()),
-    })?;
+    // The token before the body: a stranger cannot make the daemon buffer (or wait for) anything.
+    authorize(&state, request.headers())?;
+    let limit = state.engine.config().max_body_bytes;
+    let timeout = Duration::from_millis(state.engine.config().http_body_timeout_ms);
+    let body = tokio::time::timeout(timeout, Bytes::from_request(request, &state))
+        .await
+        .map_err(|_| DaemonError::BodyTimeout(timeout))?
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) => DaemonError::BodyTooLarge { limit },
+            other => DaemonError::InvalidBody(other.body_text()),
+        })?;
     let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
-    let (entry, body) = open_session(&state, plan).await?;
+    let entry = state.engine.open_session(plan).await?;
     let id = entry.id;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/sessions/{id}"))],
-        Json(body),
+        Json(created_body(&state, &entry)),
     )
         .into_response())
 }
 
-/// Creates a session from a validated plan: checks capacity and health, builds the blob, starts the media, registers
-/// the session. Returns the entry and the `201` body. Used by `POST /v1/sessions` and by in-process bots
-/// ([`crate::RunningDaemon::open_session`]).
-pub async fn open_session(
-    state: &AppState,
-    plan: SessionPlan,
-) -> Result<(Arc<SessionEntry>, Value), ApiError> {
-    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the daemon is shutting down",
-        ));
-    }
-    if state.load.status() == HealthStatus::Overloaded {
-        state
-            .counters
-            .refused_overloaded
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "media workers are overloaded; try another instance or later",
-        ));
-    }
-    if state.lock_sessions().len() >= state.config.max_sessions {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_sessions",
-            format!(
-                "the daemon holds its maximum of {} sessions",
-                state.config.max_sessions
-            ),
-        ));
-    }
-
-    let id = Uuid::new_v4();
-    let edge_token = crate::engine::new_token();
-    let bot_token = crate::engine::new_token();
-    let mut spec = plan.spec.clone();
-    spec.mp_uri = state.engine.mp_uri();
-    spec.session_id = Some(id);
-    spec.edge_token = Some(edge_token.clone());
-    let config = spec
-        .build()
-        .map_err(|err| ApiError::bad_request("invalid_session", err.to_string()))?;
-    let blob = config.to_blob();
-    let media_config = serde_json::to_value(config.to_media_config()).unwrap_or(Value::Null);
-    let started = state
-        .engine
-        .start_session(id, &plan, &config, &edge_token)
-        .await?;
-    let entry = Arc::new(SessionEntry {
-        id,
-        call_id: config.call_id.as_ref().cloned().unwrap_or_default(),
-        created_unix_ms: unix_ms(),
-        bot: plan.bot.clone(),
-        mp_uri: spec.mp_uri.clone(),
-        blob: blob.clone(),
-        edge_token: edge_token.clone(),
-        bot_token: bot_token.clone(),
-        rtp_local: started.rtp_local,
-        rate: started.rate,
-        live: started.live,
-    });
-    state.lock_sessions().insert(id, entry.clone());
-    state
-        .counters
-        .sessions_created
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(session = %id, bot = plan.bot.name(), rtp = ?entry.rtp_local, "session created");
-
+/// The `201` body of a new session.
+pub fn created_body(state: &AppState, entry: &SessionEntry) -> Value {
     let ws_base = state.api_base.replacen("http", "ws", 1);
+    let id = entry.id;
     let mut body = json!({
         "sessionId": id,
         "callId": entry.call_id,
         "mpUri": entry.mp_uri,
-        "blob": blob,
-        "mediaConfig": media_config,
-        "edgeToken": edge_token,
-        "botToken": bot_token,
+        "blob": entry.blob,
+        "mediaConfig": entry.media_config,
+        "edgeToken": entry.edge_token,
+        "botToken": entry.bot_token,
         "mediaUrl": format!("{ws_base}/v1/sessions/{id}/media"),
         "certificateSha256": state.engine.fingerprint_hex(),
     });
     if let Some(local) = entry.rtp_local {
         body["rtp"] = json!({"local": local.to_string()});
     }
-    Ok((entry, body))
+    body
 }
 
 async fn list_sessions(
@@ -358,9 +215,10 @@ async fn list_sessions(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let sessions: Vec<Value> = state
-        .all_sessions()
+        .engine
+        .sessions()
         .iter()
-        .map(|entry| entry.summary())
+        .map(|entry| summary(entry))
         .collect();
     Ok(Json(json!({"sessions": sessions})))
 }
@@ -371,14 +229,15 @@ async fn show_session(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let entry = state.session(&id)?;
-    let mut body = entry.summary();
+    let entry = state.engine.session(&id)?;
+    let mut body = summary(&entry);
     body["blob"] = entry.blob.clone().into();
     if let Some(local) = entry.rtp_local {
         body["rtp"] = json!({"local": local.to_string()});
     }
     body["participants"] = entry.live.participants_json();
     body["stats"] = entry.live.stats_json();
+    body["notices"] = entry.live.notices_json();
     Ok(Json(body))
 }
 
@@ -388,10 +247,11 @@ async fn delete_session(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
-    let entry = state.session(&id)?;
-    state.forget(entry.id);
-    state.engine.end_session(entry.id).await;
-    tracing::info!(session = %entry.id, "session deleted");
+    let entry = state.engine.session(&id)?;
+    // Two DELETEs at once: the one that did not remove it answers 404, as after it.
+    if !state.engine.end_session(entry.id).await {
+        return Err(DaemonError::SessionNotFound(id).into());
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -412,9 +272,9 @@ async fn bot_websocket(
         .as_deref()
         .is_some_and(|token| tokens_equal(token, &state.api_token));
     // Without the API token, an unknown session and a wrong bot token look the same: nothing is disclosed.
-    let entry = match state.session(&id) {
+    let entry = match state.engine.session(&id) {
         Ok(entry) => Some(entry),
-        Err(err) if api_token_given => return Err(err),
+        Err(err) if api_token_given => return Err(err.into()),
         Err(_) => None,
     };
     let allowed = api_token_given
@@ -423,55 +283,69 @@ async fn bot_websocket(
             .zip(given.as_deref())
             .is_some_and(|(entry, token)| tokens_equal(token, &entry.bot_token));
     let Some(entry) = entry.filter(|_| allowed) else {
-        state
-            .counters
-            .unauthorized
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        state.http.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError(DaemonError::Unauthorized(
             "send the API token or the session's botToken (Authorization: Bearer, or ?token=)",
-        ));
+        )));
     };
     if entry.bot != BotKind::WebSocket {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_a_websocket_session",
-            format!(
-                "session `{id}` is served by the built-in `{}` bot",
-                entry.bot.name()
-            ),
-        ));
+        return Err(ApiError(DaemonError::NotAWebSocketSession {
+            id,
+            bot: entry.bot.name(),
+        }));
     }
-    let port = entry.live.take_bot_port().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "bot_connected",
-            "a bot is already connected to this session",
-        )
-    })?;
-    let live = entry.live.clone();
+    let port = entry
+        .live
+        .take_bot_port()
+        .ok_or(ApiError(DaemonError::BotConnected))?;
+    let mut lease = PortLease {
+        port: Some(port),
+        live: entry.live.clone(),
+    };
     let call_id = entry.call_id.clone();
     let rate = entry.rate;
+    let limits = crate::ws::WsLimits::from_config(state.engine.config());
     Ok(upgrade
-        .max_message_size(crate::ws::MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| crate::ws::serve_bot(socket, port, live, id, call_id, rate)))
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            if let Some(port) = lease.port.take() {
+                let live = lease.live.clone();
+                crate::ws::serve_bot(socket, port, live, id, call_id, rate, limits).await;
+            }
+        }))
+}
+
+/// The bot port between the `101` answer and the upgraded connection: if the upgrade never completes (the client
+/// went away), dropping the lease gives the port back so a bot can still connect.
+struct PortLease {
+    port: Option<BotPort>,
+    live: Arc<LiveSession>,
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        if let Some(port) = self.port.take() {
+            self.live.return_bot_port(port);
+        }
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let loads = state.load.loads();
+    let load = state.engine.load();
+    let loads = load.loads();
     Json(json!({
-        "status": state.load.status(),
-        "sessions": state.lock_sessions().len(),
+        "status": load.status(),
+        "sessions": state.engine.session_count(),
         "workers": loads.len(),
         "workerLoad": loads,
-        "lateTicks": state.load.late_ticks().iter().sum::<u64>(),
-        "draining": state.draining.load(std::sync::atomic::Ordering::Relaxed),
+        "lateTicks": load.late_ticks().iter().sum::<u64>(),
+        "draining": state.engine.draining(),
     }))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = crate::metrics::render(&state);
+    let text = crate::metrics::render(&state.engine, &state.http);
     (
         [(
             header::CONTENT_TYPE,
@@ -480,4 +354,86 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// How long [`serve`] waits for open connections to finish after it was told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the control API on `listener` until `stop` says so, then lets open requests finish (at most
+/// [`SHUTDOWN_GRACE`]).
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let config = state.engine.config();
+    let max = config.http_max_connections;
+    let send_buffer = config.http_send_buffer_bytes;
+    let permits = Arc::new(Semaphore::new(max));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(config.http_header_timeout_ms));
+    let service = TowerToHyperService::new(router(state.clone()));
+    let mut logged_refusal = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors and the like: back off a little instead of spinning.
+                tracing::warn!("control API accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            state
+                .http
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if !logged_refusal {
+                logged_refusal = true;
+                tracing::warn!(
+                    max,
+                    "control API connection cap reached; new connections are closed (counted in /metrics)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        tune(&stream, send_buffer);
+        state.http.connections.fetch_add(1, Ordering::Relaxed);
+        state.http.connections_open.fetch_add(1, Ordering::Relaxed);
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service.clone())
+            .with_upgrades();
+        let state = state.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                // The guard `wait_for` returns must not live across the await below (it is not `Send`).
+                () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                if err.is_timeout() {
+                    state.http.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            state.http.connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    // Every permit back means every connection finished.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max as u32)).await;
+}
+
+fn tune(stream: &TcpStream, send_buffer: usize) {
+    let _ = stream.set_nodelay(true);
+    if send_buffer > 0 {
+        let _ = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer);
+    }
 }

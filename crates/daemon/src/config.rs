@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -9,6 +10,9 @@ use crate::error::DaemonError;
 
 /// Environment variable holding the control API's bearer token.
 pub const ENV_API_TOKEN: &str = "MEDIAPROC_API_TOKEN";
+
+/// Largest `recording_max_bytes`: half of what a WAV header's u32 sizes can say.
+pub const RECORDING_BYTES_CEILING: u64 = 1 << 31;
 
 /// Everything `mediaproc serve` can be told. Defaults work on a laptop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -34,6 +38,36 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Where the `record` bot writes WAV files.
     pub recordings_dir: PathBuf,
+    /// A recording file is closed when it holds this many seconds of audio.
+    pub recording_max_seconds: u64,
+    /// A recording file is closed before it grows past this many bytes (at most 2 GiB: WAV sizes are u32).
+    pub recording_max_bytes: u64,
+    /// Files one `record` session may create (the mix, each speaker, each rotated part); a speaker beyond it is
+    /// not recorded (counted).
+    pub recording_max_files: usize,
+    /// At a file's cap: `true` opens the next part (`…-mixed.1.wav`), `false` stops recording that stream.
+    pub recording_rotate: bool,
+    /// The only directory the `play` bot reads files from (relative `bot.file` paths are taken inside it).
+    pub media_dir: PathBuf,
+    /// Largest file the `play` bot reads, in bytes.
+    pub play_max_bytes: u64,
+    /// A WebSocket bot that does not take a message within this many milliseconds is disconnected.
+    pub ws_write_timeout_ms: u64,
+    /// How often the bridge pings a WebSocket bot, in milliseconds.
+    pub ws_ping_interval_ms: u64,
+    /// A WebSocket bot that has not answered a ping with a pong within this many milliseconds is disconnected.
+    pub ws_pong_timeout_ms: u64,
+    /// Largest WebSocket message (and frame) accepted from a bot, in bytes.
+    pub ws_max_message_bytes: usize,
+    /// A client must send a request's headers within this many milliseconds, or the connection is closed.
+    pub http_header_timeout_ms: u64,
+    /// An authorised request's body must arrive within this many milliseconds.
+    pub http_body_timeout_ms: u64,
+    /// HTTP connections open at once; more are closed at accept (counted).
+    pub http_max_connections: usize,
+    /// Kernel send buffer of each HTTP (and bot WebSocket) connection, in bytes; 0 keeps the OS default. Smaller
+    /// buffers make a bot that stops reading hit the write timeout sooner.
+    pub http_send_buffer_bytes: usize,
     /// Worker load (share of the 20 ms tick spent working) from which `/healthz` says HeavilyLoaded.
     pub heavily_loaded_at: f64,
     /// Worker load from which `/healthz` says Overloaded and new sessions are refused with 503.
@@ -53,6 +87,20 @@ impl Default for Config {
             max_sessions: 1000,
             max_body_bytes: 64 * 1024,
             recordings_dir: PathBuf::from("recordings"),
+            recording_max_seconds: 4 * 3600,
+            recording_max_bytes: 1 << 30,
+            recording_max_files: 16,
+            recording_rotate: true,
+            media_dir: PathBuf::from("media"),
+            play_max_bytes: 32 << 20,
+            ws_write_timeout_ms: 2_000,
+            ws_ping_interval_ms: 5_000,
+            ws_pong_timeout_ms: 10_000,
+            ws_max_message_bytes: 64 * 1024,
+            http_header_timeout_ms: 5_000,
+            http_body_timeout_ms: 10_000,
+            http_max_connections: 1024,
+            http_send_buffer_bytes: 0,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
         }
@@ -114,7 +162,37 @@ impl Config {
                 "`max_body_bytes` below 1024 would refuse ordinary requests".to_owned(),
             ));
         }
+        // hound writes u32 sizes: a file must stay well below 4 GiB or its header wraps (a corrupt file).
+        if !(4096..=RECORDING_BYTES_CEILING).contains(&self.recording_max_bytes) {
+            return Err(DaemonError::Config(format!(
+                "`recording_max_bytes` must be from 4096 to {RECORDING_BYTES_CEILING} (2 GiB)"
+            )));
+        }
+        let positive = [
+            ("recording_max_seconds", self.recording_max_seconds),
+            ("recording_max_files", self.recording_max_files as u64),
+            ("play_max_bytes", self.play_max_bytes),
+            ("ws_write_timeout_ms", self.ws_write_timeout_ms),
+            ("ws_ping_interval_ms", self.ws_ping_interval_ms),
+            ("ws_pong_timeout_ms", self.ws_pong_timeout_ms),
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_max_connections", self.http_max_connections as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(DaemonError::Config(format!("`{key}` must be above 0")));
+        }
+        if self.ws_max_message_bytes < 4096 {
+            return Err(DaemonError::Config(
+                "`ws_max_message_bytes` below 4096 would refuse ordinary frames".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// `ws_write_timeout_ms` as a duration.
+    pub fn ws_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_write_timeout_ms)
     }
 
     /// Worker threads to start: the configured number, or one per core.

@@ -1,30 +1,34 @@
-//! The media engine: the QUIC endpoint, RTP/UDP endpoints, media worker threads and the bots.
+//! The media engine: the QUIC endpoint, RTP/UDP endpoints, media worker threads, the bots — and the one registry
+//! of sessions.
 //!
-//! The control plane (the API) calls [`Engine::start_session`] and [`Engine::end_session`]; everything per frame
-//! happens on the worker threads (see [`crate::worker`]), which own each session's sans-IO
+//! The control plane (the API) calls [`Engine::open_session`], [`Engine::session`] and [`Engine::end_session`];
+//! everything per frame happens on the worker threads (see [`crate::worker`]), which own each session's sans-IO
 //! [`mediaproc_pipeline::MediaSession`] and its packet rings.
+//!
+//! `max_sessions` is enforced with a slot counter reserved before the first await of a creation (so concurrent
+//! creations cannot overshoot) and released when the session leaves the registry or its creation fails. Ending
+//! a session sets its end flag, which the worker checks every pass: no full command queue can leave a session
+//! ticking after the registry forgot it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::StatusCode;
 use mediaproc_blob::MediaSessionConfig;
 use mediaproc_net::{MediaServer, RtpUdpConfig, RtpUdpEndpoint, ServerConfig, TlsSource};
-use mediaproc_pipeline::{BotEndpoint, MediaSession, SampleRate, SessionConfig};
-use serde_json::{Value, json};
+use mediaproc_pipeline::{MediaSession, SampleRate, SessionConfig};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::api::ApiError;
-use crate::bots::{self, BotEvent};
+use crate::bots;
 use crate::config::Config;
 use crate::error::DaemonError;
-use crate::health::LoadMonitor;
+use crate::health::{HealthStatus, LoadMonitor};
 use crate::request::{BotKind, RtpCodec, SessionPlan};
+use crate::session::{BotPort, DropCounters, LiveSession};
 use crate::worker::{NetSide, WorkerCommand, WorkerSession};
 
 /// Events queued for a bot before it drains them; when full, new events are dropped and counted.
@@ -33,137 +37,77 @@ pub const BOT_EVENT_CAPACITY: usize = 256;
 pub const WORKER_COMMAND_CAPACITY: usize = 1024;
 /// Opus payload type on QUIC flows the daemon sends.
 pub const QUIC_OPUS_PAYLOAD_TYPE: u8 = 111;
+/// How long [`Engine::end_session`] waits for the worker to confirm the end.
+pub const END_CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A random token: 32 bytes from the OS generator as hex (two v4 UUIDs carry 244 random bits).
 pub fn new_token() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
-/// What the bot side of a WebSocket session takes when the bot connects.
+/// One session as the daemon knows it: what the control plane shows, and the live state shared with the worker.
 #[derive(Debug)]
-pub struct BotPort {
-    /// Ring ends.
-    pub endpoint: BotEndpoint,
-    /// Events from the worker.
-    pub events: mpsc::Receiver<BotEvent>,
-}
-
-/// The session's state as the control plane sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum SessionState {
-    /// Waiting for the edge to attach.
-    WaitingForEdge = 0,
-    /// Media flows.
-    Active = 1,
-    /// The edge detached; the session waits for it to come back.
-    EdgeDetached = 2,
-    /// Ended.
-    Ended = 3,
-}
-
-/// Live state of a session, written by its worker (counters once a second, roster on change) and read by the API.
-#[derive(Debug)]
-pub struct LiveSession {
-    state: std::sync::atomic::AtomicU8,
-    stats: Mutex<Value>,
-    participants: Mutex<Value>,
-    bot_port: Mutex<Option<BotPort>>,
-    /// Bot events dropped because the bot did not drain them.
-    pub bot_events_dropped: AtomicU64,
-    /// A WebSocket bot is connected now.
-    pub bot_connected: std::sync::atomic::AtomicBool,
-}
-
-impl LiveSession {
-    fn new(port: Option<BotPort>) -> Self {
-        LiveSession {
-            state: std::sync::atomic::AtomicU8::new(SessionState::WaitingForEdge as u8),
-            stats: Mutex::new(json!({})),
-            participants: Mutex::new(json!([])),
-            bot_port: Mutex::new(port),
-            bot_events_dropped: AtomicU64::new(0),
-            bot_connected: std::sync::atomic::AtomicBool::new(false),
-        }
-    }
-
-    /// Sets the state.
-    pub fn set_state(&self, state: SessionState) {
-        self.state.store(state as u8, Ordering::Relaxed);
-    }
-
-    /// The state's API name.
-    pub fn state_name(&self) -> &'static str {
-        match self.state.load(Ordering::Relaxed) {
-            0 => "waitingForEdge",
-            1 => "active",
-            2 => "edgeDetached",
-            _ => "ended",
-        }
-    }
-
-    /// Publishes statistics (the worker, once a second).
-    pub fn set_stats(&self, stats: Value) {
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
-    }
-
-    /// The last published statistics.
-    pub fn stats_json(&self) -> Value {
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        stats["botEventsDropped"] = self.bot_events_dropped.load(Ordering::Relaxed).into();
-        stats["botConnected"] = self.bot_connected.load(Ordering::Relaxed).into();
-        stats
-    }
-
-    /// Publishes the roster.
-    pub fn set_participants(&self, participants: Value) {
-        *self.participants.lock().unwrap_or_else(|p| p.into_inner()) = participants;
-    }
-
-    /// The roster.
-    pub fn participants_json(&self) -> Value {
-        self.participants
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Takes the bot's ring ends (a WebSocket bot connecting); `None` while another bot holds them.
-    pub fn take_bot_port(&self) -> Option<BotPort> {
-        let port = self
-            .bot_port
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if port.is_some() {
-            self.bot_connected.store(true, Ordering::Relaxed);
-        }
-        port
-    }
-
-    /// Gives the ring ends back (the WebSocket bot disconnected; it may reconnect).
-    pub fn return_bot_port(&self, port: BotPort) {
-        *self.bot_port.lock().unwrap_or_else(|p| p.into_inner()) = Some(port);
-        self.bot_connected.store(false, Ordering::Relaxed);
-    }
-}
-
-/// What [`Engine::start_session`] returns to the API.
-#[derive(Debug)]
-pub struct StartedSession {
-    /// Bound RTP/UDP address, if asked for.
+pub struct SessionEntry {
+    /// `mpMediaSessionId`.
+    pub id: Uuid,
+    /// `callId` of the blob.
+    pub call_id: String,
+    /// Unix time of creation, in milliseconds.
+    pub created_unix_ms: u64,
+    /// The bot.
+    pub bot: BotKind,
+    /// mpUri.
+    pub mp_uri: String,
+    /// The blob text.
+    pub blob: String,
+    /// The `appHostedMediaConfig` object.
+    pub media_config: Value,
+    /// The token the edge presents to attach.
+    pub edge_token: String,
+    /// The token the bot may present on the WebSocket instead of the API token.
+    pub bot_token: String,
+    /// Bound RTP/UDP address, if the session has one.
     pub rtp_local: Option<SocketAddr>,
     /// The bot's PCM rate.
     pub rate: SampleRate,
-    /// Live state.
+    /// Live state shared with the media worker, the bot and the bridge.
     pub live: Arc<LiveSession>,
 }
 
-struct EngineSession {
+/// What only the engine holds of a session.
+struct Held {
+    entry: Arc<SessionEntry>,
     worker: usize,
     /// Keeps the RTP/UDP endpoint's task alive; dropping it stops the task.
     _rtp: Option<RtpUdpEndpoint>,
     bot_task: Option<bots::BotTask>,
+}
+
+/// A reserved session slot; released on drop unless the session was registered.
+struct Reservation<'a> {
+    slots: &'a AtomicUsize,
+    kept: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.slots.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Control-plane counters of the engine.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Sessions created.
+    pub sessions_created: AtomicU64,
+    /// Sessions refused because the daemon was overloaded.
+    pub refused_overloaded: AtomicU64,
+    /// Sessions refused because `max_sessions` were held.
+    pub refused_full: AtomicU64,
+    /// Sessions whose worker did not confirm the end in time (ended by flag later).
+    pub end_unconfirmed: AtomicU64,
 }
 
 /// The media engine. See the module docs.
@@ -176,8 +120,17 @@ pub struct Engine {
     mp_uri: String,
     fingerprint: String,
     origin: Instant,
-    recordings_dir: PathBuf,
-    sessions: Mutex<HashMap<Uuid, EngineSession>>,
+    config: Config,
+    bot_limits: bots::BotLimits,
+    load: Arc<LoadMonitor>,
+    sessions: Mutex<HashMap<Uuid, Held>>,
+    /// Sessions held or being created; never above `max_sessions`.
+    slots: AtomicUsize,
+    draining: AtomicBool,
+    /// Drops of every session, daemon-wide.
+    pub drops: Arc<DropCounters>,
+    /// Control-plane counters.
+    pub counters: EngineCounters,
 }
 
 impl std::fmt::Debug for Engine {
@@ -239,8 +192,14 @@ impl Engine {
             mp_uri,
             fingerprint,
             origin,
-            recordings_dir: config.recordings_dir.clone(),
+            config: config.clone(),
+            bot_limits: bots::BotLimits::from_config(config),
+            load,
             sessions: Mutex::new(HashMap::new()),
+            slots: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            drops: Arc::new(DropCounters::default()),
+            counters: EngineCounters::default(),
         })
     }
 
@@ -264,19 +223,131 @@ impl Engine {
         self.server.stats()
     }
 
-    /// Registers the session with the network, builds its media pipeline and hands it to a worker.
-    pub async fn start_session(
+    /// The configuration the daemon runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Worker load.
+    pub fn load(&self) -> &LoadMonitor {
+        &self.load
+    }
+
+    /// True once shutdown began (new sessions are refused).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a session slot, or says why not. Nothing awaits between the checks and the reservation.
+    fn reserve(&self) -> Result<Reservation<'_>, DaemonError> {
+        if self.draining() {
+            return Err(DaemonError::ShuttingDown);
+        }
+        if self.load.status() == HealthStatus::Overloaded {
+            self.counters
+                .refused_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(DaemonError::Overloaded);
+        }
+        let max = self.config.max_sessions;
+        self.slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| {
+                self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+                DaemonError::TooManySessions { max }
+            })?;
+        Ok(Reservation {
+            slots: &self.slots,
+            kept: false,
+        })
+    }
+
+    /// Creates a session from a validated plan: reserves a slot, builds the blob, starts the media and the bot,
+    /// registers the session. Used by `POST /v1/sessions` and by in-process bots.
+    pub async fn open_session(&self, plan: SessionPlan) -> Result<Arc<SessionEntry>, DaemonError> {
+        let mut reservation = self.reserve()?;
+        let id = Uuid::new_v4();
+        let edge_token = new_token();
+        let bot_token = new_token();
+        let mut spec = plan.spec.clone();
+        spec.mp_uri = self.mp_uri();
+        spec.session_id = Some(id);
+        spec.edge_token = Some(edge_token.clone());
+        let config = spec
+            .build()
+            .map_err(|err| DaemonError::InvalidSession(err.to_string()))?;
+        let blob = config.to_blob();
+        let media_config = serde_json::to_value(config.to_media_config()).unwrap_or(Value::Null);
+        let started = self.start_media(id, &plan, &config, &edge_token).await?;
+        let entry = Arc::new(SessionEntry {
+            id,
+            call_id: config.call_id.as_ref().cloned().unwrap_or_default(),
+            created_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            bot: plan.bot.clone(),
+            mp_uri: spec.mp_uri.clone(),
+            blob,
+            media_config,
+            edge_token,
+            bot_token,
+            rtp_local: started.rtp_local,
+            rate: started.rate,
+            live: started.live,
+        });
+        self.lock_sessions().insert(
+            id,
+            Held {
+                entry: entry.clone(),
+                worker: started.worker,
+                _rtp: started.rtp,
+                bot_task: started.bot_task,
+            },
+        );
+        reservation.kept = true;
+        self.counters
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(session = %id, bot = plan.bot.name(), rtp = ?entry.rtp_local, "session created");
+        Ok(entry)
+    }
+
+    /// The session with this id (`id` as the API got it).
+    pub fn session(&self, id: &str) -> Result<Arc<SessionEntry>, DaemonError> {
+        let not_found = || DaemonError::SessionNotFound(id.to_owned());
+        let uuid = Uuid::parse_str(id).map_err(|_| not_found())?;
+        self.lock_sessions()
+            .get(&uuid)
+            .map(|held| held.entry.clone())
+            .ok_or_else(not_found)
+    }
+
+    /// All sessions, oldest first.
+    pub fn sessions(&self) -> Vec<Arc<SessionEntry>> {
+        let mut all: Vec<_> = self
+            .lock_sessions()
+            .values()
+            .map(|held| held.entry.clone())
+            .collect();
+        all.sort_by_key(|entry| entry.created_unix_ms);
+        all
+    }
+
+    /// Sessions held.
+    pub fn session_count(&self) -> usize {
+        self.lock_sessions().len()
+    }
+
+    /// Registers the session with the network, builds its media pipeline, starts its bot and hands it to a worker.
+    async fn start_media(
         &self,
         id: Uuid,
         plan: &SessionPlan,
         blob: &MediaSessionConfig,
         edge_token: &str,
-    ) -> Result<StartedSession, ApiError> {
-        let internal = |what: &str, err: &dyn std::fmt::Display| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "media_error",
-            message: format!("{what}: {err}"),
-        };
+    ) -> Result<StartedMedia, DaemonError> {
         let format = plan
             .spec
             .audio
@@ -284,7 +355,7 @@ impl Engine {
             .map(|a| a.format.clone())
             .unwrap_or_default();
         let rate = SampleRate::new(format.sample_rate().unwrap_or(16_000))
-            .map_err(|e| internal("audio format", &e))?;
+            .map_err(|e| DaemonError::media("audio format", &e))?;
         let contexts = |lists: &[&mediaproc_blob::Maybe<Vec<String>>]| -> Vec<Uuid> {
             lists
                 .iter()
@@ -307,24 +378,19 @@ impl Engine {
         let (rtp_endpoint, udp, payload_type) = match &plan.rtp {
             None => (None, None, QUIC_OPUS_PAYLOAD_TYPE),
             Some(rtp) if rtp.codec != RtpCodec::Opus => {
-                return Err(ApiError {
-                    status: StatusCode::NOT_IMPLEMENTED,
-                    code: "codec_not_supported",
-                    message: "rtp.codec: the media pipeline transcodes Opus only so far; G.711 is on the wire \
-                              format list but not yet in the daemon"
+                return Err(DaemonError::CodecNotSupported(
+                    "rtp.codec: the media pipeline transcodes Opus only so far; G.711 is on the wire \
+                     format list but not yet in the daemon"
                         .to_owned(),
-                });
+                ));
             }
             Some(rtp) => {
                 let mut config = RtpUdpConfig::opus(rtp.local, rtp.payload_type);
                 config.remote = rtp.remote;
                 config.extra_payload_types = vec![crate::worker::TELEPHONE_EVENT_PAYLOAD_TYPE];
-                let (endpoint, session) =
-                    RtpUdpEndpoint::bind(config).await.map_err(|err| ApiError {
-                        status: StatusCode::BAD_REQUEST,
-                        code: "rtp_bind_failed",
-                        message: format!("rtp.local: {err}"),
-                    })?;
+                let (endpoint, session) = RtpUdpEndpoint::bind(config)
+                    .await
+                    .map_err(|err| DaemonError::RtpBind(err.to_string()))?;
                 let offset = endpoint
                     .clock_origin()
                     .saturating_duration_since(self.origin);
@@ -353,23 +419,23 @@ impl Engine {
             ..SessionConfig::default()
         };
         let now = self.origin.elapsed();
-        let (media, endpoint) =
-            MediaSession::new(session_config, now).map_err(|err| internal("pipeline", &err))?;
+        let (media, endpoint) = MediaSession::new(session_config, now)
+            .map_err(|err| DaemonError::media("pipeline", &err))?;
 
         let (event_tx, event_rx) = mpsc::channel(BOT_EVENT_CAPACITY);
         let port = BotPort {
             endpoint,
             events: event_rx,
         };
+        let new_live = |port| Arc::new(LiveSession::new(port, self.drops.clone()));
         let (in_worker_bot, live, bot_task) = match &plan.bot {
-            BotKind::WebSocket | BotKind::InProcess => {
-                (None, Arc::new(LiveSession::new(Some(port))), None)
-            }
-            BotKind::Echo => (Some(port.endpoint), Arc::new(LiveSession::new(None)), None),
+            BotKind::WebSocket | BotKind::InProcess => (None, new_live(Some(port)), None),
+            BotKind::Echo => (Some(port.endpoint), new_live(None), None),
             other => {
-                let live = Arc::new(LiveSession::new(None));
-                let task = bots::spawn(other, port, id, rate, &self.recordings_dir)
-                    .map_err(|err| ApiError::bad_request("invalid_bot", err))?;
+                let live = new_live(None);
+                let task = bots::start(other, port, id, rate, &self.bot_limits, live.clone())
+                    .await
+                    .map_err(DaemonError::InvalidBot)?;
                 (None, live, Some(task))
             }
         };
@@ -382,7 +448,9 @@ impl Engine {
                 render_contexts: render,
                 source_contexts: source.clone(),
             })
-            .map_err(|err| internal("cannot register the session on the media endpoint", &err))?;
+            .map_err(|err| {
+                DaemonError::media("cannot register the session on the media endpoint", &err)
+            })?;
         let source_context = source.first().copied();
         let net = NetSide::new(quic, udp, source_context);
         let worker = self.pick_worker();
@@ -394,27 +462,22 @@ impl Engine {
         {
             // Nothing may stay registered for a session that did not start (the bot task stops when dropped).
             self.server.remove_session(id);
-            return Err(internal(
+            return Err(DaemonError::media(
                 "media worker",
                 &"its command queue is full or it stopped",
             ));
         }
-        self.lock_sessions().insert(
-            id,
-            EngineSession {
-                worker,
-                _rtp: rtp_endpoint,
-                bot_task,
-            },
-        );
-        Ok(StartedSession {
+        Ok(StartedMedia {
             rtp_local,
             rate,
             live,
+            worker,
+            rtp: rtp_endpoint,
+            bot_task,
         })
     }
 
-    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, EngineSession>> {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -422,20 +485,35 @@ impl Engine {
         self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len()
     }
 
-    /// Ends a session: the worker sends a final BYE-free stop, the bot gets `stop`, recordings are finalised.
-    pub async fn end_session(&self, id: Uuid) {
-        let Some(session) = self.lock_sessions().remove(&id) else {
-            return;
+    /// Ends a session: it leaves the registry at once, the worker stops it (the bot gets `stop`) and confirms,
+    /// built-in bots stop (recordings are finalised). Returns false for an unknown session.
+    pub async fn end_session(&self, id: Uuid) -> bool {
+        let Some(held) = self.lock_sessions().remove(&id) else {
+            return false;
         };
-        let _ = self.workers[session.worker].try_send(WorkerCommand::Remove(id));
+        self.slots.fetch_sub(1, Ordering::AcqRel);
+        let live = held.entry.live.clone();
+        // The flag ends it on the worker's next pass whatever happens to the command; the command only wakes the
+        // worker's command loop sooner.
+        live.request_end();
+        let _ = self.workers[held.worker].try_send(WorkerCommand::Remove(id));
         self.server.remove_session(id);
-        if let Some(task) = session.bot_task {
+        if !live.wait_ended(END_CONFIRM_TIMEOUT).await {
+            self.counters
+                .end_unconfirmed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(session = %id, "the media worker did not confirm the end in time");
+        }
+        if let Some(task) = held.bot_task {
             task.finish().await;
         }
+        tracing::info!(session = %id, "session ended");
+        true
     }
 
-    /// Ends every session and stops the workers (graceful shutdown).
+    /// Refuses new sessions, ends every session and stops the workers (graceful shutdown).
     pub async fn shutdown(&self) {
+        self.draining.store(true, Ordering::Relaxed);
         let ids: Vec<Uuid> = self.lock_sessions().keys().copied().collect();
         for id in ids {
             self.end_session(id).await;
@@ -456,6 +534,16 @@ impl Engine {
         })
         .await;
     }
+}
+
+/// What [`Engine::start_media`] hands back to [`Engine::open_session`].
+struct StartedMedia {
+    rtp_local: Option<SocketAddr>,
+    rate: SampleRate,
+    live: Arc<LiveSession>,
+    worker: usize,
+    rtp: Option<RtpUdpEndpoint>,
+    bot_task: Option<bots::BotTask>,
 }
 
 /// A random u32 for SSRCs and initial RTP counters (RFC 3550 wants them unpredictable).

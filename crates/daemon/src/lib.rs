@@ -18,6 +18,12 @@
 //! [`api`] is axum: bearer-token auth (constant-time compare), JSON errors `{"error":{"code","message"}}`, a body
 //! size limit, 503 when overloaded or draining. Shutdown ([`RunningDaemon::shutdown`]) refuses new sessions, ends
 //! every session (bots get `stop`, recordings are finalised) and stops the workers.
+//!
+//! ## Layers
+//! Modules depend on each other in one direction only (`tests/layers.rs` fails on a cycle):
+//! `config`, `error`, `health` → [`session`] (live session state, the bot port, bot events, drop counters) →
+//! [`request`], [`bots`], [`worker`], [`ws`] → [`engine`] (the one session registry) → [`metrics`] → [`api`]
+//! (the only place errors become HTTP statuses). This file only wires them together.
 
 pub mod api;
 pub mod bots;
@@ -27,17 +33,18 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod request;
+pub mod session;
 pub mod worker;
 pub mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 pub use config::Config;
 pub use error::DaemonError;
 pub use health::HealthStatus;
+pub use session::BotPort;
 
 /// A started daemon: its addresses and token, and the way to stop it.
 #[derive(Debug)]
@@ -56,7 +63,7 @@ pub struct RunningDaemon {
     pub certificate_sha256: String,
     state: Arc<api::AppState>,
     server: tokio::task::JoinHandle<()>,
-    stop_http: tokio::sync::oneshot::Sender<()>,
+    stop_http: tokio::sync::watch::Sender<bool>,
 }
 
 /// Binds everything and starts serving; returns once the daemon is ready.
@@ -72,7 +79,7 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         config.heavily_loaded_at,
         config.overloaded_at,
     ));
-    let engine = engine::Engine::start(&config, load.clone()).await?;
+    let engine = engine::Engine::start(&config, load).await?;
     let listener = tokio::net::TcpListener::bind(config.api)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -87,10 +94,7 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
     let certificate_sha256 = engine.fingerprint_hex();
     let media_addr = engine.media_addr();
     let state = Arc::new(api::AppState {
-        config,
         api_token: api_token.clone(),
-        sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
-        load,
         engine,
         // Bots reach an API bound to all interfaces on loopback.
         api_base: format!(
@@ -101,22 +105,10 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
                 api_addr
             }
         ),
-        counters: api::Counters::default(),
-        draining: std::sync::atomic::AtomicBool::new(false),
+        http: metrics::HttpCounters::default(),
     });
-    let (stop_http, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = api::router(state.clone());
-    let server = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!("control API stopped: {err}");
-        }
-    });
+    let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(api::serve(listener, state.clone(), stop_rx));
     tracing::info!(%api_addr, ?media_addr, %mp_uri, "mediaproc serve ready");
     Ok(RunningDaemon {
         api_addr,
@@ -134,34 +126,29 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
 impl RunningDaemon {
     /// Opens a session served by a bot in this process — the Rust bot API. `request` is a `POST /v1/sessions` body
     /// (its `bot` member is ignored). Returns the `201` body (blob, mediaConfig, edge token, …) and the bot's
-    /// [`engine::BotPort`]: `endpoint.inbound` yields 20 ms frames from the call (mixed, active speakers, unmixed),
+    /// [`BotPort`]: `endpoint.inbound` yields 20 ms frames from the call (mixed, active speakers, unmixed),
     /// `endpoint.outbound` takes frames, `clear` and `mark`; `events` carries roster, DTMF, marks, send status.
     pub async fn open_session(
         &self,
         request: serde_json::Value,
-    ) -> Result<(serde_json::Value, engine::BotPort), api::ApiError> {
+    ) -> Result<(serde_json::Value, BotPort), DaemonError> {
         let bytes = serde_json::to_vec(&request).unwrap_or_default();
         let mut plan = request::CreateSessionRequest::parse(&bytes)?.into_plan()?;
         plan.bot = request::BotKind::InProcess;
-        let (entry, body) = api::open_session(&self.state, plan).await?;
+        let entry = self.state.engine.open_session(plan).await?;
         let port = entry.live.take_bot_port().ok_or_else(|| {
-            api::ApiError::bad_request(
-                "media_error",
-                "the session's bot port was taken before it was handed out",
+            DaemonError::Media(
+                "the session's bot port was taken before it was handed out".to_owned(),
             )
         })?;
-        Ok((body, port))
+        Ok((api::created_body(&self.state, &entry), port))
     }
 
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),
     /// stop the workers and the API.
     pub async fn shutdown(self) {
-        self.state.draining.store(true, Ordering::Relaxed);
-        for entry in self.state.all_sessions() {
-            self.state.forget(entry.id);
-        }
         self.state.engine.shutdown().await;
-        let _ = self.stop_http.send(());
+        self.stop_http.send_replace(true);
         let _ = self.server.await;
         tracing::info!("mediaproc serve stopped");
     }

@@ -7,7 +7,7 @@ use mediaproc_blob::{AudioFormat, AudioSocketSpec, Direction, SessionSpec, Video
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::api::ApiError;
+use crate::error::DaemonError;
 
 /// The body of `POST /v1/sessions`. Every member is optional: `{}` asks for a send-and-receive `Pcm16K` audio
 /// session served to a WebSocket bot.
@@ -85,7 +85,7 @@ pub enum BotKind {
         /// The file.
         file: PathBuf,
     },
-    /// A Rust bot in the same process ([`crate::RunningDaemon::open_session`]); not available over HTTP.
+    /// A Rust bot in the same process (`RunningDaemon::open_session`); not available over HTTP.
     InProcess,
     /// Sends a continuous sine tone.
     Tone {
@@ -145,7 +145,7 @@ pub struct SessionPlan {
 
 impl CreateSessionRequest {
     /// Parses a body; an empty body is `{}`.
-    pub fn parse(body: &[u8]) -> Result<CreateSessionRequest, ApiError> {
+    pub fn parse(body: &[u8]) -> Result<CreateSessionRequest, DaemonError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(CreateSessionRequest::default());
         }
@@ -163,17 +163,17 @@ impl CreateSessionRequest {
                 } else {
                     format!("{path}: {inner}")
                 };
-                ApiError::bad_request("invalid_body", message)
+                DaemonError::InvalidBody(message)
             })?;
-        deserializer.end().map_err(|err| {
-            ApiError::bad_request("invalid_body", format!("trailing data: {err}"))
-        })?;
+        deserializer
+            .end()
+            .map_err(|err| DaemonError::InvalidBody(format!("trailing data: {err}")))?;
         Ok(request)
     }
 
     /// Validates the request into a plan.
-    pub fn into_plan(self) -> Result<SessionPlan, ApiError> {
-        let bad = |message: String| ApiError::bad_request("invalid_session", message);
+    pub fn into_plan(self) -> Result<SessionPlan, DaemonError> {
+        let bad = DaemonError::InvalidSession;
         let audio = match self.audio {
             None => Some(AudioSocketSpec::default()),
             Some(audio) => {

@@ -21,9 +21,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::bots::BotEvent;
-use crate::engine::{LiveSession, SessionState};
 use crate::health::LoadMonitor;
+use crate::session::{BotEvent, Dropped, LiveSession, SessionState};
 
 /// Longest sleep of a worker, so receive rings and control events are drained promptly between ticks.
 pub const MAX_IDLE: Duration = Duration::from_millis(5);
@@ -43,7 +42,7 @@ const MAX_FLOWS: usize = 64;
 pub enum WorkerCommand {
     /// Take over a session.
     Add(Box<WorkerSession>),
-    /// End a session.
+    /// End a session now (the session's end flag ends it on the next pass even if this command was not queued).
     Remove(Uuid),
     /// Stop the thread (after ending all sessions).
     Stop,
@@ -120,6 +119,8 @@ pub struct WorkerSession {
     next_publish: Duration,
     /// A packet came in on the RTP/UDP edge (it has no attach; the first packet makes the session active).
     udp_seen: bool,
+    /// Receive-ring drops already counted.
+    ring_dropped_seen: u64,
 }
 
 impl std::fmt::Debug for WorkerSession {
@@ -167,14 +168,13 @@ impl WorkerSession {
             counters: Counters::default(),
             next_publish: Duration::ZERO,
             udp_seen: false,
+            ring_dropped_seen: 0,
         }
     }
 
     fn send_bot(&self, event: BotEvent) {
         if self.events.try_send(event).is_err() {
-            self.live
-                .bot_events_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.live.count(Dropped::BotEvent);
         }
     }
 
@@ -402,6 +402,32 @@ impl WorkerSession {
             }
         }
         let c = self.counters;
+        // Ring overflow as a delta, so the daemon-wide total keeps what ended sessions dropped.
+        let ring_dropped = self.net.quic.rx.dropped()
+            + self.net.udp.as_ref().map_or(0, |(udp, _)| udp.rx.dropped());
+        self.live.count_n(
+            Dropped::RxRingOverflow,
+            ring_dropped.saturating_sub(self.ring_dropped_seen),
+        );
+        self.ring_dropped_seen = ring_dropped;
+        // The RTP/UDP edge's counters, when the session has one (zero/absent otherwise).
+        let udp = self.net.udp.as_ref().map(|(udp, _)| {
+            let n = udp.stats.snapshot();
+            json!({
+                "rxPackets": n.rx_packets,
+                "rxBytes": n.rx_bytes,
+                "rxRtcp": n.rx_rtcp,
+                "rxMalformed": n.rx_malformed,
+                "rxUnexpected": n.rx_unexpected,
+                "rxRingDropped": udp.rx.dropped(),
+                "txPackets": n.tx_packets,
+                "txBytes": n.tx_bytes,
+                "txDropped": n.tx_dropped,
+                "lost": n.lost,
+                "jitterUs": n.jitter_us,
+                "rtcpRttUs": n.rtcp_rtt_us,
+            })
+        });
         self.live.set_stats(json!({
             "ticks": stats.ticks,
             "lateTicks": stats.late_ticks,
@@ -434,16 +460,22 @@ impl WorkerSession {
                 "lost": net.lost,
                 "jitterUs": net.jitter_us,
                 "rttUs": net.rtt_us,
+                "rtcpRttUs": net.rtcp_rtt_us,
+                "eventsDropped": net.events_dropped,
+                // Packets the receive ring overwrote before the worker took them (drop-oldest).
+                "rxRingDropped": self.net.quic.rx.dropped(),
+                // The network layer's newer drop counters (tx ring overflow, strict-RTP drops, …) go here.
             },
+            "rtpUdp": udp,
             "streams": streams,
         }));
     }
 
     fn end(self) {
-        self.live.set_state(SessionState::Ended);
         let _ = self.events.try_send(BotEvent::Stop {
             reason: "session ended".to_owned(),
         });
+        self.live.mark_ended();
     }
 }
 
@@ -487,6 +519,15 @@ pub fn run(
                     return;
                 }
                 Err(TryRecvError::Empty) => break,
+            }
+        }
+        // The end flag is the reliable path: a Remove that did not fit in the queue still ends the session here.
+        let mut i = 0;
+        while i < sessions.len() {
+            if sessions[i].live.end_requested() {
+                sessions.swap_remove(i).end();
+            } else {
+                i += 1;
             }
         }
         let woke = origin.elapsed();

@@ -1,5 +1,11 @@
 //! The bot WebSocket: 20 ms PCM frames both ways as binary messages, JSON events and actions as text.
 //! The protocol is specified in `docs/bot-protocol.md`.
+//!
+//! Nothing a bot does can hold the bridge or the session: every send is bounded by `ws_write_timeout_ms` (a bot
+//! that stops reading is disconnected and counted as a stall) and abandoned at once when the session ends; the
+//! bridge pings every `ws_ping_interval_ms` and disconnects a bot that has not answered within `ws_pong_timeout_ms`;
+//! messages and frames from the bot are limited to `ws_max_message_bytes` (far below tungstenite's 16 MiB). The
+//! session's audio is ticked by its media worker whatever the bridge does.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,8 +14,11 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket};
 use mediaproc_pipeline::{MarkName, ReceivedAudio, SampleRate};
 use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::engine::{BotPort, LiveSession};
+use crate::config::Config;
+use crate::session::{BotEvent, BotPort, Dropped, LiveSession};
 
 /// Magic of an unmixed-audio binary message: `b"UMX1"`, then the media source id (u32 LE), the frame's timestamp
 /// in 100 ns ticks (u64 LE), then one frame of PCM.
@@ -21,8 +30,6 @@ pub const FORWARD_INTERVAL: Duration = Duration::from_millis(10);
 /// Audio the bridge holds beyond the session's outbound queue before it stops reading the socket (2 s at 16 kHz):
 /// a `clear` sent behind a burst is still read, and applied at once, while less than this is held.
 pub const HELD_BYTES_LIMIT: usize = 64_000;
-/// Largest WebSocket message accepted from a bot.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Marks held with audio not yet queued; more are refused with an error event.
 pub const HELD_MARKS_LIMIT: usize = 64;
 
@@ -87,15 +94,122 @@ impl Held {
     }
 }
 
-/// Serves one bot connection until it closes; then the ring ends go back to the session so the bot can reconnect.
+/// The bridge's timeouts and sizes, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct WsLimits {
+    /// A message the bot does not take within this is a stall: the bot is disconnected.
+    pub write_timeout: Duration,
+    /// How often the bridge pings.
+    pub ping_interval: Duration,
+    /// No pong this long after a ping disconnects the bot.
+    pub pong_timeout: Duration,
+    /// Largest message and frame taken from the bot.
+    pub max_message_bytes: usize,
+}
+
+impl WsLimits {
+    /// The limits a configuration sets.
+    pub fn from_config(config: &Config) -> Self {
+        WsLimits {
+            write_timeout: Duration::from_millis(config.ws_write_timeout_ms),
+            ping_interval: Duration::from_millis(config.ws_ping_interval_ms),
+            pong_timeout: Duration::from_millis(config.ws_pong_timeout_ms),
+            max_message_bytes: config.ws_max_message_bytes,
+        }
+    }
+}
+
+/// Why a bridge ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gone {
+    /// The bot closed, or the socket failed.
+    Closed,
+    /// A send did not complete within the write timeout.
+    Stalled,
+    /// No pong within the pong timeout.
+    PongTimeout,
+    /// The session ended while a send was pending.
+    Ended,
+}
+
+/// Sends one message, bounded by the write timeout, and abandoned at once if the session ends meanwhile (a bot
+/// that stopped reading must not hold the bridge after `DELETE`).
+async fn send(
+    socket: &mut WebSocket,
+    message: Message,
+    limits: &WsLimits,
+    ended: &mut watch::Receiver<bool>,
+) -> Result<(), Gone> {
+    tokio::select! {
+        // A send that completes at once wins, so a healthy bot still gets what was due.
+        biased;
+        sent = tokio::time::timeout(limits.write_timeout, socket.send(message)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Gone::Closed),
+            Err(_) => Err(Gone::Stalled),
+        },
+        _ = ended.wait_for(|ended| *ended) => Err(Gone::Ended),
+    }
+}
+
+/// Serves one bot connection until it closes, stalls or stops answering pings; then the ring ends go back to the
+/// session so the bot can reconnect. Every way out but the bot's own close is counted in the session's statistics.
 pub async fn serve_bot(
     mut socket: WebSocket,
-    mut port: BotPort,
+    port: BotPort,
     live: Arc<LiveSession>,
     session_id: String,
     call_id: String,
     rate: SampleRate,
+    limits: WsLimits,
 ) {
+    let (port, gone) = bridge(
+        &mut socket,
+        port,
+        &live,
+        &session_id,
+        &call_id,
+        rate,
+        &limits,
+    )
+    .await;
+    live.count(Dropped::WsDisconnect);
+    match gone {
+        Gone::Stalled => {
+            live.count(Dropped::WsStall);
+            live.notice(
+                "botStalled",
+                json!({"writeTimeoutMs": limits.write_timeout.as_millis() as u64}),
+            );
+            tracing::warn!(session = %session_id, "bot stopped reading; disconnected after the write timeout");
+        }
+        Gone::PongTimeout => {
+            live.count(Dropped::WsPongTimeout);
+            live.notice(
+                "botPongTimeout",
+                json!({"pongTimeoutMs": limits.pong_timeout.as_millis() as u64}),
+            );
+            tracing::warn!(session = %session_id, "bot answered no ping; disconnected");
+        }
+        Gone::Closed | Gone::Ended => {
+            tracing::info!(session = %session_id, "bot disconnected; the call goes on and the bot may reconnect");
+        }
+    }
+    // Dropping the socket closes the connection without waiting on a peer that may not read.
+    drop(socket);
+    live.return_bot_port(port);
+}
+
+async fn bridge(
+    socket: &mut WebSocket,
+    mut port: BotPort,
+    live: &LiveSession,
+    session_id: &str,
+    call_id: &str,
+    rate: SampleRate,
+    limits: &WsLimits,
+) -> (BotPort, Gone) {
+    let mut ended = live.ended_signal();
     let samples = rate.samples_per_frame();
     let frame_bytes = samples * 2;
     let start = json!({
@@ -105,26 +219,30 @@ pub async fn serve_bot(
         "format": {"encoding": "audio/l16", "sampleRate": rate.hz(), "channels": 1, "frameBytes": frame_bytes, "frameMs": 20},
         "unmixed": {"magic": "UMX1", "headerBytes": UNMIXED_HEADER_LEN},
     });
-    if socket
-        .send(Message::Text(start.to_string().into()))
-        .await
-        .is_err()
+    if let Err(gone) = send(
+        socket,
+        Message::Text(start.to_string().into()),
+        limits,
+        &mut ended,
+    )
+    .await
     {
-        live.return_bot_port(port);
-        return;
+        return (port, gone);
     }
     let mut frame = Box::new(ReceivedAudio::new(rate));
     let mut pcm_out = vec![0u8; frame_bytes];
     let mut unmixed_out = vec![0u8; UNMIXED_HEADER_LEN + frame_bytes];
     let mut samples_in: Vec<i16> = Vec::with_capacity(samples);
     let mut held = Held {
-        bytes: Vec::with_capacity(HELD_BYTES_LIMIT + MAX_MESSAGE_BYTES),
+        bytes: Vec::with_capacity(HELD_BYTES_LIMIT + limits.max_message_bytes),
         base: 0,
         marks: VecDeque::new(),
     };
     let mut tick = tokio::time::interval(FORWARD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    'session: loop {
+    let mut next_ping = Instant::now() + limits.ping_interval;
+    let mut pong_due: Option<Instant> = None;
+    let gone = 'session: loop {
         tokio::select! {
             _ = tick.tick() => {
                 held.flush(frame_bytes, &mut samples_in, &mut port);
@@ -132,8 +250,8 @@ pub async fn serve_bot(
                     for (chunk, sample) in pcm_out.chunks_exact_mut(2).zip(frame.mixed()) {
                         chunk.copy_from_slice(&sample.to_le_bytes());
                     }
-                    if socket.send(Message::Binary(pcm_out.clone().into())).await.is_err() {
-                        break 'session;
+                    if let Err(gone) = send(socket, Message::Binary(pcm_out.clone().into()), limits, &mut ended).await {
+                        break 'session gone;
                     }
                     for i in 0..frame.unmixed_len() {
                         let Some((msi, speaker)) = frame.unmixed(i) else { continue };
@@ -143,26 +261,45 @@ pub async fn serve_bot(
                         for (chunk, sample) in unmixed_out[UNMIXED_HEADER_LEN..].chunks_exact_mut(2).zip(speaker) {
                             chunk.copy_from_slice(&sample.to_le_bytes());
                         }
-                        if socket.send(Message::Binary(unmixed_out.clone().into())).await.is_err() {
-                            break 'session;
+                        if let Err(gone) = send(socket, Message::Binary(unmixed_out.clone().into()), limits, &mut ended).await {
+                            break 'session gone;
                         }
                     }
                 }
             }
-            event = port.events.recv() => {
-                let Some(event) = event else { break 'session };
-                let stop = matches!(event, crate::bots::BotEvent::Stop { .. });
-                if socket.send(Message::Text(event.to_json().to_string().into())).await.is_err() {
-                    break 'session;
+            _ = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
+                let now = Instant::now();
+                match pong_due {
+                    // While the bridge holds back reading (backpressure) the pong cannot be read: not the bot's fault.
+                    Some(_) if held.bytes.len() >= HELD_BYTES_LIMIT => pong_due = Some(now + limits.pong_timeout),
+                    Some(_) => break 'session Gone::PongTimeout,
+                    None => {
+                        if let Err(gone) = send(socket, Message::Ping(Default::default()), limits, &mut ended).await {
+                            break 'session gone;
+                        }
+                        pong_due = Some(now + limits.pong_timeout);
+                        next_ping = now + limits.ping_interval;
+                    }
                 }
+            }
+            event = port.events.recv() => {
+                let Some(event) = event else { break 'session Gone::Closed };
+                let stop = matches!(event, BotEvent::Stop { .. });
+                let text = Message::Text(event.to_json().to_string().into());
                 if stop {
-                    let _ = socket.send(Message::Close(None)).await;
-                    break 'session;
+                    // The last word: bounded by the write timeout, not abandoned because the session just ended.
+                    if tokio::time::timeout(limits.write_timeout, socket.send(text)).await.is_ok_and(|r| r.is_ok()) {
+                        let _ = tokio::time::timeout(limits.write_timeout, socket.send(Message::Close(None))).await;
+                    }
+                    break 'session Gone::Ended;
+                }
+                if let Err(gone) = send(socket, text, limits, &mut ended).await {
+                    break 'session gone;
                 }
             }
             // Backpressure: past the limit the socket is not read until the outbound queue has room again.
             message = socket.recv(), if held.bytes.len() < HELD_BYTES_LIMIT => {
-                let Some(Ok(message)) = message else { break 'session };
+                let Some(Ok(message)) = message else { break 'session Gone::Closed };
                 match message {
                     Message::Binary(bytes) => {
                         // Frames may arrive split or joined: queue whole frames in order, hold the rest.
@@ -171,20 +308,21 @@ pub async fn serve_bot(
                     }
                     Message::Text(text) => {
                         for reply in handle_action(&text, &mut port, &mut held, frame_bytes) {
-                            if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
-                                break 'session;
+                            if let Err(gone) = send(socket, Message::Text(reply.to_string().into()), limits, &mut ended).await {
+                                break 'session gone;
                             }
                         }
                         held.flush(frame_bytes, &mut samples_in, &mut port);
                     }
-                    Message::Close(_) => break 'session,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Close(_) => break 'session Gone::Closed,
+                    // Only a pong shows the bot reads its socket (a bot may send audio and never read).
+                    Message::Pong(_) => pong_due = None,
+                    Message::Ping(_) => {}
                 }
             }
         }
-    }
-    tracing::info!(session = %session_id, "bot disconnected; the call goes on and the bot may reconnect");
-    live.return_bot_port(port);
+    };
+    (port, gone)
 }
 
 fn error_event(code: &str, message: impl Into<String>) -> Value {

@@ -24,6 +24,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         api_token: Some(TOKEN.to_owned()),
         workers: 1,
         recordings_dir: dir.to_path_buf(),
+        media_dir: dir.to_path_buf(),
         ..Config::default()
     }
 }
