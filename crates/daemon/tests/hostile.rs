@@ -638,3 +638,66 @@ async fn play_paths_outside_the_media_directory_and_fifos_are_refused_without_bl
     assert_eq!(metric(&text, "mediaproc_sessions"), 2);
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_that_answers_no_ping_is_disconnected_and_a_reading_bot_is_not() {
+    use futures_util::StreamExt;
+    let _serial = serial().await;
+    let dir = temp_dir("hostile-pong");
+    let daemon = mediaproc_daemon::start(Config {
+        ws_ping_interval_ms: 200,
+        ws_pong_timeout_ms: 500,
+        // Far away: only the pong timeout can notice this bot (kernel buffers take its audio for a long time).
+        ws_write_timeout_ms: 60_000,
+        ..test_config(&dir)
+    })
+    .await
+    .unwrap();
+    let deaf = create_session(&daemon, json!({})).await;
+    let reading = create_session(&daemon, json!({})).await;
+    let url = |session: &Value| {
+        format!(
+            "{}?token={}",
+            session["mediaUrl"].as_str().unwrap(),
+            session["botToken"].as_str().unwrap()
+        )
+    };
+    let (deaf_bot, _) = tokio_tungstenite::connect_async(url(&deaf)).await.unwrap();
+    let (mut reading_bot, _) = tokio_tungstenite::connect_async(url(&reading))
+        .await
+        .unwrap();
+    let connected = Instant::now();
+    // The reading bot reads (and so answers pings) for 2 s, far past the pong timeout.
+    let pings = async {
+        let mut pings = 0;
+        let until = Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout_at(until.into(), reading_bot.next()).await
+        {
+            if message.is_ping() {
+                pings += 1;
+            }
+        }
+        pings
+    };
+    let detected = wait_until(Duration::from_secs(5), "the pong timeout", || async {
+        let stats = session_stats(&daemon, &deaf).await;
+        (stats["stats"]["websocket"]["pongTimeouts"] == 1).then(|| connected.elapsed())
+    });
+    let (pings, after) = tokio::join!(pings, detected);
+    println!(
+        "a bot that answers no ping: disconnected {after:?} after connecting (ping 200 ms, pong timeout 500 ms)"
+    );
+    assert!(after >= Duration::from_millis(700), "{after:?}");
+    assert!(pings >= 5, "the reading bot saw {pings} pings");
+    let stats = session_stats(&daemon, &reading).await;
+    assert_eq!(stats["stats"]["websocket"]["disconnects"], 0, "{stats}");
+    assert_eq!(stats["stats"]["botConnected"], true, "{stats}");
+    let deaf_stats = session_stats(&daemon, &deaf).await;
+    assert_eq!(
+        deaf_stats["notices"][0]["event"], "botPongTimeout",
+        "{deaf_stats}"
+    );
+    drop(deaf_bot);
+    daemon.shutdown().await;
+}
