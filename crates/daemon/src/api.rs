@@ -371,6 +371,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch:
         .header_read_timeout(Duration::from_millis(config.http_header_timeout_ms));
     let service = TowerToHyperService::new(router(state.clone()));
     let mut logged_refusal = false;
+    let mut logged_accept_error = false;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -379,8 +380,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch:
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(err) => {
-                // Out of descriptors and the like: back off a little instead of spinning.
-                tracing::warn!("control API accept failed: {err}");
+                // Out of descriptors and the like: back off a little instead of spinning, and say so once.
+                if !logged_accept_error {
+                    logged_accept_error = true;
+                    tracing::warn!(
+                        "control API accept failed (further failures are not logged): {err}"
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }

@@ -531,26 +531,49 @@ pub fn load_confined(
             "bot.file: `{shown}` grew past play_max_bytes ({max_bytes}) while read"
         ));
     }
-    decode_wav(std::io::Cursor::new(bytes), rate).map_err(|err| format!("bot.file: {shown}: {err}"))
+    decode_wav(std::io::Cursor::new(bytes), rate, max_bytes)
+        .map_err(|err| format!("bot.file: {shown}: {err}"))
 }
 
-/// Decodes a WAV as mono 16-bit PCM at `rate` (channels are averaged; other rates are resampled).
-pub fn decode_wav<R: Read>(source: R, rate: SampleRate) -> Result<Vec<i16>, String> {
+/// Decodes a WAV as mono 16-bit PCM at `rate` (channels are averaged; other rates are resampled), refusing one
+/// whose decoded audio would take more than `max_bytes` (an 8 kHz 8-bit file resampled to 48 kHz grows twelvefold).
+pub fn decode_wav<R: Read>(
+    source: R,
+    rate: SampleRate,
+    max_bytes: u64,
+) -> Result<Vec<i16>, String> {
     let mut reader = hound::WavReader::new(source).map_err(|err| err.to_string())?;
     let spec = reader.spec();
-    let raw: Vec<i32> = match spec.sample_format {
-        hound::SampleFormat::Int => reader.samples::<i32>().collect::<Result<_, _>>(),
+    let frames = u64::from(reader.duration());
+    let decoded = frames.saturating_mul(u64::from(rate.hz())) / u64::from(spec.sample_rate.max(1));
+    let interleaved = u64::from(reader.len());
+    if decoded.max(interleaved).saturating_mul(2) > max_bytes {
+        return Err(format!(
+            "{frames} frames at {} Hz decode to more than play_max_bytes ({max_bytes})",
+            spec.sample_rate
+        ));
+    }
+    // Integer samples come at their own width: scale them to 16 bits (8-bit up, 24/32-bit down).
+    let bits = u32::from(spec.bits_per_sample).min(32);
+    let to_i16 = |s: i32| {
+        let scaled = if bits < 16 {
+            s << (16 - bits)
+        } else {
+            s >> (bits - 16)
+        };
+        scaled.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
+    };
+    let samples: Vec<i16> = match spec.sample_format {
+        hound::SampleFormat::Int => reader
+            .samples::<i32>()
+            .map(|s| s.map(to_i16))
+            .collect::<Result<_, _>>(),
         hound::SampleFormat::Float => reader
             .samples::<f32>()
-            .map(|s| s.map(|v| (v * 32767.0) as i32))
+            .map(|s| s.map(|v| (v * 32767.0).clamp(-32768.0, 32767.0) as i16))
             .collect::<Result<_, _>>(),
     }
     .map_err(|err| err.to_string())?;
-    let shift = u32::from(spec.bits_per_sample).saturating_sub(16);
-    let samples: Vec<i16> = raw
-        .iter()
-        .map(|&s| (s >> shift).clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16)
-        .collect();
     mediaproc_pipeline::to_mono_at(&samples, usize::from(spec.channels), spec.sample_rate, rate)
         .map_err(|err| err.to_string())
 }
@@ -768,6 +791,14 @@ mod tests {
         assert!(load(".").unwrap_err().contains("not a regular file"));
         let small = load_confined(Path::new("ok.wav"), &media, 1000, rate).unwrap_err();
         assert!(small.contains("more than play_max_bytes"), "{small}");
+        // 3200 samples (6.4 KB) fit 8 KB as they are, but not resampled to 48 kHz (19.2 KB).
+        assert!(load_confined(Path::new("ok.wav"), &media, 8192, rate).is_ok());
+        let grown =
+            load_confined(Path::new("ok.wav"), &media, 8192, SampleRate::HZ_48000).unwrap_err();
+        assert!(
+            grown.contains("decode to more than play_max_bytes"),
+            "{grown}"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

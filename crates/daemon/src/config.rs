@@ -14,6 +14,11 @@ pub const ENV_API_TOKEN: &str = "MEDIAPROC_API_TOKEN";
 /// Largest `recording_max_bytes`: half of what a WAV header's u32 sizes can say.
 pub const RECORDING_BYTES_CEILING: u64 = 1 << 31;
 
+/// Largest `ws_max_message_bytes` (a bridge holds up to one message besides its 2 s of held audio).
+pub const WS_MESSAGE_CEILING: usize = 1 << 20;
+/// Largest `http_max_connections`.
+pub const HTTP_CONNECTIONS_CEILING: usize = 1 << 20;
+
 /// Everything `mediaproc serve` can be told. Defaults work on a laptop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -182,10 +187,15 @@ impl Config {
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(DaemonError::Config(format!("`{key}` must be above 0")));
         }
-        if self.ws_max_message_bytes < 4096 {
-            return Err(DaemonError::Config(
-                "`ws_max_message_bytes` below 4096 would refuse ordinary frames".to_owned(),
-            ));
+        if !(4096..=WS_MESSAGE_CEILING).contains(&self.ws_max_message_bytes) {
+            return Err(DaemonError::Config(format!(
+                "`ws_max_message_bytes` must be from 4096 (ordinary frames) to {WS_MESSAGE_CEILING}"
+            )));
+        }
+        if self.http_max_connections > HTTP_CONNECTIONS_CEILING {
+            return Err(DaemonError::Config(format!(
+                "`http_max_connections` above {HTTP_CONNECTIONS_CEILING} is not a cap"
+            )));
         }
         Ok(())
     }
@@ -202,5 +212,50 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, usize::from)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_have_sane_defaults_and_bounds() {
+        let config = Config::default();
+        assert!(config.validate().is_ok());
+        assert!(config.recording_max_bytes < RECORDING_BYTES_CEILING);
+        let bad = [
+            Config {
+                recording_max_bytes: 5 << 30,
+                ..Config::default()
+            },
+            Config {
+                recording_max_files: 0,
+                ..Config::default()
+            },
+            Config {
+                ws_write_timeout_ms: 0,
+                ..Config::default()
+            },
+            Config {
+                ws_max_message_bytes: 16 << 20,
+                ..Config::default()
+            },
+            Config {
+                http_max_connections: 0,
+                ..Config::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        let parsed = Config::from_toml(
+            "media_dir = \"/srv/media\"\nrecording_rotate = false\nhttp_max_connections = 64\n",
+        )
+        .unwrap_or_default();
+        assert_eq!(parsed.media_dir, PathBuf::from("/srv/media"));
+        assert!(!parsed.recording_rotate);
+        assert_eq!(parsed.http_max_connections, 64);
+        assert!(Config::from_toml("recording_max_bytez = 1").is_err());
     }
 }

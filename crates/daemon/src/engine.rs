@@ -514,7 +514,14 @@ impl Engine {
     /// Refuses new sessions, ends every session and stops the workers (graceful shutdown).
     pub async fn shutdown(&self) {
         self.draining.store(true, Ordering::Relaxed);
-        let ids: Vec<Uuid> = self.lock_sessions().keys().copied().collect();
+        // Flag them all first, so the workers end them in one pass rather than one confirmation at a time.
+        let ids: Vec<Uuid> = {
+            let sessions = self.lock_sessions();
+            for held in sessions.values() {
+                held.entry.live.request_end();
+            }
+            sessions.keys().copied().collect()
+        };
         for id in ids {
             self.end_session(id).await;
         }
