@@ -49,5 +49,5 @@ pub use server::{
     TX_POLL_INTERVAL, TxWaker, generate_token,
 };
 pub use stats::{ConnectionStatsSnapshot, EndpointStats, SessionStats, SessionStatsSnapshot};
-pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint};
+pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint, quic_client_config};
 pub use udp::{RtpUdpConfig, RtpUdpEndpoint, SourceGuard, SourceVerdict, UdpSession};
