@@ -273,7 +273,6 @@ impl Call {
             (0, 0, 0, 0),
             "the healthy session dropped something: {st:?}"
         );
-        let _ = &self.edge;
         (session, sent.len())
     }
 }

@@ -173,7 +173,7 @@ pub(super) async fn run(
                 }
             }
             () = c.deadline.as_mut(), if c.deadline_armed => {
-                super::connection::inc2([&shared.stats, &*c.cstats], |s| &s.closed_attach_deadline);
+                inc2([&shared.stats, &*c.cstats], |s| &s.closed_attach_deadline);
                 conn.close(VarInt::from_u32(CLOSE_ATTACH_DEADLINE), b"no session attached in time");
                 break "attach deadline".into();
             }
