@@ -414,8 +414,10 @@ struct Shared {
     stats: EndpointStats,
     wake: Arc<WakeHub>,
     limits: endpoint::Limits,
-    /// Rate limit of the "attach refused" log line (one a second, with a count).
+    /// Rate limits of the log lines a peer can provoke (one a second each, with a count).
     refusal_log: Mutex<LogWindow>,
+    stall_log: Mutex<LogWindow>,
+    squatter_log: Mutex<LogWindow>,
     origin: Instant,
     /// NTP time (RFC 5905 64-bit format) at `origin`.
     ntp_origin: u64,
@@ -437,6 +439,14 @@ impl Shared {
 
     fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a rate-limited log line may be written now: `Some(events since the last line)`.
+    fn log_hit(window: &Mutex<LogWindow>) -> Option<u64> {
+        window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hit(Instant::now())
     }
 
     /// Ring timestamps: nanoseconds since the origin.
@@ -498,6 +508,8 @@ impl MediaServer {
             wake: Arc::new(WakeHub::new(config.max_connections)),
             limits: endpoint::Limits::new(&config),
             refusal_log: Mutex::new(LogWindow::new(Duration::from_secs(1))),
+            stall_log: Mutex::new(LogWindow::new(Duration::from_secs(1))),
+            squatter_log: Mutex::new(LogWindow::new(Duration::from_secs(1))),
             origin: Instant::now(),
             ntp_origin: ntp_now_wallclock(),
             config,
