@@ -387,6 +387,7 @@ impl Engine {
             Some(rtp) => {
                 let mut config = RtpUdpConfig::opus(rtp.local, rtp.payload_type);
                 config.remote = rtp.remote;
+                config.source = rtp.source;
                 config.extra_payload_types = vec![crate::worker::TELEPHONE_EVENT_PAYLOAD_TYPE];
                 let (endpoint, session) = RtpUdpEndpoint::bind(config)
                     .await

@@ -63,6 +63,10 @@ pub struct RtpRequest {
     /// Where to send; absent = symmetric RTP (reply to where packets come from).
     #[serde(default)]
     pub remote: Option<SocketAddr>,
+    /// With `remote`: the one address RTP is taken from when the peer sends from another socket (strict
+    /// RTP); absent = the remote itself.
+    #[serde(default)]
+    pub source: Option<SocketAddr>,
     /// `opus` (default), `pcmu`, `pcma`.
     #[serde(default)]
     pub codec: Option<String>,
@@ -126,6 +130,8 @@ pub struct RtpPlan {
     pub local: SocketAddr,
     /// Fixed remote, or symmetric.
     pub remote: Option<SocketAddr>,
+    /// With a fixed remote: the address RTP is taken from (`None` = the remote).
+    pub source: Option<SocketAddr>,
     /// Codec.
     pub codec: RtpCodec,
     /// Payload type.
@@ -317,6 +323,7 @@ fn parse_rtp(request: RtpRequest) -> Result<RtpPlan, String> {
             .local
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         remote: request.remote,
+        source: request.source,
         codec,
         payload_type,
     })

@@ -78,9 +78,15 @@ fn gstreamer_speech_through_the_daemon_echo_bot_comes_back() {
         .local_addr()
         .unwrap()
         .port();
+    // Two pipelines: the sender's socket is not the receiver's; strict RTP takes packets from `source` only.
+    let send_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let session = runtime.block_on(create_session(
         &daemon,
-        json!({"bot": "echo", "rtp": {"remote": format!("127.0.0.1:{gateway_port}"), "payloadType": 96}}),
+        json!({"bot": "echo", "rtp": {"remote": format!("127.0.0.1:{gateway_port}"), "source": format!("127.0.0.1:{send_port}"), "payloadType": 96}}),
     ));
     let rtp_port: std::net::SocketAddr = session["rtp"]["local"].as_str().unwrap().parse().unwrap();
 
@@ -99,7 +105,7 @@ fn gstreamer_speech_through_the_daemon_echo_bot_comes_back() {
         &format!(
             "filesrc location={} ! wavparse ! audioconvert ! audioresample \
              ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! opusenc frame-size=20 bitrate=32000 audio-type=voice \
-             ! rtpopuspay pt=96 ! udpsink host=127.0.0.1 port={}",
+             ! rtpopuspay pt=96 ! udpsink host=127.0.0.1 port={} bind-address=127.0.0.1 bind-port={send_port}",
             in_wav.display(),
             rtp_port.port()
         ),

@@ -2,7 +2,6 @@
 //! sessions, exchanges control messages and RTP datagrams. Used by the call emulator and the tests.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,7 +12,7 @@ use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
 use crate::error::NetError;
-use crate::tls::{ServerTrust, client_crypto};
+use crate::tls::{ServerTrust, quic_client_config};
 
 /// How long [`EdgeConnection::attach`] waits for the answer.
 pub const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,16 +63,12 @@ pub struct EdgeConnection {
 impl EdgeConnection {
     /// Connects and opens the control stream.
     pub async fn connect(config: &EdgeConfig) -> Result<Self, NetError> {
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto(&config.trust)?)
-                .map_err(|e| NetError::Tls(e.to_string()))?;
-        let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
             .keep_alive_interval(Some(config.keep_alive))
             .datagram_receive_buffer_size(Some(4 << 20))
             .datagram_send_buffer_size(4 << 20);
-        cc.transport_config(Arc::new(transport));
+        let cc = quic_client_config(&config.trust, transport)?;
         let bind: SocketAddr = if config.server.is_ipv6() {
             "[::]:0"
                 .parse()

@@ -230,4 +230,40 @@ mod tests {
         let n = s.write_report(t0 + 2_000_000_000, 1 << 40, 1, &mut buf);
         assert!(n.is_some_and(|n| n > 28));
     }
+
+    proptest::proptest! {
+        /// A stream with constant network delay has zero jitter and a sane report whenever it starts: after
+        /// any uptime (the old `elapsed × rate` overflowed after 4.4 days at 48 kHz) and from any RTP
+        /// timestamp (crossing the 32-bit wrap mid-stream).
+        #[test]
+        fn constant_delay_stream_has_no_jitter_at_any_uptime(
+            uptime_s in 0u64..(20 * 365 * 86_400),
+            ts0 in proptest::prelude::any::<u32>(),
+            seq0 in proptest::prelude::any::<u16>(),
+            g711 in proptest::prelude::any::<bool>(),
+        ) {
+            let rate = if g711 { 8_000 } else { 48_000 };
+            let step = rate / 50; // 20 ms
+            let stats = SessionStats::default();
+            let mut s = StreamRtcp::new(rate);
+            let t0 = uptime_s * 1_000_000_000;
+            let mut b = [0u8; 64];
+            for i in 0..100u64 {
+                let ts = ts0.wrapping_add((i * step) as u32);
+                let n = mediaproc_wire::rtp::RtpPacket::new(96, seq0.wrapping_add(i as u16), ts, 7, &[0u8; 20])
+                    .write(&mut b)
+                    .unwrap_or(0);
+                let p = RtpPacket::parse(&b[..n]);
+                proptest::prop_assert!(p.is_ok());
+                if let Ok(p) = p {
+                    s.on_received(&p, t0 + i * 20_000_000, &stats);
+                }
+            }
+            // Arrival times are whole RTP units apart only up to rounding: at most 1 unit of jitter.
+            proptest::prop_assert!(s.receive_stats().jitter() <= 1, "jitter {}", s.receive_stats().jitter());
+            proptest::prop_assert_eq!(s.receive_stats().lost(), 0);
+            let mut buf = [0u8; 256];
+            proptest::prop_assert!(s.write_report(t0 + 3_000_000_000, 1 << 40, 1, &mut buf).is_some());
+        }
+    }
 }

@@ -212,6 +212,19 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 /// rustls client configuration for an edge.
+/// A quinn client configuration that authenticates the MP as `trust` says, with ALPN `mproq/1` and the
+/// given transport parameters (the edge uses it; tests use it for peers that misbehave on purpose).
+pub fn quic_client_config(
+    trust: &ServerTrust,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, NetError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto(trust)?)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut cc = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    cc.transport_config(std::sync::Arc::new(transport));
+    Ok(cc)
+}
+
 pub(crate) fn client_crypto(trust: &ServerTrust) -> Result<rustls::ClientConfig, NetError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())

@@ -173,7 +173,15 @@ pub(super) async fn run(
                 }
             }
             () = c.deadline.as_mut(), if c.deadline_armed => {
-                super::connection::inc2([&shared.stats, &*c.cstats], |s| &s.closed_attach_deadline);
+                inc2([&shared.stats, &*c.cstats], |s| &s.closed_attach_deadline);
+                if let Some(n) = Shared::log_hit(&shared.squatter_log) {
+                    tracing::info!(
+                        conn = id,
+                        remote = %conn.remote_address(),
+                        count = n,
+                        "closed a connection with no session attached in time ({n} since the last report)"
+                    );
+                }
                 conn.close(VarInt::from_u32(CLOSE_ATTACH_DEADLINE), b"no session attached in time");
                 break "attach deadline".into();
             }
@@ -245,13 +253,7 @@ impl Conn {
     fn on_refused(&mut self, session_id: Uuid) {
         inc2([&self.shared.stats, &*self.cstats], |s| &s.refused);
         self.refused += 1;
-        let line = self
-            .shared
-            .refusal_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .hit(Instant::now());
-        if let Some(n) = line {
+        if let Some(n) = Shared::log_hit(&self.shared.refusal_log) {
             tracing::info!(
                 conn = self.id,
                 remote = %self.conn.remote_address(),

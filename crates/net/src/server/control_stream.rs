@@ -103,7 +103,13 @@ async fn write_loop(
 /// connection's task sees the close).
 fn stalled(shared: &Shared, cstats: &EndpointStats, conn: &quinn::Connection, why: &'static str) {
     inc2([&shared.stats, cstats], |s| &s.closed_control_stalled);
-    tracing::info!(remote = %conn.remote_address(), "{why}: closing the connection");
+    if let Some(n) = Shared::log_hit(&shared.stall_log) {
+        tracing::info!(
+            remote = %conn.remote_address(),
+            count = n,
+            "{why}: closing the connection ({n} since the last report)"
+        );
+    }
     conn.close(VarInt::from_u32(CLOSE_CONTROL_STALLED), why.as_bytes());
 }
 

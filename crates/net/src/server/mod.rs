@@ -91,6 +91,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONTROL_QUEUE_CAPACITY: usize = 64;
 /// Default time one control write may take before the peer is considered stalled and closed.
 pub const CONTROL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default kernel buffer of the endpoint's UDP socket.
+pub const SOCKET_BUFFER: usize = 4 << 20;
 /// Size of the per-connection datagram arena (refilled when used up).
 const ARENA_LEN: usize = 64 * 1024;
 
@@ -115,6 +117,10 @@ pub struct ServerConfig {
     pub tx_ring_capacity: usize,
     /// quinn's datagram receive buffer in bytes (it drops the oldest datagrams when full).
     pub datagram_buffer: usize,
+    /// Kernel receive and send buffer of the UDP socket (`SO_RCVBUF`/`SO_SNDBUF`; the kernel caps it at
+    /// `net.core.rmem_max`/`wmem_max`). The default 4 MiB lets a burst of handshakes or a flood at the port
+    /// queue while the endpoint's driver catches up, instead of the kernel dropping healthy calls' packets.
+    pub socket_buffer: usize,
     /// Interval between the MP's RTCP reports on each flow.
     pub rtcp_interval: Duration,
     /// A connection with no attached session this long after its handshake (or after its last session
@@ -156,6 +162,7 @@ impl ServerConfig {
             rx_ring_capacity: RX_RING_CAPACITY,
             tx_ring_capacity: TX_RING_CAPACITY,
             datagram_buffer: 4 << 20,
+            socket_buffer: SOCKET_BUFFER,
             rtcp_interval: RTCP_INTERVAL,
             attach_deadline: ATTACH_DEADLINE,
             max_connections: MAX_CONNECTIONS,
@@ -407,8 +414,10 @@ struct Shared {
     stats: EndpointStats,
     wake: Arc<WakeHub>,
     limits: endpoint::Limits,
-    /// Rate limit of the "attach refused" log line (one a second, with a count).
+    /// Rate limits of the log lines a peer can provoke (one a second each, with a count).
     refusal_log: Mutex<LogWindow>,
+    stall_log: Mutex<LogWindow>,
+    squatter_log: Mutex<LogWindow>,
     origin: Instant,
     /// NTP time (RFC 5905 64-bit format) at `origin`.
     ntp_origin: u64,
@@ -430,6 +439,14 @@ impl Shared {
 
     fn conns(&self) -> MutexGuard<'_, HashMap<u64, ConnEntry>> {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a rate-limited log line may be written now: `Some(events since the last line)`.
+    fn log_hit(window: &Mutex<LogWindow>) -> Option<u64> {
+        window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hit(Instant::now())
     }
 
     /// Ring timestamps: nanoseconds since the origin.
@@ -474,11 +491,16 @@ impl MediaServer {
             .datagram_receive_buffer_size(Some(config.datagram_buffer))
             .datagram_send_buffer_size(config.datagram_buffer);
         qc.transport_config(Arc::new(transport));
+        let bind_err = |source| NetError::Bind {
+            addr: config.bind,
+            source,
+        };
+        let socket = bind_udp(config.bind, config.socket_buffer).map_err(bind_err)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| NetError::Tls("no async runtime for the QUIC endpoint".into()))?;
         let endpoint =
-            quinn::Endpoint::server(qc, config.bind).map_err(|source| NetError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(qc), socket, runtime)
+                .map_err(bind_err)?;
         let shared = Arc::new(Shared {
             conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
@@ -486,6 +508,8 @@ impl MediaServer {
             wake: Arc::new(WakeHub::new(config.max_connections)),
             limits: endpoint::Limits::new(&config),
             refusal_log: Mutex::new(LogWindow::new(Duration::from_secs(1))),
+            stall_log: Mutex::new(LogWindow::new(Duration::from_secs(1))),
+            squatter_log: Mutex::new(LogWindow::new(Duration::from_secs(1))),
             origin: Instant::now(),
             ntp_origin: ntp_now_wallclock(),
             config,
@@ -636,6 +660,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A UDP socket bound to `addr` with kernel buffers of `buffer` bytes (best effort: the kernel may cap them).
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// RTP clock rate of a codec.
