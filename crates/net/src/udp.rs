@@ -392,7 +392,11 @@ fn on_packet(
             inc(&stats.rx_wrong_source);
             return;
         }
-        SourceVerdict::Moved => inc(&stats.source_changes),
+        SourceVerdict::Moved => {
+            inc(&stats.source_changes);
+            // Rare (each move needs a run of in-sequence packets), so a log line is affordable here.
+            tracing::info!(%from, "RTP/UDP source moved to a new address (NAT rebinding)");
+        }
         SourceVerdict::Accept => {}
     }
     let now = origin.elapsed().as_nanos() as u64;

@@ -700,3 +700,40 @@ async fn edge_attaches_concurrently_and_keeps_other_messages() {
     );
     e.close().await;
 }
+
+/// A session's waker wakes the connection it is attached to and no other: with the fallback poll made
+/// very long, a packet queued on another connection's session stays queued until that session's waker
+/// fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waker_wakes_only_its_own_connection() {
+    let mut cfg = ServerConfig::development("127.0.0.1:0".parse().unwrap());
+    cfg.tx_poll_interval = Duration::from_secs(3600);
+    let server = MediaServer::bind(cfg).await.unwrap();
+    let (mut a, ta) = session(&server);
+    let (mut b, tb) = session(&server);
+    let (ea, eb) = (edge(&server).await, edge(&server).await);
+    ea.attach(a.id, &ta, flows(0, 1)).await.unwrap();
+    eb.attach(b.id, &tb, flows(0, 1)).await.unwrap();
+    let _ = (next_event(&mut a).await, next_event(&mut b).await);
+    a.tx.push(1, 0, &rtp(1, 0xA, b"to a")).unwrap();
+    b.tx.push(1, 0, &rtp(2, 0xB, b"to b")).unwrap();
+    a.waker.wake();
+    let (_, pkt) = tokio::time::timeout(Duration::from_secs(5), ea.recv_packet())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(RtpPacket::parse(&pkt).unwrap().ssrc, 0xA);
+    // B's connection was not woken: its packet is still queued.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), eb.recv_packet())
+            .await
+            .is_err()
+    );
+    assert_eq!(b.stats.snapshot().tx_packets, 0);
+    b.waker.wake();
+    let (_, pkt) = tokio::time::timeout(Duration::from_secs(5), eb.recv_packet())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(RtpPacket::parse(&pkt).unwrap().ssrc, 0xB);
+}

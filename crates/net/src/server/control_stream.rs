@@ -174,7 +174,12 @@ impl Conn {
                         _ => (error_code::PROTOCOL_VIOLATION, CLOSE_PROTOCOL_VIOLATION),
                     };
                     let text = e.to_string();
-                    let text = &text[..text.len().min(control::MAX_ERROR_TEXT_LEN)];
+                    // Cut at a character boundary: slicing inside a UTF-8 sequence would panic.
+                    let mut end = text.len().min(control::MAX_ERROR_TEXT_LEN);
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let text = &text[..end];
                     self.send_error(code, Uuid::nil(), text);
                     // The writer sends the error, finishes the stream and then closes the connection.
                     match &self.writer {
