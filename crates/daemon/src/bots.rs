@@ -322,6 +322,14 @@ impl<W: Write + Seek, F: FnMut(&Path) -> std::io::Result<W>> Recorder<W, F> {
         }
     }
 
+    /// Opens the mix's file at once, so a recording session always leaves a valid WAV, even one that heard nothing.
+    fn start(&mut self) {
+        if self.tracks[0].writer.is_none() && !self.tracks[0].done {
+            self.tracks[0].writer = self.open(0);
+            self.tracks[0].done = self.tracks[0].writer.is_none();
+        }
+    }
+
     /// The track of a speaker (`None` for the mix), made on first sight while there is room.
     fn track(&mut self, msi: Option<u32>) -> Option<usize> {
         if let Some(index) = self.tracks.iter().position(|t| t.msi == msi) {
@@ -411,6 +419,7 @@ fn record<W: Write + Seek, F: FnMut(&Path) -> std::io::Result<W>>(
         SampleRate::new(recorder.spec.sample_rate).unwrap_or(SampleRate::HZ_16000),
     ));
     let mut pace = Pace::new();
+    recorder.start();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         while port.endpoint.inbound.pop(&mut frame) {
