@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 import wave
 
 import numpy as np
@@ -119,7 +120,9 @@ def lag_track(src: np.ndarray, rec: np.ndarray, glag: int, active: np.ndarray):
     curves = lag_curves(src, rec, glag, active)
     n, m = curves.shape
     nb = m // BIN
-    pooled = np.nanmax(curves[:, : nb * BIN].reshape(n, nb, BIN), axis=2) if n else curves
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: frames that are not active
+        pooled = np.nanmax(curves[:, : nb * BIN].reshape(n, nb, BIN), axis=2)
     lags = np.full(n, np.nan)
     peaks = np.full(n, np.nan)
     idx = [i for i in np.nonzero(active)[0] if not np.isnan(curves[i]).all()]
