@@ -135,7 +135,8 @@ def ffmpeg_sender(wav: str, port: int, logdir: str, codec: Codec = SENDER_CODEC)
             "-c:a", "libopus", "-b:a", str(codec.bitrate), "-application", "voip", "-frame_duration", "20",
             "-compression_level", str(codec.complexity), "-ar", "48000", "-ac", "1"]
     if codec.fec:
-        argv += ["-fec", "1", "-packet_loss", str(codec.loss_pct)]
+        # `:a`: the RTP muxer has an unrelated `fec` option of its own.
+        argv += ["-fec:a", "1", "-packet_loss:a", str(codec.loss_pct)]
     argv += ["-payload_type", "96", "-f", "rtp", f"rtp://127.0.0.1:{port}"]
     return Proc("sender-ffmpeg", argv, logdir)
 
@@ -186,6 +187,7 @@ class GstEcho:
     def stop(self) -> dict:
         if self.proc:
             self.proc.stop()
+            self.proc = None
         return {"jitterBufferDelayMs": self.latency_ms, "jitterBufferSource": "rtpjitterbuffer latency"}
 
 
@@ -266,6 +268,8 @@ class MediaprocEcho:
             pass
 
     def stop(self) -> dict:
+        if self.sid is None:
+            return {}
         self.poll_stats()
         try:
             self.daemon.request("DELETE", f"/v1/sessions/{self.sid}")
@@ -277,6 +281,7 @@ class MediaprocEcho:
         targets = [float(v) for _, st in self.samples for v in find_key(st, "targetDelayMs")
                    if isinstance(v, (int, float))]
         out = {"sessionId": self.sid, "stats": last}
+        self.sid = None
         if delays:
             out["jitterBufferDelayMs"] = sum(delays) / len(delays)
             out["jitterBufferDelayMaxMs"] = max(delays)
@@ -286,4 +291,72 @@ class MediaprocEcho:
             out["jitterBufferSource"] = "not reported by this build for the RTP/UDP edge (stats.streams empty)"
         if targets:
             out["targetDelayMs"] = sum(targets) / len(targets)
+        return out
+
+
+class MediaprocQuicEcho(MediaprocEcho):
+    """An `echo` session reached over the QUIC edge through `quic_edge.py` (aioquic), which bridges the relay's
+    RTP/UDP to the session's render/source flows declared with payload type `pt`."""
+
+    def __init__(self, daemon: Daemon, logdir: str, pt: int = 111, name: str = "quic"):
+        super().__init__(daemon)
+        self.logdir, self.pt, self.name = logdir, pt, name
+        self.bridge = None
+        self.bridge_out = []
+
+    def start(self, reply_port: int) -> tuple[str, int]:
+        import sys
+        import threading
+
+        resp = self.daemon.request("POST", "/v1/sessions", {"bot": "echo"})
+        self.sid = resp["sessionId"]
+        sj = os.path.join(self.logdir, f"session-{self.sid}.json")
+        with open(sj, "w") as f:
+            json.dump(resp, f)
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.bridge = subprocess.Popen(
+            [sys.executable, "-m", "benches.quality.quic_edge", "--mp", f"127.0.0.1:{self.daemon.media_port}",
+             "--session-json", sj, "--reply", f"127.0.0.1:{reply_port}", "--pt", str(self.pt)],
+            cwd=repo, stdout=subprocess.PIPE, stderr=open(os.path.join(self.logdir, "quic-edge.log"), "wb"),
+            text=True)
+        lines = []
+
+        def reader():
+            for line in self.bridge.stdout:
+                lines.append(line.strip())
+
+        threading.Thread(target=reader, daemon=True).start()
+        self.bridge_out = lines
+        deadline = time.monotonic() + 10
+        port = None
+        while time.monotonic() < deadline:
+            for ln in lines:
+                if ln.startswith("udp "):
+                    port = int(ln.split()[1])
+                if ln.startswith("{"):
+                    raise RuntimeError(f"QUIC edge failed: {ln}")
+            if port and "attached" in lines:
+                return ("127.0.0.1", port)
+            if self.bridge.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"QUIC edge did not attach: {lines}")
+
+    def stop(self) -> dict:
+        counts = {}
+        if self.bridge is not None:
+            if self.bridge.poll() is None:
+                self.bridge.send_signal(signal.SIGINT)
+                try:
+                    self.bridge.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.bridge.kill()
+            time.sleep(0.1)
+            for ln in self.bridge_out:
+                if ln.startswith("{"):
+                    counts = json.loads(ln)
+            self.bridge = None
+        out = super().stop()
+        if counts:
+            out["quicEdge"] = counts
         return out

@@ -89,12 +89,28 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str)
     finally:
         for p in procs:
             p.kill()
+        try:
+            echo.stop()  # no-op when already stopped
+        except Exception:
+            pass
         relay.stop()
     res = S.score_files(src_wav, out_wav) if os.path.exists(out_wav) else {"error": "no received file"}
     res.update({"scenario": scenario, "sender": sender, "path": echo.name, "network": imp.describe(),
                 "relay": relay.stats(), "echo": echo_info,
                 "jitterBufferDelayMs": echo_info.get("jitterBufferDelayMs"), "receivedWav": out_wav})
     return res
+
+
+def make_echo(path: str, daemon, workdir: str, args):
+    if path == "mediaproc":
+        return P.MediaprocEcho(daemon)
+    if path == "gstreamer":
+        return P.GstEcho(workdir, args.jitter_ms)
+    if path == "quic":
+        return P.MediaprocQuicEcho(daemon, workdir, pt=args.quic_pt, name="quic")
+    if path == "quic-pt96":
+        return P.MediaprocQuicEcho(daemon, workdir, pt=96, name="quic-pt96")
+    raise ValueError(f"unknown path {path!r}")
 
 
 def fmt(v, spec):
@@ -123,7 +139,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of " + ", ".join(SCENARIOS))
     ap.add_argument("--senders", default="gstreamer,ffmpeg", help="comma list of gstreamer, ffmpeg")
-    ap.add_argument("--paths", default="mediaproc,gstreamer", help="echo paths: mediaproc, gstreamer")
+    ap.add_argument("--paths", default="mediaproc,gstreamer,quic",
+                    help="echo paths: mediaproc (RTP/UDP edge), gstreamer (reference), quic (mediaproc's QUIC edge "
+                         "through quic_edge.py, flows declared with --quic-pt)")
+    ap.add_argument("--quic-pt", type=int, default=111,
+                    help="payload type the QUIC edge declares for its flows (111: the reference edge's)")
+    ap.add_argument("--no-pt-check", action="store_true",
+                    help="skip the QUIC payload-type check (a short clean run with flows declared as pt 96)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=12.0, help="speech length")
     ap.add_argument("--jitter-ms", type=int, default=60,
@@ -144,6 +166,9 @@ def main(argv=None) -> int:
     for s in scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    for p in paths:
+        if p not in ("mediaproc", "gstreamer", "quic", "quic-pt96"):
+            ap.error(f"unknown path {p!r}; known: mediaproc, gstreamer, quic, quic-pt96")
     for s in senders:
         if s not in P.SENDERS:
             ap.error(f"unknown sender {s!r}; known: {', '.join(P.SENDERS)}")
@@ -151,7 +176,12 @@ def main(argv=None) -> int:
     tools = ["gst-launch-1.0", "espeak-ng", "sox"] + (["ffmpeg"] if "ffmpeg" in senders else [])
     try:
         P.require_tools(tools)
-        binary = find_mediaproc(args.mediaproc) if "mediaproc" in paths else None
+        if "quic" in paths or "quic-pt96" in paths:
+            try:
+                import aioquic  # noqa: F401
+            except ImportError:
+                raise P.ToolMissing("the quic path needs aioquic: pip install aioquic (or --paths mediaproc,gstreamer)")
+        binary = find_mediaproc(args.mediaproc) if set(paths) - {"gstreamer"} else None
     except (P.ToolMissing, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -173,8 +203,7 @@ def main(argv=None) -> int:
             for sender in senders:
                 for path in paths:
                     k += 1
-                    echo = (P.MediaprocEcho(daemon) if path == "mediaproc"
-                            else P.GstEcho(workdir, args.jitter_ms))
+                    echo = make_echo(path, daemon, workdir, args)
                     log(f"[{k}/{total}] {scenario} ({SCENARIOS[scenario].describe()}), {sender} sender, {path} echo")
                     try:
                         r = one_path(args, scenario, sender, echo, src_wav, workdir)
@@ -185,12 +214,24 @@ def main(argv=None) -> int:
                         f"corr {fmt(r.get('corr'), '.3f')}  lag steps {r.get('lagSteps', 'n/a')}  "
                         f"silent {r.get('silentFrames', 'n/a')}  jb {fmt(r.get('jitterBufferDelayMs'), '.0f')} ms"
                         + (f"  ERROR {r['error']}" if r.get("error") else ""))
+        if "quic" in paths and not args.no_pt_check and args.quic_pt != 96 and not args.quick:
+            log("QUIC payload-type check: clean, gstreamer sender, flows declared with payload type 96 (SPEC §3/§4.1)")
+            try:
+                r = one_path(args, "clean", "gstreamer", make_echo("quic-pt96", daemon, workdir, args), src_wav,
+                             workdir)
+            except Exception as e:
+                r = {"scenario": "clean", "sender": "gstreamer", "path": "quic-pt96", "error": str(e)}
+            results.append(r)
+            qe = r.get("echo", {}).get("quicEdge", {})
+            log(f"      PESQ-WB {fmt(r.get('pesqWb'), '.2f')}  silent {r.get('silentFrames', 'n/a')}  "
+                f"payload types sent {qe.get('ptOut')} received {qe.get('ptIn')}  "
+                f"mediaproc packetsIgnored {r.get('echo', {}).get('stats', {}).get('packetsIgnored')}")
         if not args.no_rtt and not args.quick:
             from . import rtt as T
             for path in paths:
                 log(f"echo round trip (tone bursts over plain RTP), {path} echo")
                 try:
-                    echo = P.MediaprocEcho(daemon) if path == "mediaproc" else P.GstEcho(workdir, args.jitter_ms)
+                    echo = make_echo(path, daemon, workdir, args)
                     rtt.append(T.measure(echo, path))
                 except Exception as e:
                     rtt.append({"path": path, "bursts": 0, "error": str(e)})

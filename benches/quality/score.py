@@ -10,9 +10,11 @@ Definitions (all at 16 kHz, 20 ms frames of 320 samples):
 - active frame: a source frame above -35 dBFS (RMS).
 - lag track: for every active frame, the normalised correlation of a 100 ms source window centred on the frame
   against the received file at lags within +-60 ms of the global lag; a Viterbi path through those (1 ms grid,
-  a penalty per change of more than 1 ms) so the pitch-period ambiguity of single windows does not read as a step.
+  a penalty per change of more than 1 ms within a talkspurt) so the pitch-period ambiguity of single windows does not read as a step.
 - `corr`: mean over active frames of that peak normalised correlation (insensitive to slow time-warping).
-- `lagSteps`: changes of the tracked lag inside a run of active frames whose net size within 60 ms is >= 10 ms (a whole frame
+- talkspurt: active frames less than 200 ms apart (the gaps between words and inside them belong to the speech).
+- `lagSteps`: changes of the tracked lag inside a talkspurt whose net size over the next 3 tracked frames is
+  >= 10 ms; `lagStepsInPauses` counts those across longer pauses (legitimate adaptation, reported apart) (a whole frame
   dropped or inserted in speech shows as a 20 ms step; smooth time-stretching does not).
 - `silentFrames`: active source frames whose received frame (at the tracked lag) is below -50 dBFS.
 """
@@ -85,6 +87,7 @@ def shifted(rec: np.ndarray, lag: int, n: int) -> np.ndarray:
 
 
 BIN = 16  # lag candidates on a 1 ms grid for the tracker
+TALKSPURT_GAP = 10  # active frames at most 10 frames apart (gap < 200 ms) belong to one talkspurt
 JUMP_PENALTY = 0.25  # in normalised-correlation units: a step must pay for itself over a few frames
 
 
@@ -92,8 +95,8 @@ def lag_curves(src: np.ndarray, rec: np.ndarray, glag: int, active: np.ndarray) 
     """Normalised correlation per active frame over lags glag-SEARCH..glag+SEARCH (NaN rows elsewhere)."""
     n = len(active)
     curves = np.full((n, 2 * SEARCH + 1), np.nan)
-    pad = SEARCH + WIN
-    recp = np.concatenate([np.zeros(pad), rec, np.zeros(pad + len(src))])
+    pad = SEARCH + WIN + max(0, -glag)
+    recp = np.concatenate([np.zeros(pad), rec, np.zeros(pad + len(src) + max(0, glag))])
     for i in np.nonzero(active)[0]:
         c = i * FRAME + FRAME // 2
         a = max(0, c - WIN // 2)
@@ -133,7 +136,7 @@ def lag_track(src: np.ndarray, rec: np.ndarray, glag: int, active: np.ndarray):
     score = pooled[idx[0]].copy()
     back = []
     for prev, i in zip(idx[:-1], idx[1:]):
-        if i == prev + 1:
+        if i - prev <= TALKSPURT_GAP:
             trans = score[:, None] - np.where(near, 0.0, JUMP_PENALTY)
             arg = np.argmax(trans, axis=0)
             best = trans[arg, grid]
@@ -166,21 +169,29 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
     idx = np.nonzero(active & ~np.isnan(lags))[0]
     steps = 0
     step_at = []
-    # A step is a change of the tracked lag whose net size over the next 3 frames (60 ms) is >= 10 ms, so a
+    # A step is a change of the tracked lag whose net size over the next 3 tracked frames is >= 10 ms, so a
     # 20 ms jump the tracker takes in two moves counts once and an excursion that returns counts not at all.
+    # Inside a talkspurt (gaps < 200 ms between active frames, e.g. between words) it is a lag step; across a
+    # longer pause it is counted apart (`lagStepsInPauses`): adapting there is legitimate.
+    steps_pause = 0
     if len(idx):
-        for run in np.split(idx, np.nonzero(np.diff(idx) > 1)[0] + 1):
-            v = filt[run]
-            j = 1
-            while j < len(v):
-                if abs(v[j] - v[j - 1]) > BIN:
-                    net = v[min(j + 2, len(v) - 1)] - v[j - 1]
-                    if abs(net) >= STEP_SAMPLES:
+        j = 1
+        while j < len(idx):
+            a, b = idx[j - 1], idx[j]
+            if abs(filt[b] - filt[a]) > BIN:
+                end = j
+                while end < min(j + 2, len(idx) - 1) and idx[end + 1] - idx[end] <= TALKSPURT_GAP:
+                    end += 1
+                net = filt[idx[end]] - filt[a]
+                if abs(net) >= STEP_SAMPLES:
+                    if b - a <= TALKSPURT_GAP:
                         steps += 1
-                        step_at.append(round(float(run[j] * FRAME / RATE), 2))
-                        j += 3
-                        continue
-                j += 1
+                        step_at.append(round(float(b * FRAME / RATE), 2))
+                    else:
+                        steps_pause += 1
+                    j = end + 1
+                    continue
+            j += 1
 
     silent = 0
     silent_at = []
@@ -200,6 +211,7 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
         "corrGlobal": corr_global,
         "lagSteps": steps,
         "lagStepsAt": step_at[:20],
+        "lagStepsInPauses": steps_pause,
         "silentFrames": silent,
         "silentAt": silent_at[:20],
         "activeFrames": int(active.sum()),

@@ -46,6 +46,16 @@ def test_scorer() -> bool:
     r = S.score_arrays(src, np.concatenate([lead, warped]))
     ok &= check(r["lagSteps"] == 2, f"one frame dropped + one repeated in speech: 2 lag steps ({r['lagSteps']} at {r['lagStepsAt']})")
 
+    # Between words: a 100 ms gap of digital silence shortened by one frame is a step; in a 600 ms pause it is not.
+    gapped = src.copy()
+    gapped[a : a + 1600] = 0.0
+    gapped[b : b + 9600] = 0.0
+    short = np.concatenate([gapped[: a + 800], gapped[a + 1120 : b + 4800], gapped[b + 5120 :]])
+    r = S.score_arrays(gapped, np.concatenate([lead, short]))
+    ok &= check(r["lagSteps"] == 1 and r["lagStepsInPauses"] == 1,
+                f"frame dropped in a 100 ms word gap: 1 step; in a 600 ms pause: counted apart "
+                f"({r['lagSteps']}, {r['lagStepsInPauses']})")
+
     # A 60 ms hole of digital silence in speech: silent frames counted (3 frames, +-1 for the lag track).
     holed = src.copy()
     holed[a : a + 960] = 0.0
