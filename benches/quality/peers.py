@@ -146,8 +146,17 @@ SENDERS = {"gstreamer": gst_sender, "ffmpeg": ffmpeg_sender}
 
 # ---- receiver --------------------------------------------------------------------------------------------------
 
+# rtpjitterbuffer `mode` of the GStreamer echo and the receiver (run.py --jb-mode). The default `slave` derives
+# each packet's time from smoothed arrival times; against ffmpeg's paired packets plus loss it then gives lost
+# packets durations of 0-27 ms instead of 20, so opusdec conceals the wrong amount and the reference itself
+# jumps in lag (STOI 0.2-0.75 measured). `synced` times packets by their RTP timestamps, valid here since every
+# peer runs on this machine's clock, and keeps the reference at its best.
+JB_MODE = "synced"
+
+
 def jitterbuffer(latency_ms: int) -> str:
-    return f"rtpjitterbuffer latency={latency_ms} do-lost=true"
+    mode = "" if JB_MODE == "slave" else f" mode={JB_MODE}"
+    return f"rtpjitterbuffer latency={latency_ms} do-lost=true{mode}"
 
 
 def gst_receiver(port: int, out_wav: str, logdir: str, latency_ms: int) -> Proc:
@@ -196,6 +205,17 @@ class Daemon:
 
     TOKEN = "quality-harness-token"
 
+    @classmethod
+    def external(cls, api: str, token: str, media_port: int | None) -> "Daemon":
+        """A daemon someone else runs (e.g. a hostile test flooding it meanwhile); not stopped by the harness."""
+        d = cls.__new__(cls)
+        d.api_port = int(api.rsplit(":", 1)[1])
+        d.media_port = media_port
+        d.TOKEN = token
+        d.proc = None
+        d.request("GET", "/healthz", auth=False)
+        return d
+
     def __init__(self, binary: str, logdir: str):
         self.api_port = free_tcp_port()
         self.media_port = free_udp_port()
@@ -226,7 +246,8 @@ class Daemon:
             return json.loads(raw) if raw else None
 
     def stop(self):
-        self.proc.stop(timeout=10)
+        if self.proc is not None:
+            self.proc.stop(timeout=10)
 
 
 def find_key(obj, key):

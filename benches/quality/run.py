@@ -94,7 +94,7 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str)
         except Exception:
             pass
         relay.stop()
-    res = S.score_files(src_wav, out_wav) if os.path.exists(out_wav) else {"error": "no received file"}
+    res = S.score_files(src_wav, out_wav)
     res.update({"scenario": scenario, "sender": sender, "path": echo.name, "network": imp.describe(),
                 "relay": relay.stats(), "echo": echo_info,
                 "jitterBufferDelayMs": echo_info.get("jitterBufferDelayMs"), "receivedWav": out_wav})
@@ -128,6 +128,24 @@ def table(results: list[dict]) -> str:
     return "\n".join([head] + rows)
 
 
+def acceptance_table(results: list[dict]) -> str:
+    """mediaproc (each edge) against the GStreamer echo, per scenario and sender, with issue 13's targets."""
+    by = {(r["scenario"], r["sender"], r["path"]): r for r in results}
+    head = ("| scenario | sender | edge | PESQ-WB mediaproc - GStreamer | target | met | silent frames | lag steps |\n"
+            "|---|---|---|---|---|---|---|---|")
+    rows = []
+    for (sc, snd, path), r in by.items():
+        ref = by.get((sc, snd, "gstreamer"))
+        if path == "gstreamer" or ref is None or r.get("pesqWb") is None or ref.get("pesqWb") is None:
+            continue
+        d = r["pesqWb"] - ref["pesqWb"]
+        target = -0.05 if sc == "clean" else 0.1
+        ok = d >= target and r.get("silentFrames") == 0
+        rows.append(f"| {sc} | {snd} | {path} | {d:+.2f} | {target:+.2f} | {'yes' if ok else 'no'} | "
+                    f"{r.get('silentFrames')} | {r.get('lagSteps')} |")
+    return "\n".join([head] + rows)
+
+
 def rtt_table(rtt: list[dict]) -> str:
     head = "| echo | bursts | p50 ms | p90 ms |\n|---|---|---|---|"
     rows = [f"| {r['path']} | {r['bursts']} | {fmt(r.get('p50Ms'), '.1f')} | {fmt(r.get('p90Ms'), '.1f')} |"
@@ -150,14 +168,21 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=12.0, help="speech length")
     ap.add_argument("--jitter-ms", type=int, default=60,
                     help="rtpjitterbuffer latency of the GStreamer echo and of the receiver (both paths)")
+    ap.add_argument("--jb-mode", default="synced", choices=["synced", "slave", "none"],
+                    help="rtpjitterbuffer mode of the GStreamer echo and the receiver (see peers.JB_MODE)")
     ap.add_argument("--impair", choices=["both", "in"], default="both",
                     help="impair both legs (sender->echo and echo->receiver) or only the way in")
     ap.add_argument("--quick", action="store_true", help="smoke run: one 4 s clean scenario, GStreamer sender")
     ap.add_argument("--no-rtt", action="store_true", help="skip the echo round-trip measurement")
     ap.add_argument("--json", help="write all results to this JSON file")
     ap.add_argument("--mediaproc", help="mediaproc binary (default: target/release/mediaproc, built if missing)")
+    ap.add_argument("--daemon-api", help="use a running daemon (IP:PORT of its API) instead of starting one")
+    ap.add_argument("--daemon-token", default=os.environ.get("MEDIAPROC_API_TOKEN"),
+                    help="API token of --daemon-api (default: $MEDIAPROC_API_TOKEN)")
+    ap.add_argument("--daemon-media", type=int, help="QUIC media port of --daemon-api (for the quic path)")
     ap.add_argument("--keep", help="keep the work files (WAVs, logs) in this directory")
     args = ap.parse_args(argv)
+    P.JB_MODE = args.jb_mode
     if args.quick:
         args.scenarios, args.senders, args.seconds = "clean", "gstreamer", 4.0
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -181,7 +206,8 @@ def main(argv=None) -> int:
                 import aioquic  # noqa: F401
             except ImportError:
                 raise P.ToolMissing("the quic path needs aioquic: pip install aioquic (or --paths mediaproc,gstreamer)")
-        binary = find_mediaproc(args.mediaproc) if set(paths) - {"gstreamer"} else None
+        needs_daemon = bool(set(paths) - {"gstreamer"})
+        binary = find_mediaproc(args.mediaproc) if needs_daemon and not args.daemon_api else None
     except (P.ToolMissing, subprocess.CalledProcessError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -194,7 +220,10 @@ def main(argv=None) -> int:
     results, rtt = [], []
     t_start = time.monotonic()
     try:
-        if binary:
+        if args.daemon_api:
+            daemon = P.Daemon.external(args.daemon_api, args.daemon_token or "", args.daemon_media)
+            log(f"using the running daemon at {args.daemon_api}")
+        elif binary:
             daemon = P.Daemon(binary, workdir)
             log(f"mediaproc {binary}: API 127.0.0.1:{daemon.api_port}")
         total = len(scenarios) * len(senders) * len(paths)
@@ -241,10 +270,12 @@ def main(argv=None) -> int:
         if daemon:
             daemon.stop()
     print(table(results))
+    print()
+    print(acceptance_table(results))
     if rtt:
         print()
         print(rtt_table(rtt))
-    meta = {"seed": args.seed, "seconds": args.seconds, "jitterBufferMs": args.jitter_ms, "impair": args.impair,
+    meta = {"seed": args.seed, "seconds": args.seconds, "jitterBufferMs": args.jitter_ms, "jitterBufferMode": args.jb_mode, "impair": args.impair,
             "mediaproc": binary, "codec": P.MEDIAPROC_ENCODER.__dict__, "senderCodec": P.SENDER_CODEC.__dict__,
             "scenarios": {s: SCENARIOS[s].__dict__ for s in scenarios}, "workdir": workdir,
             "elapsedSeconds": round(time.monotonic() - t_start, 1)}
@@ -254,6 +285,17 @@ def main(argv=None) -> int:
         log(f"wrote {args.json}")
     log(f"done in {meta['elapsedSeconds']} s")
     return 1 if any(r.get("error") for r in results + rtt) else 0
+
+
+def retable(json_path: str):
+    """Print the tables again from a JSON file: python3 -c 'from benches.quality.run import retable; retable(F)'."""
+    d = json.load(open(json_path))
+    print(table(d["results"]))
+    print()
+    print(acceptance_table(d["results"]))
+    if d.get("rtt"):
+        print()
+        print(rtt_table(d["rtt"]))
 
 
 if __name__ == "__main__":

@@ -231,10 +231,20 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
 
 
 def score_files(src_path: str, rec_path: str) -> dict:
+    """Scores a received file; a missing, unreadable or (nearly) empty one scores as silence (every active frame
+    silent, PESQ refused), so a path that delivered nothing still gets a row that says so."""
     src = load_wav(src_path)
-    rec = load_wav(rec_path)
+    note = None
+    try:
+        rec = load_wav(rec_path)
+    except (OSError, EOFError, ValueError, Exception) as e:  # wave raises wave.Error for a header-only file
+        rec, note = np.zeros(0), f"received file unreadable ({e})"
     if len(rec) < RATE // 2:
-        return {"error": f"received file has {len(rec)} samples", "pesqWb": None, "stoi": None}
+        note = note or f"received only {len(rec)} samples"
+        rec = np.concatenate([rec, np.zeros(len(src))])
+        out = score_arrays(src, rec, with_pesq=False)
+        out.update({"note": note, "receivedSeconds": 0.0, "globalLagMs": None, "corr": None})
+        return out
     return score_arrays(src, rec)
 
 
