@@ -56,10 +56,10 @@ def find_mediaproc(path: str | None) -> str:
     return default
 
 
-def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str) -> dict:
+def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str, rep: int = 0) -> dict:
     imp = SCENARIOS[scenario]
     imp_out = imp if args.impair == "both" else R.CLEAN
-    tag = f"{scenario}-{sender}-{echo.name}"
+    tag = f"{scenario}-{sender}-{echo.name}" + (f"-{rep}" if rep else "")
     logdir = os.path.join(workdir, tag)
     os.makedirs(logdir, exist_ok=True)
     out_wav = os.path.join(logdir, "received.wav")
@@ -95,7 +95,7 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str)
             pass
         relay.stop()
     res = S.score_files(src_wav, out_wav)
-    res.update({"scenario": scenario, "sender": sender, "path": echo.name, "network": imp.describe(),
+    res.update({"scenario": scenario, "sender": sender, "path": echo.name, "repeat": rep, "network": imp.describe(),
                 "relay": relay.stats(), "echo": echo_info,
                 "jitterBufferDelayMs": echo_info.get("jitterBufferDelayMs"), "receivedWav": out_wav})
     return res
@@ -117,20 +117,49 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+NUMERIC = ("pesqWb", "stoi", "corr", "lagSteps", "silentFrames", "jitterBufferDelayMs", "lagStepsInPauses")
+
+
+def merged(results: list[dict]) -> list[dict]:
+    """One row per (scenario, sender, path): the mean of the repeats (`--repeat`), with `repeats` and `pesqAll`."""
+    groups: dict = {}
+    for r in results:
+        groups.setdefault((r["scenario"], r["sender"], r["path"]), []).append(r)
+    out = []
+    for (sc, snd, path), rs in groups.items():
+        m = {"scenario": sc, "sender": snd, "path": path, "repeats": len(rs),
+             "pesqAll": [r.get("pesqWb") for r in rs]}
+        for k in NUMERIC:
+            vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
+            m[k] = (sum(vals) / len(vals)) if vals else None
+        if any(r.get("error") for r in rs):
+            m["error"] = "; ".join(r["error"] for r in rs if r.get("error"))
+        out.append(m)
+    return out
+
+
+def num(v, _spec=None):
+    """A count, or the mean of counts over repeats."""
+    if v is None:
+        return "n/a"
+    return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+
+
 def table(results: list[dict]) -> str:
+    results = merged(results)
     head = ("| scenario | sender | path | PESQ-WB | STOI | corr | lag steps | silent frames | jitter buffer ms |\n"
             "|---|---|---|---|---|---|---|---|---|")
     rows = []
     for r in results:
         rows.append(f"| {r['scenario']} | {r['sender']} | {r['path']} | {fmt(r.get('pesqWb'), '.2f')} | "
-                    f"{fmt(r.get('stoi'), '.3f')} | {fmt(r.get('corr'), '.3f')} | {r.get('lagSteps', 'n/a')} | "
-                    f"{r.get('silentFrames', 'n/a')} | {fmt(r.get('jitterBufferDelayMs'), '.0f')} |")
+                    f"{fmt(r.get('stoi'), '.3f')} | {fmt(r.get('corr'), '.3f')} | {num(r.get('lagSteps'), '.1f')} | "
+                    f"{num(r.get('silentFrames'), '.1f')} | {fmt(r.get('jitterBufferDelayMs'), '.0f')} |")
     return "\n".join([head] + rows)
 
 
 def acceptance_table(results: list[dict]) -> str:
     """mediaproc (each edge) against the GStreamer echo, per scenario and sender, with issue 13's targets."""
-    by = {(r["scenario"], r["sender"], r["path"]): r for r in results}
+    by = {(r["scenario"], r["sender"], r["path"]): r for r in merged(results)}
     head = ("| scenario | sender | edge | PESQ-WB mediaproc - GStreamer | target | met | silent frames | lag steps |\n"
             "|---|---|---|---|---|---|---|---|")
     rows = []
@@ -142,7 +171,7 @@ def acceptance_table(results: list[dict]) -> str:
         target = -0.05 if sc == "clean" else 0.1
         ok = d >= target and r.get("silentFrames") == 0
         rows.append(f"| {sc} | {snd} | {path} | {d:+.2f} | {target:+.2f} | {'yes' if ok else 'no'} | "
-                    f"{r.get('silentFrames')} | {r.get('lagSteps')} |")
+                    f"{num(r.get('silentFrames'), '.1f')} | {num(r.get('lagSteps'), '.1f')} |")
     return "\n".join([head] + rows)
 
 
@@ -165,6 +194,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pt-check", action="store_true",
                     help="skip the QUIC payload-type check (a short clean run with flows declared as pt 96)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=1, help="run every path N times; the table shows the means")
     ap.add_argument("--seconds", type=float, default=12.0, help="speech length")
     ap.add_argument("--jitter-ms", type=int, default=60,
                     help="rtpjitterbuffer latency of the GStreamer echo and of the receiver (both paths)")
@@ -226,16 +256,16 @@ def main(argv=None) -> int:
         elif binary:
             daemon = P.Daemon(binary, workdir)
             log(f"mediaproc {binary}: API 127.0.0.1:{daemon.api_port}")
-        total = len(scenarios) * len(senders) * len(paths)
+        total = len(scenarios) * len(senders) * len(paths) * args.repeat
         k = 0
-        for scenario in scenarios:
+        for scenario, rep in [(s, i) for s in scenarios for i in range(args.repeat)]:
             for sender in senders:
                 for path in paths:
                     k += 1
                     echo = make_echo(path, daemon, workdir, args)
                     log(f"[{k}/{total}] {scenario} ({SCENARIOS[scenario].describe()}), {sender} sender, {path} echo")
                     try:
-                        r = one_path(args, scenario, sender, echo, src_wav, workdir)
+                        r = one_path(args, scenario, sender, echo, src_wav, workdir, rep)
                     except Exception as e:  # keep going: one broken path must not hide the others
                         r = {"scenario": scenario, "sender": sender, "path": path, "error": str(e)}
                     results.append(r)
