@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 if __package__ in (None, ""):
@@ -232,9 +231,9 @@ def main(argv=None) -> int:
     try:
         P.require_tools(tools)
         if "quic" in paths or "quic-pt96" in paths:
-            try:
-                import aioquic  # noqa: F401
-            except ImportError:
+            import importlib.util
+
+            if importlib.util.find_spec("aioquic") is None:
                 raise P.ToolMissing("the quic path needs aioquic: pip install aioquic (or --paths mediaproc,gstreamer)")
         needs_daemon = bool(set(paths) - {"gstreamer"})
         binary = find_mediaproc(args.mediaproc) if needs_daemon and not args.daemon_api else None
