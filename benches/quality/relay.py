@@ -1,0 +1,241 @@
+"""A seeded UDP relay that impairs RTP the way a real network does: loss (none, random or Gilbert-Elliott bursts)
+and per-packet delay jitter, in both directions.
+
+    sender --> [in_sock] --leg "in"--> echo        echo --> [echo_sock] --leg "out"--> receiver
+
+The echo sees `echo_sock` as its peer (symmetric RTP replies there; a fixed `rtp.remote` points there).
+
+Delay model: each packet gets `delay = base_ms + U(0, jitter_ms)` (so `jitter_ms` is the peak-to-peak spread).
+Order: a packet may overtake the one sent before it only when its delay is shorter by more than `reorder_gap_ms`
+(default 20 ms, one media frame); otherwise it is delivered right behind its predecessor (a FIFO link). Packets
+sent back to back (ffmpeg sends pairs) therefore keep their order unless the delay difference exceeds a frame;
+15 ms of jitter never reorders, 30 ms reorders about 4-5 % of packets by one position.
+
+Determinism: decisions come from `random.Random` seeded with a string (seed, scenario, sender, leg). On the inbound
+leg they are drawn per packet in arrival order, so the same sender's packets meet the same fate on both echo
+paths. On the outbound leg they are drawn per 20 ms time slot since the first inbound packet, so both echoes'
+output (which starts at different times and counts) is hit at the same moments of the call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """One direction's network: `loss` is "none", "random" (probability `loss_pct`) or "ge" (Gilbert-Elliott
+    with mean loss `loss_pct` and mean burst length `burst_len` packets; every packet in the Bad state is lost)."""
+
+    loss: str = "none"
+    loss_pct: float = 0.0
+    burst_len: float = 2.5
+    jitter_ms: float = 0.0
+    base_ms: float = 0.0
+    reorder_gap_ms: float = 20.0
+
+    def describe(self) -> str:
+        parts = []
+        if self.loss == "random":
+            parts.append(f"{self.loss_pct:g}% random loss")
+        elif self.loss == "ge":
+            parts.append(f"{self.loss_pct:g}% bursty loss (GE, mean burst {self.burst_len:g})")
+        if self.jitter_ms:
+            parts.append(f"{self.jitter_ms:g} ms jitter")
+        return ", ".join(parts) or "clean"
+
+
+CLEAN = Impairment()
+
+
+class LossModel:
+    """Seeded loss and delay decisions, one per packet (or slot)."""
+
+    def __init__(self, imp: Impairment, seed: str):
+        self.imp = imp
+        self.rng = random.Random(seed)
+        self.bad = False
+        # Gilbert-Elliott: P(G->B) = p, P(B->G) = r; stationary loss = p / (p + r); mean burst = 1 / r.
+        self.r = 1.0 / max(imp.burst_len, 1.0)
+        pl = min(max(imp.loss_pct / 100.0, 0.0), 0.99)
+        self.p = pl * self.r / (1.0 - pl) if pl > 0 else 0.0
+
+    def next(self) -> tuple[bool, float]:
+        """(lost, delay in seconds) for the next packet. Always draws the same number of randoms."""
+        u_loss, u_state, u_delay = self.rng.random(), self.rng.random(), self.rng.random()
+        imp = self.imp
+        if imp.loss == "random":
+            lost = u_loss < imp.loss_pct / 100.0
+        elif imp.loss == "ge":
+            if self.bad:
+                self.bad = u_state >= self.r
+            else:
+                self.bad = u_state < self.p
+            lost = self.bad
+        else:
+            lost = False
+        delay = (imp.base_ms + u_delay * imp.jitter_ms) / 1000.0
+        return lost, delay
+
+
+@dataclass
+class LegStats:
+    received: int = 0
+    forwarded: int = 0
+    lost: int = 0
+    reordered: int = 0
+    max_delay_ms: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _Leg:
+    def __init__(self, imp: Impairment, seed: str, per_slot: bool):
+        self.model = LossModel(imp, seed)
+        self.imp = imp
+        self.per_slot = per_slot
+        self.slot_cache: dict[int, tuple[bool, float]] = {}
+        self.slots_drawn = 0
+        self.prev_send = None  # (send time, delay, delivery time) of the previous packet
+        self.stats = LegStats()
+
+    def decide(self, now: float, t0: float | None) -> tuple[bool, float]:
+        if not self.per_slot or t0 is None:
+            return self.model.next()
+        slot = max(0, int((now - t0) / 0.020))
+        while self.slots_drawn <= slot:
+            self.slot_cache[self.slots_drawn] = self.model.next()
+            self.slots_drawn += 1
+        lost, delay = self.slot_cache[slot]
+        return lost, delay
+
+    def schedule(self, now: float, delay: float) -> float:
+        due = now + delay
+        if self.prev_send is not None:
+            p_send, p_delay, p_due = self.prev_send
+            if due < p_due:
+                if p_delay - delay > self.imp.reorder_gap_ms / 1000.0:
+                    self.stats.reordered += 1
+                else:
+                    due = p_due  # FIFO: right behind its predecessor
+        self.prev_send = (now, delay, due)
+        self.stats.max_delay_ms = max(self.stats.max_delay_ms, (due - now) * 1000.0)
+        return due
+
+
+class Relay:
+    """Forwards sender -> echo (leg "in") and echo -> receiver (leg "out") with impairments.
+
+    `in_port` is where the sender sends; `echo_port` is the relay's socket the echo must send to. Call
+    `set_targets(echo_addr, receiver_addr)` before packets flow (packets without a target are counted and dropped).
+    """
+
+    def __init__(self, imp_in: Impairment, imp_out: Impairment, seed: str, host: str = "127.0.0.1"):
+        self.in_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.in_sock.bind((host, 0))
+        self.echo_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.echo_sock.bind((host, 0))
+        for s in (self.in_sock, self.echo_sock):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.in_port = self.in_sock.getsockname()[1]
+        self.echo_port = self.echo_sock.getsockname()[1]
+        self.leg_in = _Leg(imp_in, f"{seed}/in", per_slot=False)
+        self.leg_out = _Leg(imp_out, f"{seed}/out", per_slot=True)
+        self.echo_addr = None
+        self.receiver_addr = None
+        self.no_target = 0
+        self.t0 = None  # first inbound packet
+        self.in_log: list[tuple[float, bytes]] = []  # (arrival, first 12 bytes) for diagnostics
+        self._heap: list = []
+        self._seq = 0
+        self._cv = threading.Condition()
+        self._stop = False
+        self._threads = [
+            threading.Thread(target=self._rx_loop, daemon=True, name="relay-rx"),
+            threading.Thread(target=self._tx_loop, daemon=True, name="relay-tx"),
+        ]
+
+    def set_targets(self, echo_addr, receiver_addr):
+        self.echo_addr = echo_addr
+        self.receiver_addr = receiver_addr
+
+    def start(self) -> "Relay":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self):
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=2)
+        self.in_sock.close()
+        self.echo_sock.close()
+
+    def stats(self) -> dict:
+        return {
+            "in": self.leg_in.stats.as_dict(),
+            "out": self.leg_out.stats.as_dict(),
+            "noTarget": self.no_target,
+        }
+
+    def _rx_loop(self):
+        socks = [self.in_sock, self.echo_sock]
+        while not self._stop:
+            try:
+                ready, _, _ = select.select(socks, [], [], 0.1)
+            except (OSError, ValueError):
+                return
+            for s in ready:
+                try:
+                    data, _addr = s.recvfrom(65536)
+                except OSError:
+                    continue
+                now = time.monotonic()
+                if s is self.in_sock:
+                    if self.t0 is None:
+                        self.t0 = now
+                    leg, out_sock, dest = self.leg_in, self.echo_sock, self.echo_addr
+                else:
+                    leg, out_sock, dest = self.leg_out, self.in_sock, self.receiver_addr
+                leg.stats.received += 1
+                if dest is None:
+                    self.no_target += 1
+                    continue
+                lost, delay = leg.decide(now, self.t0)
+                if lost:
+                    leg.stats.lost += 1
+                    continue
+                due = leg.schedule(now, delay)
+                with self._cv:
+                    heapq.heappush(self._heap, (due, self._seq, out_sock, dest, data, leg))
+                    self._seq += 1
+                    self._cv.notify()
+
+    def _tx_loop(self):
+        while True:
+            with self._cv:
+                while not self._stop:
+                    if self._heap:
+                        wait = self._heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cv.wait(min(wait, 0.05))
+                    else:
+                        self._cv.wait(0.1)
+                if self._stop:
+                    return
+                _due, _s, sock, dest, data, leg = heapq.heappop(self._heap)
+            try:
+                sock.sendto(data, dest)
+                leg.stats.forwarded += 1
+            except OSError:
+                pass
