@@ -453,6 +453,8 @@ async fn net_counters_and_both_edges_streams_are_in_stats_and_metrics() {
         assert!(s["network"][member].is_u64(), "network.{member}: {stats}");
     }
     assert!(s["txRingDropped"].is_u64(), "{stats}");
+    // The echo bot takes no events: none of them counts as dropped.
+    assert_eq!(s["botEventsDropped"], 0, "{stats}");
     for field in STREAM_FIELDS {
         assert!(
             s["rtpUdp"]["stream"][field.json].is_u64(),
