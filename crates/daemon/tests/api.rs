@@ -521,3 +521,61 @@ async fn net_counters_and_both_edges_streams_are_in_stats_and_metrics() {
     }
     daemon.shutdown().await;
 }
+
+/// `rtp.rebindPackets` reaches the RTP/UDP edge: with 2, a peer that moves to a new port (a NAT rebinding) is
+/// followed after two in-sequence packets, counted once in `sourceChanges` and `/metrics`, and the echo goes to
+/// the new port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symmetric_rtp_edge_follows_a_rebinding_after_rebind_packets() {
+    let _serial = serial().await;
+    let dir = temp_dir("api-rebind");
+    let daemon = daemon(&dir).await;
+    let session = create_session(
+        &daemon,
+        json!({"bot": "echo", "rtp": {"payloadType": 111, "rebindPackets": 2}}),
+    )
+    .await;
+    let rtp_local: std::net::SocketAddr =
+        session["rtp"]["local"].as_str().unwrap().parse().unwrap();
+    let before = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let after = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let packets = opus_packets(&speech(16_000, 16_000), 0x9abc);
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for (i, packet) in packets.iter().enumerate() {
+        pace.tick().await;
+        let from = if i < 10 { &before } else { &after };
+        from.send_to(packet, rtp_local).await.unwrap();
+    }
+    // The echo now goes to the new port.
+    let mut buf = [0u8; 1500];
+    let (_, from) = tokio::time::timeout(Duration::from_secs(5), after.recv_from(&mut buf))
+        .await
+        .expect("no echo on the new port")
+        .unwrap();
+    assert_eq!(from, rtp_local);
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = session_stats(&daemon, &session).await;
+        if stats["stats"]["rtpUdp"]["sourceChanges"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let udp = &stats["stats"]["rtpUdp"];
+    assert_eq!(udp["sourceChanges"], 1, "{stats}");
+    // Only the first packet from the new port (one short of rebindPackets) was dropped.
+    assert_eq!(udp["rxWrongSource"], 1, "{stats}");
+    let metrics = http()
+        .get(format!("http://{}/metrics", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nmediaproc_rtp_udp_source_changes_total 1\n"),
+        "{metrics}"
+    );
+    daemon.shutdown().await;
+}
