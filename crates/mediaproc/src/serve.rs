@@ -45,7 +45,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         .init();
     // Once, on one line: what the media endpoint will hold at most. (An RTP/UDP edge bound to a non-loopback
     // address is reported by the network layer itself, once per process, when the first one binds.)
-    tracing::info!(limits = %config.media_limits_line(), "media limits");
+    tracing::info!("media limits: {}", config.media_limits_line());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mediaproc-net")
