@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mediaproc_net::server;
 use serde::Deserialize;
 
 use crate::error::DaemonError;
@@ -18,6 +19,10 @@ pub const RECORDING_BYTES_CEILING: u64 = 1 << 31;
 pub const WS_MESSAGE_CEILING: usize = 1 << 20;
 /// Largest `http_max_connections`.
 pub const HTTP_CONNECTIONS_CEILING: usize = 1 << 20;
+/// Largest `quic_max_connections` (the endpoint allocates a wake-up slot per connection up front).
+pub const QUIC_CONNECTIONS_CEILING: usize = 1 << 20;
+/// Smallest `quic_socket_buffer_bytes` (below it a burst of handshakes drops healthy calls' packets).
+pub const QUIC_SOCKET_BUFFER_FLOOR: usize = 64 * 1024;
 
 /// Everything `mediaproc serve` can be told. Defaults work on a laptop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,6 +78,34 @@ pub struct Config {
     /// Kernel send buffer of each HTTP (and bot WebSocket) connection, in bytes; 0 keeps the OS default. Smaller
     /// buffers make a bot that stops reading hit the write timeout sooner.
     pub http_send_buffer_bytes: usize,
+    /// A QUIC connection with no attached session this many milliseconds after its handshake (or after its
+    /// last session detached) is closed (close code 3; squatters).
+    pub quic_attach_deadline_ms: u64,
+    /// QUIC connections (open or in handshake) the media endpoint holds at most; more are refused before the
+    /// handshake (counted).
+    pub quic_max_connections: usize,
+    /// QUIC connections (open or in handshake) one source IP address holds at most.
+    pub quic_max_connections_per_address: usize,
+    /// Refused attaches after which a QUIC connection is closed (close code 4).
+    pub quic_max_refused_attaches: u32,
+    /// Sustained QUIC handshakes per second; above it (after `quic_handshake_burst`) peers whose address is
+    /// not validated get a stateless Retry. 0 = always Retry.
+    pub quic_handshake_rate: u32,
+    /// QUIC handshakes admitted in a burst above the sustained rate.
+    pub quic_handshake_burst: u32,
+    /// A QUIC handshake not complete after this many milliseconds is abandoned (counted as failed).
+    pub quic_handshake_timeout_ms: u64,
+    /// Control messages queued for a QUIC connection's writer at most; a peer that lets it fill is closed
+    /// (close code 5).
+    pub quic_control_queue_capacity: usize,
+    /// Time one control-stream write may take, in milliseconds; a slower peer is closed (close code 5).
+    pub quic_control_write_timeout_ms: u64,
+    /// Kernel receive and send buffer of the QUIC media socket, in bytes (the kernel caps it at
+    /// `net.core.rmem_max` / `wmem_max`).
+    pub quic_socket_buffer_bytes: usize,
+    /// Symmetric RTP/UDP edges: consecutive in-sequence packets from a new address before the edge follows it
+    /// (NAT rebinding); a session request's `rtp.rebindPackets` overrides it.
+    pub rtp_rebind_packets: u16,
     /// Worker load (share of the 20 ms tick spent working) from which `/healthz` says HeavilyLoaded.
     pub heavily_loaded_at: f64,
     /// Worker load from which `/healthz` says Overloaded and new sessions are refused with 503.
@@ -106,10 +139,25 @@ impl Default for Config {
             http_body_timeout_ms: 10_000,
             http_max_connections: 1024,
             http_send_buffer_bytes: 0,
+            quic_attach_deadline_ms: millis(server::ATTACH_DEADLINE),
+            quic_max_connections: server::MAX_CONNECTIONS,
+            quic_max_connections_per_address: server::MAX_CONNECTIONS_PER_ADDRESS,
+            quic_max_refused_attaches: server::MAX_REFUSED_ATTACHES,
+            quic_handshake_rate: server::HANDSHAKE_RATE,
+            quic_handshake_burst: server::HANDSHAKE_BURST,
+            quic_handshake_timeout_ms: millis(server::HANDSHAKE_TIMEOUT),
+            quic_control_queue_capacity: server::CONTROL_QUEUE_CAPACITY,
+            quic_control_write_timeout_ms: millis(server::CONTROL_WRITE_TIMEOUT),
+            quic_socket_buffer_bytes: server::SOCKET_BUFFER,
+            rtp_rebind_packets: mediaproc_net::udp::REBIND_PACKETS,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 impl Config {
@@ -183,6 +231,26 @@ impl Config {
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_body_timeout_ms", self.http_body_timeout_ms),
             ("http_max_connections", self.http_max_connections as u64),
+            ("quic_attach_deadline_ms", self.quic_attach_deadline_ms),
+            ("quic_max_connections", self.quic_max_connections as u64),
+            (
+                "quic_max_connections_per_address",
+                self.quic_max_connections_per_address as u64,
+            ),
+            (
+                "quic_max_refused_attaches",
+                u64::from(self.quic_max_refused_attaches),
+            ),
+            ("quic_handshake_timeout_ms", self.quic_handshake_timeout_ms),
+            (
+                "quic_control_queue_capacity",
+                self.quic_control_queue_capacity as u64,
+            ),
+            (
+                "quic_control_write_timeout_ms",
+                self.quic_control_write_timeout_ms,
+            ),
+            ("rtp_rebind_packets", u64::from(self.rtp_rebind_packets)),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(DaemonError::Config(format!("`{key}` must be above 0")));
@@ -197,7 +265,59 @@ impl Config {
                 "`http_max_connections` above {HTTP_CONNECTIONS_CEILING} is not a cap"
             )));
         }
+        if self.quic_max_connections > QUIC_CONNECTIONS_CEILING {
+            return Err(DaemonError::Config(format!(
+                "`quic_max_connections` above {QUIC_CONNECTIONS_CEILING} is not a cap"
+            )));
+        }
+        if self.quic_max_connections_per_address > self.quic_max_connections {
+            return Err(DaemonError::Config(
+                "`quic_max_connections_per_address` above `quic_max_connections` is not a cap"
+                    .to_owned(),
+            ));
+        }
+        if self.quic_socket_buffer_bytes < QUIC_SOCKET_BUFFER_FLOOR {
+            return Err(DaemonError::Config(format!(
+                "`quic_socket_buffer_bytes` below {QUIC_SOCKET_BUFFER_FLOOR} drops packets in a handshake burst"
+            )));
+        }
         Ok(())
+    }
+
+    /// The QUIC media endpoint's limits applied to a network configuration.
+    pub fn apply_endpoint_limits(&self, server: &mut server::ServerConfig) {
+        server.attach_deadline = Duration::from_millis(self.quic_attach_deadline_ms);
+        server.max_connections = self.quic_max_connections;
+        server.max_connections_per_address = self.quic_max_connections_per_address;
+        server.max_refused_attaches = self.quic_max_refused_attaches;
+        server.handshake_rate = self.quic_handshake_rate;
+        server.handshake_burst = self.quic_handshake_burst;
+        server.handshake_timeout = Duration::from_millis(self.quic_handshake_timeout_ms);
+        server.control_queue_capacity = self.quic_control_queue_capacity;
+        server.control_write_timeout = Duration::from_millis(self.quic_control_write_timeout_ms);
+        server.socket_buffer = self.quic_socket_buffer_bytes;
+    }
+
+    /// The effective media limits in one line, for the startup log.
+    pub fn media_limits_line(&self) -> String {
+        format!(
+            "max_sessions={} quic_max_connections={} quic_max_connections_per_address={} \
+             quic_attach_deadline_ms={} quic_max_refused_attaches={} quic_handshake_rate={}/s \
+             quic_handshake_burst={} quic_handshake_timeout_ms={} quic_control_queue_capacity={} \
+             quic_control_write_timeout_ms={} quic_socket_buffer_bytes={} rtp_rebind_packets={}",
+            self.max_sessions,
+            self.quic_max_connections,
+            self.quic_max_connections_per_address,
+            self.quic_attach_deadline_ms,
+            self.quic_max_refused_attaches,
+            self.quic_handshake_rate,
+            self.quic_handshake_burst,
+            self.quic_handshake_timeout_ms,
+            self.quic_control_queue_capacity,
+            self.quic_control_write_timeout_ms,
+            self.quic_socket_buffer_bytes,
+            self.rtp_rebind_packets,
+        )
     }
 
     /// `ws_write_timeout_ms` as a duration.
@@ -245,6 +365,22 @@ mod tests {
                 http_max_connections: 0,
                 ..Config::default()
             },
+            Config {
+                quic_max_connections: 0,
+                ..Config::default()
+            },
+            Config {
+                quic_max_connections_per_address: 2048,
+                ..Config::default()
+            },
+            Config {
+                quic_socket_buffer_bytes: 0,
+                ..Config::default()
+            },
+            Config {
+                rtp_rebind_packets: 0,
+                ..Config::default()
+            },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?}");
@@ -257,5 +393,44 @@ mod tests {
         assert!(!parsed.recording_rotate);
         assert_eq!(parsed.http_max_connections, 64);
         assert!(Config::from_toml("recording_max_bytez = 1").is_err());
+    }
+
+    #[test]
+    fn endpoint_limits_default_to_the_network_layers_and_reach_its_config() {
+        let defaults = Config::default();
+        let mut net = server::ServerConfig::development(defaults.media);
+        let before = format!("{net:?}");
+        defaults.apply_endpoint_limits(&mut net);
+        assert_eq!(
+            format!("{net:?}"),
+            before,
+            "the daemon's defaults are the network layer's"
+        );
+        let config = Config::from_toml(
+            "quic_attach_deadline_ms = 1500\nquic_max_connections = 10\n\
+             quic_max_connections_per_address = 2\nquic_max_refused_attaches = 1\n\
+             quic_handshake_rate = 0\nquic_handshake_burst = 5\nquic_handshake_timeout_ms = 3000\n\
+             quic_control_queue_capacity = 8\nquic_control_write_timeout_ms = 500\n\
+             quic_socket_buffer_bytes = 1048576\nrtp_rebind_packets = 8\n",
+        )
+        .unwrap_or_default();
+        assert!(config.validate().is_ok());
+        config.apply_endpoint_limits(&mut net);
+        assert_eq!(net.attach_deadline, Duration::from_millis(1500));
+        assert_eq!(net.max_connections, 10);
+        assert_eq!(net.max_connections_per_address, 2);
+        assert_eq!(net.max_refused_attaches, 1);
+        assert_eq!(net.handshake_rate, 0);
+        assert_eq!(net.handshake_burst, 5);
+        assert_eq!(net.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(net.control_queue_capacity, 8);
+        assert_eq!(net.control_write_timeout, Duration::from_millis(500));
+        assert_eq!(net.socket_buffer, 1 << 20);
+        assert_eq!(config.rtp_rebind_packets, 8);
+        assert!(
+            config
+                .media_limits_line()
+                .contains("quic_max_connections=10 ")
+        );
     }
 }

@@ -146,6 +146,7 @@ impl Engine {
     /// Binds the QUIC endpoint and starts the worker threads.
     pub async fn start(config: &Config, load: Arc<LoadMonitor>) -> Result<Engine, DaemonError> {
         let mut server_config = ServerConfig::development(config.media);
+        config.apply_endpoint_limits(&mut server_config);
         server_config.tls = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => TlsSource::Files {
                 cert_path: cert.display().to_string(),
@@ -388,6 +389,8 @@ impl Engine {
                 let mut config = RtpUdpConfig::opus(rtp.local, rtp.payload_type);
                 config.remote = rtp.remote;
                 config.source = rtp.source;
+                config.rebind_packets =
+                    rtp.rebind_packets.unwrap_or(self.config.rtp_rebind_packets);
                 config.extra_payload_types = vec![crate::worker::TELEPHONE_EVENT_PAYLOAD_TYPE];
                 let (endpoint, session) = RtpUdpEndpoint::bind(config)
                     .await

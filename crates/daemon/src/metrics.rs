@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::engine::Engine;
 use crate::health::HealthStatus;
 use crate::session::Dropped;
+use crate::worker::STREAM_FIELDS;
+use serde_json::Value;
 
 /// Counters of the HTTP front (the control API's accept loop and its auth).
 #[derive(Debug, Default)]
@@ -132,8 +134,8 @@ pub fn render(engine: &Engine, http: &HttpCounters) -> String {
         http.header_timeouts.load(Ordering::Relaxed),
     );
 
-    // The QUIC media endpoint. (Counters the network layer adds — packet-ring overflow, strict-RTP drops,
-    // refused attaches closing a connection — belong in this block.)
+    // The QUIC media endpoint. (Ring overflow and strict-RTP drops are per session, summed above as
+    // `mediaproc_rx_ring_dropped_total`, `mediaproc_tx_ring_dropped_total`, `mediaproc_rtp_udp_…_total`.)
     let net = engine.network_stats();
     out.counter(
         "mediaproc_quic_connections_total",
@@ -185,5 +187,116 @@ pub fn render(engine: &Engine, http: &HttpCounters) -> String {
         "Control-stream protocol errors.",
         net.protocol_errors,
     );
+    out.counter(
+        "mediaproc_quic_connections_refused_total",
+        "Connection attempts refused before the handshake at a connection cap (global or per address).",
+        net.connections_refused,
+    );
+    out.counter(
+        "mediaproc_quic_connections_refused_per_address_total",
+        "The part of the refused connection attempts due to the per-address cap.",
+        net.connections_refused_per_address,
+    );
+    out.counter(
+        "mediaproc_quic_retries_total",
+        "Stateless Retry packets sent because handshakes came faster than handshake_rate.",
+        net.retries,
+    );
+    out.counter(
+        "mediaproc_quic_handshakes_failed_total",
+        "Handshakes that did not complete (including those past handshake_timeout).",
+        net.handshakes_failed,
+    );
+    out.counter(
+        "mediaproc_quic_closed_attach_deadline_total",
+        "Connections closed because no session was attached within the attach deadline (squatters).",
+        net.closed_attach_deadline,
+    );
+    out.counter(
+        "mediaproc_quic_closed_refused_attaches_total",
+        "Connections closed after max_refused_attaches refused attaches.",
+        net.closed_refused_attaches,
+    );
+    out.counter(
+        "mediaproc_quic_closed_control_stalled_total",
+        "Connections closed because the peer stopped reading its control stream.",
+        net.closed_control_stalled,
+    );
+
+    sessions(&mut out, engine);
     out.0
+}
+
+/// Per-edge statistics of a session, read from its published statistics: (member of `network` / `rtpUdp`,
+/// metric, counter?, help).
+const EDGE_FIELDS: &[(&str, &str, bool, &str)] = &[
+    (
+        "lost",
+        "mediaproc_edge_lost_total",
+        true,
+        "RTP packets lost on the session's edge (RFC 3550 cumulative loss).",
+    ),
+    (
+        "jitterUs",
+        "mediaproc_edge_jitter_us",
+        false,
+        "Interarrival jitter of the session's edge (RFC 3550 A.8), in microseconds.",
+    ),
+    (
+        "rtcpRttUs",
+        "mediaproc_edge_rtcp_rtt_us",
+        false,
+        "Round-trip time from RTCP reports on the session's edge, in microseconds (0 until measured).",
+    ),
+];
+
+/// Per-session series: each edge's loss, jitter and RTCP RTT, and each stream's jitter-buffer statistics
+/// ([`STREAM_FIELDS`]), labelled `session`, `edge` (`quic` or `rtp_udp`) and, for streams, `source` (the media
+/// source id; the SSRC on the RTP/UDP edge). Read from the statistics the workers publish once a second.
+fn sessions(out: &mut Out, engine: &Engine) {
+    let entries = engine.sessions();
+    // (session, edge, edge statistics, streams) of every session, copied out of the locks once.
+    let mut edges: Vec<(String, &str, Value)> = Vec::new();
+    let mut streams: Vec<(String, &str, Value)> = Vec::new();
+    for entry in &entries {
+        let id = entry.id.to_string();
+        entry.live.with_stats(|stats| {
+            if stats.get("network").is_some_and(Value::is_object) {
+                edges.push((id.clone(), "quic", stats["network"].clone()));
+            }
+            if stats.get("rtpUdp").is_some_and(Value::is_object) {
+                edges.push((id.clone(), "rtp_udp", stats["rtpUdp"].clone()));
+                if stats["rtpUdp"]["stream"].is_object() {
+                    streams.push((id.clone(), "rtp_udp", stats["rtpUdp"]["stream"].clone()));
+                }
+            }
+            for stream in stats["streams"].as_array().into_iter().flatten() {
+                streams.push((id.clone(), "quic", stream.clone()));
+            }
+        });
+    }
+    for (member, name, counter, help) in EDGE_FIELDS {
+        let kind = if *counter { "counter" } else { "gauge" };
+        let _ = writeln!(out.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (session, edge, stats) in &edges {
+            let value = stats[*member].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out.0,
+                "{name}{{session=\"{session}\",edge=\"{edge}\"}} {value}"
+            );
+        }
+    }
+    for field in STREAM_FIELDS {
+        let name = format!("mediaproc_stream_{}", field.metric);
+        let kind = if field.counter { "counter" } else { "gauge" };
+        let _ = writeln!(out.0, "# HELP {name} {}\n# TYPE {name} {kind}", field.help);
+        for (session, edge, stream) in &streams {
+            let source = stream["sourceId"].as_u64().unwrap_or(0);
+            let value = stream[field.json].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out.0,
+                "{name}{{session=\"{session}\",edge=\"{edge}\",source=\"{source}\"}} {value}"
+            );
+        }
+    }
 }

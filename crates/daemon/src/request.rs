@@ -67,6 +67,10 @@ pub struct RtpRequest {
     /// RTP); absent = the remote itself.
     #[serde(default)]
     pub source: Option<SocketAddr>,
+    /// Without `remote` (symmetric RTP): consecutive in-sequence packets from a new address before the edge
+    /// follows it (NAT rebinding); absent = the daemon's `rtp_rebind_packets`.
+    #[serde(default)]
+    pub rebind_packets: Option<u16>,
     /// `opus` (default), `pcmu`, `pcma`.
     #[serde(default)]
     pub codec: Option<String>,
@@ -132,6 +136,8 @@ pub struct RtpPlan {
     pub remote: Option<SocketAddr>,
     /// With a fixed remote: the address RTP is taken from (`None` = the remote).
     pub source: Option<SocketAddr>,
+    /// Symmetric RTP: packets from a new address before the edge follows it (`None` = the daemon's default).
+    pub rebind_packets: Option<u16>,
     /// Codec.
     pub codec: RtpCodec,
     /// Payload type.
@@ -318,13 +324,61 @@ fn parse_rtp(request: RtpRequest) -> Result<RtpPlan, String> {
             "rtp.payloadType: {payload_type} is not a payload type (0..=127)"
         ));
     }
+    if request.source.is_some() && request.remote.is_none() {
+        return Err(
+            "rtp.source: only with rtp.remote (symmetric RTP takes its source from the first packets)"
+                .to_owned(),
+        );
+    }
+    match request.rebind_packets {
+        Some(_) if request.remote.is_some() => {
+            return Err(
+                "rtp.rebindPackets: only without rtp.remote (a fixed remote never moves)"
+                    .to_owned(),
+            );
+        }
+        Some(0) => return Err("rtp.rebindPackets: at least 1".to_owned()),
+        _ => {}
+    }
     Ok(RtpPlan {
         local: request
             .local
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         remote: request.remote,
         source: request.source,
+        rebind_packets: request.rebind_packets,
         codec,
         payload_type,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(body: &str) -> Result<Option<RtpPlan>, DaemonError> {
+        CreateSessionRequest::parse(body.as_bytes())?
+            .into_plan()
+            .map(|plan| plan.rtp)
+    }
+
+    #[test]
+    fn strict_rtp_members_parse_and_contradictions_are_refused() {
+        let fixed = rtp(r#"{"rtp":{"remote":"127.0.0.1:5004","source":"127.0.0.1:5006"}}"#);
+        let fixed = fixed.ok().flatten();
+        assert_eq!(
+            fixed.as_ref().and_then(|p| p.source),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5006)))
+        );
+        let symmetric = rtp(r#"{"rtp":{"rebindPackets":10}}"#).ok().flatten();
+        assert_eq!(symmetric.and_then(|p| p.rebind_packets), Some(10));
+        for bad in [
+            r#"{"rtp":{"source":"127.0.0.1:5006"}}"#,
+            r#"{"rtp":{"remote":"127.0.0.1:5004","rebindPackets":4}}"#,
+            r#"{"rtp":{"rebindPackets":0}}"#,
+            r#"{"rtp":{"rebindPackets":70000}}"#,
+        ] {
+            assert!(rtp(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -134,9 +134,16 @@ pub enum Dropped {
     Notice,
     /// A received packet overwritten in a receive ring (QUIC or RTP/UDP) before the worker took it.
     RxRingOverflow,
+    /// A packet to send overwritten in a transmit ring (QUIC or RTP/UDP) before the network side sent it.
+    TxRingOverflow,
+    /// An RTP/UDP packet dropped by strict RTP: it came from another address than the session's source.
+    RtpWrongSource,
+    /// The RTP/UDP edge's latched source moved to a new address (symmetric RTP, NAT rebinding). Not a drop, but
+    /// a change worth seeing next to the wrong-source drops.
+    RtpSourceChange,
 }
 
-const DROP_KINDS: usize = 9;
+const DROP_KINDS: usize = 12;
 
 impl Dropped {
     /// Every kind, in index order.
@@ -150,6 +157,9 @@ impl Dropped {
         Dropped::RecordingWriteError,
         Dropped::Notice,
         Dropped::RxRingOverflow,
+        Dropped::TxRingOverflow,
+        Dropped::RtpWrongSource,
+        Dropped::RtpSourceChange,
     ];
 
     /// The `/metrics` counter (`mediaproc_<name>_total`) and its help text.
@@ -187,6 +197,18 @@ impl Dropped {
             Dropped::RxRingOverflow => (
                 "rx_ring_dropped",
                 "Received packets overwritten in a receive ring before the media worker took them.",
+            ),
+            Dropped::TxRingOverflow => (
+                "tx_ring_dropped",
+                "Packets to send overwritten in a transmit ring before the network side sent them.",
+            ),
+            Dropped::RtpWrongSource => (
+                "rtp_udp_wrong_source_dropped",
+                "RTP/UDP packets dropped by strict RTP because they came from another address than the source.",
+            ),
+            Dropped::RtpSourceChange => (
+                "rtp_udp_source_changes",
+                "Times an RTP/UDP edge's latched source moved to a new address (symmetric RTP, NAT rebinding).",
             ),
         }
     }
@@ -362,7 +384,13 @@ impl LiveSession {
         });
         stats["noticesDropped"] = self.dropped(Dropped::Notice).into();
         stats["rxRingDropped"] = self.dropped(Dropped::RxRingOverflow).into();
+        stats["txRingDropped"] = self.dropped(Dropped::TxRingOverflow).into();
         stats
+    }
+
+    /// Reads the last published statistics in place (for `/metrics`, which reads every session's).
+    pub fn with_stats<T>(&self, read: impl FnOnce(&Value) -> T) -> T {
+        read(&self.stats.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Publishes the roster.

@@ -11,13 +11,14 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use mediaproc_net::server::{QuicSession, SessionEvent, TxWaker};
-use mediaproc_net::{PacketMeta, UdpSession};
+use mediaproc_net::{PacketMeta, SessionStatsSnapshot, UdpSession};
 use mediaproc_pipeline::{
-    BotEndpoint, Event, MediaSession, Output, ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
+    BotEndpoint, Event, JitterStats, MediaSession, Output, ReceivedAudio, RtpPacketInfo,
+    SampleRate, SendStatus,
 };
 use mediaproc_wire::control::{Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
 use mediaproc_wire::rtp::{AudioLevel, RtpPacket, TelephoneEvent};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -119,8 +120,96 @@ pub struct WorkerSession {
     next_publish: Duration,
     /// A packet came in on the RTP/UDP edge (it has no attach; the first packet makes the session active).
     udp_seen: bool,
-    /// Receive-ring drops already counted.
-    ring_dropped_seen: u64,
+    /// Network counters already added to the session's (and the daemon's) drop counters.
+    net_seen: NetSeen,
+    /// SSRC of the last audio packet on the RTP/UDP edge: its stream in the pipeline (no flow names it).
+    udp_ssrc: Option<u32>,
+}
+
+/// The network layer's cumulative counters as last counted, so each publish adds only the delta and the
+/// daemon-wide totals keep what ended sessions dropped.
+#[derive(Debug, Default, Clone, Copy)]
+struct NetSeen {
+    rx_ring: u64,
+    tx_ring: u64,
+    wrong_source: u64,
+    source_changes: u64,
+}
+
+/// One per-stream statistic of the jitter buffer: its member in a stream's JSON (camelCase), its `/metrics`
+/// series (`mediaproc_stream_<metric>`, labelled by session, edge and source) and how to read it. QUIC render
+/// streams and the RTP/UDP edge's stream report the same table; a new statistic is one line here.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamField {
+    /// JSON member.
+    pub json: &'static str,
+    /// `/metrics` name after `mediaproc_stream_` (counters end in `_total`).
+    pub metric: &'static str,
+    /// A counter (monotonic) rather than a gauge.
+    pub counter: bool,
+    /// `/metrics` help text.
+    pub help: &'static str,
+    /// The value.
+    pub read: fn(&JitterStats) -> u64,
+}
+
+const fn gauge(
+    json: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    read: fn(&JitterStats) -> u64,
+) -> StreamField {
+    StreamField {
+        json,
+        metric,
+        counter: false,
+        help,
+        read,
+    }
+}
+
+const fn counter(
+    json: &'static str,
+    metric: &'static str,
+    help: &'static str,
+    read: fn(&JitterStats) -> u64,
+) -> StreamField {
+    StreamField {
+        json,
+        metric,
+        counter: true,
+        help,
+        read,
+    }
+}
+
+/// The per-stream statistics (see [`StreamField`]).
+#[rustfmt::skip]
+pub const STREAM_FIELDS: &[StreamField] = &[
+    gauge("jitterBufferDelayMs", "jitter_buffer_delay_ms", "Jitter buffer level at the last tick, in ms.", |j| j.current_delay_ms.into()),
+    gauge("targetDelayMs", "target_delay_ms", "Jitter buffer target level, in ms.", |j| j.target_delay_ms.into()),
+    counter("received", "received_total", "Packets the jitter buffer accepted.", |j| j.received),
+    counter("concealed", "concealed_total", "Frames produced by packet-loss concealment.", |j| j.concealed),
+    counter("fecRecovered", "fec_recovered_total", "Lost frames rebuilt from in-band FEC.", |j| j.fec_recovered),
+    counter("late", "late_total", "Packets that arrived after their playout time (dropped).", |j| j.late),
+    counter("duplicate", "duplicate_total", "Duplicate packets (dropped).", |j| j.duplicate),
+    counter("reordered", "reordered_total", "Packets that arrived after a higher sequence number.", |j| j.reordered),
+    counter("accelerated", "accelerated_total", "Frames dropped at quiet points to reduce delay.", |j| j.accelerated),
+    counter("stretched", "stretched_total", "Concealment frames inserted at quiet points to build delay.", |j| j.stretched),
+    counter("underruns", "underruns_total", "Ticks with nothing to play while the stream was active.", |j| j.underruns),
+    counter("comfortNoise", "comfort_noise_total", "Comfort-noise frames during the sender's DTX or a pause.", |j| j.dtx),
+    counter("resyncs", "resyncs_total", "Jitter buffer restarts after a timestamp jump.", |j| j.resyncs),
+    counter("malformed", "malformed_total", "Packets the jitter buffer rejected as empty or oversized.", |j| j.malformed),
+];
+
+/// A stream's statistics as JSON: `sourceId` and every [`STREAM_FIELDS`] member.
+pub fn stream_json(source_id: u32, jitter: &JitterStats) -> Value {
+    let mut stream = Map::with_capacity(STREAM_FIELDS.len() + 1);
+    stream.insert("sourceId".to_owned(), source_id.into());
+    for field in STREAM_FIELDS {
+        stream.insert(field.json.to_owned(), (field.read)(jitter).into());
+    }
+    Value::Object(stream)
 }
 
 impl std::fmt::Debug for WorkerSession {
@@ -168,12 +257,14 @@ impl WorkerSession {
             counters: Counters::default(),
             next_publish: Duration::ZERO,
             udp_seen: false,
-            ring_dropped_seen: 0,
+            net_seen: NetSeen::default(),
+            udp_ssrc: None,
         }
     }
 
     fn send_bot(&self, event: BotEvent) {
-        if self.events.try_send(event).is_err() {
+        // A full queue is a drop; a closed one has no consumer (the echo bot takes no events): nothing lost.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
             self.live.count(Dropped::BotEvent);
         }
     }
@@ -232,7 +323,9 @@ impl WorkerSession {
                 .find(|(id, _)| *id == meta.flow_id)
                 .map(|(_, msi)| *msi);
             match msi {
-                Some(msi) => self.deliver(meta, Duration::ZERO, (msi != NO_MSI).then_some(msi)),
+                Some(msi) => {
+                    self.deliver(meta, Duration::ZERO, (msi != NO_MSI).then_some(msi));
+                }
                 None => self.counters.unknown_flow += 1,
             }
         }
@@ -243,21 +336,29 @@ impl WorkerSession {
                     self.udp_seen = true;
                     self.live.set_state(SessionState::Active);
                 }
-                self.deliver(meta, offset, None);
+                if let Some(ssrc) = self.deliver(meta, offset, None) {
+                    self.udp_ssrc = Some(ssrc);
+                }
             }
             self.net.udp = Some((udp, offset));
         }
     }
 
-    fn deliver(&mut self, meta: PacketMeta, clock_offset: Duration, source_id: Option<u32>) {
+    /// Hands one packet to the pipeline; returns the SSRC of an audio packet it was given.
+    fn deliver(
+        &mut self,
+        meta: PacketMeta,
+        clock_offset: Duration,
+        source_id: Option<u32>,
+    ) -> Option<u32> {
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
             self.counters.rtcp += 1;
-            return;
+            return None;
         }
         let Ok(rtp) = RtpPacket::parse(bytes) else {
             self.counters.malformed += 1;
-            return;
+            return None;
         };
         if rtp.payload_type == TELEPHONE_EVENT_PAYLOAD_TYPE {
             // RFC 4733: one event spans several packets with the same timestamp; report it once, at its end.
@@ -273,7 +374,7 @@ impl WorkerSession {
                     });
                 }
             }
-            return;
+            return None;
         }
         let audio_level = rtp
             .extension
@@ -291,6 +392,7 @@ impl WorkerSession {
         };
         let arrival = Duration::from_nanos(meta.time_ns) + clock_offset;
         self.media.handle_packet(arrival, &info, rtp.payload);
+        Some(rtp.ssrc)
     }
 
     /// Runs due ticks and queues their output. Returns (sent on QUIC, sent on UDP).
@@ -376,6 +478,36 @@ impl WorkerSession {
         sent
     }
 
+    /// Adds what the network layer dropped since the last call to the session's and the daemon's counters.
+    fn count_net_drops(&mut self, quic: &SessionStatsSnapshot, udp: Option<&SessionStatsSnapshot>) {
+        let udp = udp.copied().unwrap_or_default();
+        let now = NetSeen {
+            rx_ring: quic.rx_ring_dropped + udp.rx_ring_dropped,
+            tx_ring: quic.tx_ring_dropped + udp.tx_ring_dropped,
+            wrong_source: udp.rx_wrong_source,
+            source_changes: udp.source_changes,
+        };
+        let seen = self.net_seen;
+        let live = &self.live;
+        live.count_n(
+            Dropped::RxRingOverflow,
+            now.rx_ring.saturating_sub(seen.rx_ring),
+        );
+        live.count_n(
+            Dropped::TxRingOverflow,
+            now.tx_ring.saturating_sub(seen.tx_ring),
+        );
+        live.count_n(
+            Dropped::RtpWrongSource,
+            now.wrong_source.saturating_sub(seen.wrong_source),
+        );
+        live.count_n(
+            Dropped::RtpSourceChange,
+            now.source_changes.saturating_sub(seen.source_changes),
+        );
+        self.net_seen = now;
+    }
+
     fn publish(&mut self, now: Duration) {
         if now < self.next_publish {
             return;
@@ -383,49 +515,39 @@ impl WorkerSession {
         self.next_publish = now + PUBLISH_INTERVAL;
         let stats = self.media.stats();
         let net = self.net.quic.stats.snapshot();
+        let udp_net = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
+        self.count_net_drops(&net, udp_net.as_ref());
         let mut streams = Vec::new();
         for (_, msi) in &self.net.render_flows {
             if let Some(jitter) = self.media.stream_stats(*msi) {
-                streams.push(json!({
-                    "sourceId": msi,
-                    "jitterBufferDelayMs": jitter.current_delay_ms,
-                    "targetDelayMs": jitter.target_delay_ms,
-                    "received": jitter.received,
-                    "concealed": jitter.concealed,
-                    "fecRecovered": jitter.fec_recovered,
-                    "late": jitter.late,
-                    "duplicate": jitter.duplicate,
-                    "reordered": jitter.reordered,
-                    "accelerated": jitter.accelerated,
-                    "stretched": jitter.stretched,
-                }));
+                streams.push(stream_json(*msi, &jitter));
             }
         }
         let c = self.counters;
-        // Ring overflow as a delta, so the daemon-wide total keeps what ended sessions dropped.
-        let ring_dropped = self.net.quic.rx.dropped()
-            + self.net.udp.as_ref().map_or(0, |(udp, _)| udp.rx.dropped());
-        self.live.count_n(
-            Dropped::RxRingOverflow,
-            ring_dropped.saturating_sub(self.ring_dropped_seen),
-        );
-        self.ring_dropped_seen = ring_dropped;
-        // The RTP/UDP edge's counters, when the session has one (zero/absent otherwise).
-        let udp = self.net.udp.as_ref().map(|(udp, _)| {
-            let n = udp.stats.snapshot();
+        // The RTP/UDP edge's counters and its stream (by SSRC), when the session has one (absent otherwise).
+        let udp = udp_net.map(|n| {
+            let stream = self
+                .udp_ssrc
+                .and_then(|ssrc| Some(stream_json(ssrc, &self.media.stream_stats(ssrc)?)));
             json!({
                 "rxPackets": n.rx_packets,
                 "rxBytes": n.rx_bytes,
                 "rxRtcp": n.rx_rtcp,
                 "rxMalformed": n.rx_malformed,
                 "rxUnexpected": n.rx_unexpected,
-                "rxRingDropped": udp.rx.dropped(),
+                // Packets from another address than the session's source (strict RTP), dropped.
+                "rxWrongSource": n.rx_wrong_source,
+                // Times the latched source moved (symmetric RTP after `rebindPackets` in-sequence packets).
+                "sourceChanges": n.source_changes,
+                "rxRingDropped": n.rx_ring_dropped,
                 "txPackets": n.tx_packets,
                 "txBytes": n.tx_bytes,
                 "txDropped": n.tx_dropped,
+                "txRingDropped": n.tx_ring_dropped,
                 "lost": n.lost,
                 "jitterUs": n.jitter_us,
                 "rtcpRttUs": n.rtcp_rtt_us,
+                "stream": stream,
             })
         });
         self.live.set_stats(json!({
@@ -463,15 +585,20 @@ impl WorkerSession {
                 "rtcpRttUs": net.rtcp_rtt_us,
                 "eventsDropped": net.events_dropped,
                 // Packets the receive ring overwrote before the worker took them (drop-oldest).
-                "rxRingDropped": self.net.quic.rx.dropped(),
-                // The network layer's newer drop counters (tx ring overflow, strict-RTP drops, …) go here.
+                "rxRingDropped": net.rx_ring_dropped,
+                // Packets the transmit ring overwrote before the connection sent them (drop-oldest).
+                "txRingDropped": net.tx_ring_dropped,
             },
             "rtpUdp": udp,
             "streams": streams,
         }));
     }
 
-    fn end(self) {
+    fn end(mut self) {
+        // What the network dropped since the last publish still counts daemon-wide.
+        let quic = self.net.quic.stats.snapshot();
+        let udp = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
+        self.count_net_drops(&quic, udp.as_ref());
         let _ = self.events.try_send(BotEvent::Stop {
             reason: "session ended".to_owned(),
         });

@@ -381,3 +381,201 @@ async fn play_bot_plays_a_stereo_44k1_wav_to_the_edge() {
     );
     daemon.shutdown().await;
 }
+
+/// Every network counter (ring overflow, strict RTP, the QUIC endpoint's caps and closes) and each edge's
+/// per-stream statistics appear in `GET /v1/sessions/{id}` and in `/metrics`; a stranger's packets on the
+/// RTP/UDP edge are counted as wrong-source drops in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn net_counters_and_both_edges_streams_are_in_stats_and_metrics() {
+    use mediaproc_daemon::worker::STREAM_FIELDS;
+    let _serial = serial().await;
+    let dir = temp_dir("api-netstats");
+    let daemon = daemon(&dir).await;
+    // Payload type 111 on both edges (the pipeline takes one payload type; the QUIC edge sends 111).
+    let session =
+        create_session(&daemon, json!({"bot": "echo", "rtp": {"payloadType": 111}})).await;
+    let rtp_local: std::net::SocketAddr =
+        session["rtp"]["local"].as_str().unwrap().parse().unwrap();
+    let edge = connect_edge(&daemon, &session).await.unwrap();
+    let pcm = speech(16_000, 16_000);
+    talk_and_listen(
+        &edge,
+        &opus_packets(&pcm, 0x1234),
+        Duration::from_millis(100),
+    )
+    .await;
+
+    // The RTP/UDP peer latches first; a stranger's two packets (fewer than rebindPackets) are dropped.
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for (i, packet) in opus_packets(&pcm, 0x5678).iter().enumerate() {
+        pace.tick().await;
+        peer.send_to(packet, rtp_local).await.unwrap();
+        if i == 10 || i == 20 {
+            stranger.send_to(packet, rtp_local).await.unwrap();
+        }
+    }
+
+    let mut stats = Value::Null;
+    for _ in 0..200 {
+        stats = session_stats(&daemon, &session).await;
+        let s = &stats["stats"];
+        if s["rtpUdp"]["rxWrongSource"].as_u64() == Some(2)
+            && s["rtpUdp"]["stream"]["received"].as_u64() > Some(20)
+            && s["streams"][0]["received"].as_u64() > Some(20)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = &stats["stats"];
+    assert_eq!(s["rtpUdp"]["rxWrongSource"], 2, "{stats}");
+    assert_eq!(s["rtpUdp"]["stream"]["sourceId"], 0x5678, "{stats}");
+    assert_eq!(s["streams"][0]["sourceId"], SPEAKER_MSI, "{stats}");
+    for member in [
+        "sourceChanges",
+        "rxRingDropped",
+        "txRingDropped",
+        "lost",
+        "jitterUs",
+        "rtcpRttUs",
+    ] {
+        assert!(s["rtpUdp"][member].is_u64(), "rtpUdp.{member}: {stats}");
+    }
+    for member in [
+        "rxRingDropped",
+        "txRingDropped",
+        "rtcpRttUs",
+        "jitterUs",
+        "lost",
+    ] {
+        assert!(s["network"][member].is_u64(), "network.{member}: {stats}");
+    }
+    assert!(s["txRingDropped"].is_u64(), "{stats}");
+    // The echo bot takes no events: none of them counts as dropped.
+    assert_eq!(s["botEventsDropped"], 0, "{stats}");
+    for field in STREAM_FIELDS {
+        assert!(
+            s["rtpUdp"]["stream"][field.json].is_u64(),
+            "rtpUdp.stream.{}: {stats}",
+            field.json
+        );
+        assert!(
+            s["streams"][0][field.json].is_u64(),
+            "streams[0].{}: {stats}",
+            field.json
+        );
+    }
+    assert!(
+        s["rtpUdp"]["stream"]["received"].as_u64().unwrap() > 20,
+        "{stats}"
+    );
+
+    let metrics = http()
+        .get(format!("http://{}/metrics", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    check_prometheus(&metrics);
+    for name in [
+        "mediaproc_rx_ring_dropped_total",
+        "mediaproc_tx_ring_dropped_total",
+        "mediaproc_rtp_udp_source_changes_total",
+        "mediaproc_quic_attach_refused_total",
+        "mediaproc_quic_connections_refused_total",
+        "mediaproc_quic_connections_refused_per_address_total",
+        "mediaproc_quic_retries_total",
+        "mediaproc_quic_handshakes_failed_total",
+        "mediaproc_quic_closed_attach_deadline_total",
+        "mediaproc_quic_closed_refused_attaches_total",
+        "mediaproc_quic_closed_control_stalled_total",
+    ] {
+        assert!(metrics.contains(&format!("\n{name} ")), "{name}: {metrics}");
+    }
+    assert!(
+        metrics.contains("\nmediaproc_rtp_udp_wrong_source_dropped_total 2\n"),
+        "{metrics}"
+    );
+    let id = session["sessionId"].as_str().unwrap();
+    for edge in ["quic", "rtp_udp"] {
+        for name in [
+            "mediaproc_edge_lost_total",
+            "mediaproc_edge_jitter_us",
+            "mediaproc_edge_rtcp_rtt_us",
+        ] {
+            let series = format!("\n{name}{{session=\"{id}\",edge=\"{edge}\"}} ");
+            assert!(metrics.contains(&series), "{series}: {metrics}");
+        }
+        let source = if edge == "quic" { SPEAKER_MSI } else { 0x5678 };
+        for field in STREAM_FIELDS {
+            let series = format!(
+                "\nmediaproc_stream_{}{{session=\"{id}\",edge=\"{edge}\",source=\"{source}\"}} ",
+                field.metric
+            );
+            assert!(metrics.contains(&series), "{series}: {metrics}");
+        }
+    }
+    daemon.shutdown().await;
+}
+
+/// `rtp.rebindPackets` reaches the RTP/UDP edge: with 2, a peer that moves to a new port (a NAT rebinding) is
+/// followed after two in-sequence packets, counted once in `sourceChanges` and `/metrics`, and the echo goes to
+/// the new port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symmetric_rtp_edge_follows_a_rebinding_after_rebind_packets() {
+    let _serial = serial().await;
+    let dir = temp_dir("api-rebind");
+    let daemon = daemon(&dir).await;
+    let session = create_session(
+        &daemon,
+        json!({"bot": "echo", "rtp": {"payloadType": 111, "rebindPackets": 2}}),
+    )
+    .await;
+    let rtp_local: std::net::SocketAddr =
+        session["rtp"]["local"].as_str().unwrap().parse().unwrap();
+    let before = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let after = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let packets = opus_packets(&speech(16_000, 16_000), 0x9abc);
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for (i, packet) in packets.iter().enumerate() {
+        pace.tick().await;
+        let from = if i < 10 { &before } else { &after };
+        from.send_to(packet, rtp_local).await.unwrap();
+    }
+    // The echo now goes to the new port.
+    let mut buf = [0u8; 1500];
+    let (_, from) = tokio::time::timeout(Duration::from_secs(5), after.recv_from(&mut buf))
+        .await
+        .expect("no echo on the new port")
+        .unwrap();
+    assert_eq!(from, rtp_local);
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = session_stats(&daemon, &session).await;
+        if stats["stats"]["rtpUdp"]["sourceChanges"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let udp = &stats["stats"]["rtpUdp"];
+    assert_eq!(udp["sourceChanges"], 1, "{stats}");
+    // Only the first packet from the new port (one short of rebindPackets) was dropped.
+    assert_eq!(udp["rxWrongSource"], 1, "{stats}");
+    let metrics = http()
+        .get(format!("http://{}/metrics", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nmediaproc_rtp_udp_source_changes_total 1\n"),
+        "{metrics}"
+    );
+    daemon.shutdown().await;
+}

@@ -703,3 +703,47 @@ async fn a_bot_that_answers_no_ping_is_disconnected_and_a_reading_bot_is_not() {
     drop(deaf_bot);
     daemon.shutdown().await;
 }
+
+/// The endpoint limits in the daemon's configuration reach the QUIC endpoint: a connection that never attaches
+/// is closed at `quic_attach_deadline_ms`, and a second connection from the same address past
+/// `quic_max_connections_per_address` is refused; both counted in `/metrics`. A healthy session is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_endpoint_limits_close_squatters_and_refuse_past_the_per_address_cap() {
+    let _serial = serial().await;
+    let dir = temp_dir("hostile-limits");
+    let daemon = mediaproc_daemon::start(Config {
+        quic_attach_deadline_ms: 300,
+        quic_max_connections_per_address: 2,
+        ..test_config(&dir)
+    })
+    .await
+    .unwrap();
+    let edge = healthy_echo(&daemon).await;
+    let session = create_session(&daemon, json!({"bot": "echo"})).await;
+    let fingerprint =
+        mediaproc_net::parse_fingerprint(session["certificateSha256"].as_str().unwrap()).unwrap();
+    let config = mediaproc_net::EdgeConfig {
+        server: daemon.media_addr.unwrap(),
+        server_name: "localhost".to_owned(),
+        trust: mediaproc_net::ServerTrust::PinnedSha256(fingerprint),
+        keep_alive: Duration::from_secs(1),
+    };
+    let connect = || mediaproc_net::EdgeConnection::connect(&config);
+    // The healthy edge holds one of the address's two slots; the squatter takes the other.
+    let squatter = connect().await.unwrap();
+    let refused = connect().await;
+    assert!(refused.is_err(), "a third connection from 127.0.0.1 got in");
+    wait_until(Duration::from_secs(10), "the squatter's close", || async {
+        let text = metrics(&daemon).await;
+        (metric(&text, "mediaproc_quic_closed_attach_deadline_total") >= 1
+            && metric(
+                &text,
+                "mediaproc_quic_connections_refused_per_address_total",
+            ) >= 1)
+            .then_some(())
+    })
+    .await;
+    drop(squatter);
+    assert_echo_flows(&edge, "endpoint limits").await;
+    daemon.shutdown().await;
+}

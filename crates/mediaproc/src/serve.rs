@@ -43,6 +43,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Once, on one line: what the media endpoint will hold at most. (An RTP/UDP edge bound to a non-loopback
+    // address is reported by the network layer itself, once per process, when the first one binds.)
+    tracing::info!("media limits: {}", config.media_limits_line());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mediaproc-net")

@@ -45,7 +45,7 @@ fn sigterm_ends_calls_and_finalises_recordings() {
         reqwest::Client::new()
             .post(format!("{api}/v1/sessions"))
             .bearer_auth("serve-test-token")
-            .json(&serde_json::json!({"bot": "record"}))
+            .json(&serde_json::json!({"bot": "record", "rtp": {}}))
             .send()
             .await
             .unwrap()
@@ -54,7 +54,60 @@ fn sigterm_ends_calls_and_finalises_recordings() {
             .unwrap()
     });
     let id = session["sessionId"].as_str().unwrap().to_owned();
-    std::thread::sleep(Duration::from_millis(300));
+    // Half a second of audio on the session's RTP/UDP edge, so the recording has something to finalise (files
+    // open with the first audio). `F8 FF FE` is a 20 ms Opus CELT frame of silence.
+    let rtp_local: std::net::SocketAddr =
+        session["rtp"]["local"].as_str().unwrap().parse().unwrap();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    for i in 0u16..25 {
+        let mut packet = vec![0x80, 96];
+        packet.extend_from_slice(&i.to_be_bytes());
+        packet.extend_from_slice(&(u32::from(i) * 960).to_be_bytes());
+        packet.extend_from_slice(&0x5eed_u32.to_be_bytes());
+        packet.extend_from_slice(&[0xf8, 0xff, 0xfe]);
+        peer.send_to(&packet, rtp_local).unwrap();
+        // Paced by absolute deadlines (20 ms apart).
+        let next = start + Duration::from_millis(20) * u32::from(i + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    // Two RTP/UDP edges on a non-loopback address: the unencrypted-media warning is logged once, not per edge.
+    for _ in 0..2 {
+        let status = runtime.block_on(async {
+            reqwest::Client::new()
+                .post(format!("{api}/v1/sessions"))
+                .bearer_auth("serve-test-token")
+                .json(&serde_json::json!({"bot": "echo", "rtp": {"local": "0.0.0.0:0"}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert_eq!(status, 201);
+    }
+    // Until the worker reports frames handed to the record bot (published once a second).
+    let waited = Instant::now();
+    loop {
+        let stats: serde_json::Value = runtime.block_on(async {
+            reqwest::Client::new()
+                .get(format!("{api}/v1/sessions/{id}"))
+                .bearer_auth("serve-test-token")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        if stats["stats"]["framesToBot"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "no frames reached the record bot: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let sent = Instant::now();
     assert!(
@@ -78,9 +131,20 @@ fn sigterm_ends_calls_and_finalises_recordings() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("mediaproc serve stopped"), "{stderr}");
+    // The effective media limits, once, on one line; the RTP/UDP warning once for two edges.
+    let limits: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("media limits"))
+        .collect();
+    assert_eq!(limits.len(), 1, "{stderr}");
+    assert!(limits[0].contains("quic_max_connections=1024 "), "{stderr}");
+    assert!(limits[0].contains("rtp_rebind_packets=4"), "{stderr}");
+    let unencrypted = stderr.lines().filter(|l| l.contains("unencrypted")).count();
+    assert_eq!(unencrypted, 1, "{stderr}");
     // The WAV header was finalised: hound reads it (an unfinalised file has a zero data length and fails).
     let reader = hound::WavReader::open(dir.join(format!("{id}-mixed.wav"))).unwrap();
     assert_eq!(reader.spec().sample_rate, 16_000);
+    assert!(reader.duration() > 0, "the recording holds no audio");
 }
 
 #[test]
