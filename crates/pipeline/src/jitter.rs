@@ -185,6 +185,21 @@ pub struct JitterStats {
     pub resyncs: u64,
     /// Packets rejected as empty or oversized.
     pub malformed: u64,
+    /// Frames lost in the network (missing while later ones arrived, and not a DTX gap): FEC-recovered or concealed.
+    pub lost: u64,
+    /// Playout delay at the last tick, in ms: the packets buffered plus the decoded audio waiting in the playout sync
+    /// buffer (0 when the jitter buffer is used without [`crate::playout::PlayoutEngine`]).
+    pub playout_delay_ms: u32,
+    /// Audio removed by time-scale compression (accelerate and merge alignment), in ms.
+    pub accelerated_ms: u64,
+    /// Audio inserted by time-scale expansion (preemptive expand), in ms.
+    pub decelerated_ms: u64,
+    /// Seams smoothed from concealment into decoded audio.
+    pub merges: u64,
+    /// Audio synthesised by packet-loss concealment (loss and underruns), in ms.
+    pub concealed_ms: u64,
+    /// Comfort noise (or silence) played during DTX gaps, pauses and re-buffering, in ms.
+    pub comfort_noise_ms: u64,
 }
 
 /// What the decoder should do for this tick.
@@ -432,6 +447,16 @@ impl JitterBuffer {
         } else {
             (self.highest_index - self.playout + 1).max(0)
         }
+    }
+
+    /// True if the last [`JitterBuffer::pop`] concealed an underrun without advancing (the frame is still awaited).
+    pub fn holding(&self) -> bool {
+        self.hold > 0
+    }
+
+    /// True if the packet at the playout point is here, so a [`JitterBuffer::pop`] now would hand it out.
+    pub fn next_ready(&self) -> bool {
+        self.state == State::Playing && self.slot(self.playout).is_some()
     }
 
     /// True once the stream has played (and is not idle).
@@ -696,6 +721,7 @@ impl JitterBuffer {
                 self.stats.dtx += 1;
                 return Playout::Silence;
             }
+            self.stats.lost += 1;
             if self.slot(lost + 1).is_some() {
                 self.stats.fec_recovered += 1;
                 let s = &self.slots[(lost + 1).rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];

@@ -76,21 +76,26 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod comfort;
 pub mod error;
 pub mod frame;
 pub mod jitter;
 pub mod mixer;
 pub mod pacer;
+pub mod playout;
 pub mod resample;
 pub mod ring;
 pub mod session;
+pub mod tsm;
 
 pub use codec::*;
+pub use comfort::ComfortNoise;
 pub use error::{Error, Result};
 pub use frame::*;
 pub use jitter::*;
 pub use mixer::*;
 pub use pacer::*;
+pub use playout::{Operation, PlayoutEngine, TickOutcome};
 pub use resample::*;
 pub use ring::*;
 pub use session::*;

@@ -480,3 +480,77 @@ pub fn best_lag(sent: &[i16], received: &[i16], max_lag: usize) -> (usize, f64) 
     }
     best
 }
+
+/// Time-warp-aware quality of `audio` against a looped `reference`, for 100 ms windows every `step` samples: each
+/// window's lag is searched to the sample (time-scale modification moves audio by pitch periods, not whole frames),
+/// within ±1.5 frames of the previous window's lag (the playout changes the lag gradually), falling back to a search
+/// over the whole range (-60..+8 frames) when the tracked lag stops fitting. Windows where the reference is quiet
+/// are skipped. Returns (correlation, lag, window start): `audio[i] ≈ reference[i + lag]`.
+pub fn tracked_correlations(
+    reference: &[i16],
+    spf: usize,
+    audio: &[i16],
+    step: usize,
+) -> Vec<(f64, i64, usize)> {
+    let spfi = spf as i64;
+    let win = 5 * spf;
+    let mut res = Vec::new();
+    let mut i = 10 * spf;
+    let mut prev: Option<i64> = None;
+    while i + win < audio.len() {
+        let out = &audio[i..i + win];
+        let corr_at = |lag: i64| -> (f64, f64) {
+            let (mut xy, mut yy, mut xx) = (0.0, 0.0, 0.0);
+            for (k, &o) in out.iter().enumerate() {
+                let s = looped(reference, i as i64 + k as i64 + lag);
+                let o = f64::from(o);
+                xy += s * o;
+                yy += o * o;
+                xx += s * s;
+            }
+            let c = if xx <= 0.0 || yy <= 0.0 {
+                0.0
+            } else {
+                xy / (xx * yy).sqrt()
+            };
+            (c, xx)
+        };
+        let search = |from: i64, to: i64, by: i64| {
+            let mut best = (f64::MIN, 0i64, 0.0);
+            let mut lag = from;
+            while lag <= to {
+                let (c, e) = corr_at(lag);
+                if c > best.0 {
+                    best = (c, lag, e);
+                }
+                lag += by;
+            }
+            let centre = best.1;
+            for lag in centre - by..=centre + by {
+                let (c, e) = corr_at(lag);
+                if c > best.0 {
+                    best = (c, lag, e);
+                }
+            }
+            best
+        };
+        let mut best = match prev {
+            Some(p) => search(p - 3 * spfi / 2, p + 3 * spfi / 2, 2),
+            None => (f64::MIN, 0, 0.0),
+        };
+        if best.0 < 0.6 {
+            let global = search(-60 * spfi, 8 * spfi, 3);
+            if global.0 > best.0 {
+                best = global;
+            }
+        }
+        if best.2 / win as f64 > 300.0f64.powi(2) {
+            res.push((best.0, best.1, i));
+            if best.0 >= 0.6 {
+                prev = Some(best.1);
+            }
+        }
+        i += step;
+    }
+    res
+}
