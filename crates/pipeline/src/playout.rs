@@ -115,6 +115,8 @@ pub struct PlayoutEngine {
     concealed_tail: bool,
     cng: ComfortNoise,
     avg_db: f32,
+    /// Level of the last decoded frame (dBov).
+    last_db: f32,
     last_level: i64,
     accelerated: u64,
     decelerated: u64,
@@ -156,6 +158,7 @@ impl PlayoutEngine {
             concealed_tail: false,
             cng: ComfortNoise::new(sample_rate_hz),
             avg_db: f32::NAN,
+            last_db: 0.0,
             last_level: 0,
             accelerated: 0,
             decelerated: 0,
@@ -176,6 +179,7 @@ impl PlayoutEngine {
         self.concealed_tail = false;
         self.cng.reset();
         self.avg_db = f32::NAN;
+        self.last_db = 0.0;
         self.last_level = 0;
         self.accelerated = 0;
         self.decelerated = 0;
@@ -278,15 +282,23 @@ impl PlayoutEngine {
                     (Operation::Normal, dec.decode_fec(next_payload, dst), spf)
                 }
                 Playout::Conceal => {
-                    // An underrun conceals only the shortfall (the frame is still awaited); a loss, the whole frame.
-                    let n = if jb.holding() {
-                        let step = (self.hz * CONCEAL_STEP_MS / 2000) as usize;
-                        need.div_ceil(step).max(1) * step
+                    if jb.holding() && self.last_db < QUIET_DBOV {
+                        // Nothing arrived after quiet audio: most likely the sender went into DTX without telling
+                        // (its first comfort packets are not sent): background noise, not a concealed vowel.
+                        self.cng.fill(dst);
+                        (Operation::ComfortNoise, Ok(()), spf)
                     } else {
-                        spf
+                        // An underrun conceals only the shortfall (the frame is still awaited); a loss, the whole
+                        // frame.
+                        let n = if jb.holding() {
+                            let step = (self.hz * CONCEAL_STEP_MS / 2000) as usize;
+                            need.div_ceil(step).max(1) * step
+                        } else {
+                            spf
+                        }
+                        .min(spf);
+                        (Operation::Expand, dec.conceal(&mut dst[..n]), n)
                     }
-                    .min(spf);
-                    (Operation::Expand, dec.conceal(&mut dst[..n]), n)
                 }
                 Playout::Silence => {
                     self.cng.fill(dst);
@@ -316,6 +328,7 @@ impl PlayoutEngine {
             _ => {
                 let fresh = &self.buf[start..start + n];
                 let db = level_dbov(fresh);
+                self.last_db = db;
                 self.avg_db = if self.avg_db.is_nan() {
                     db
                 } else {
@@ -369,8 +382,10 @@ impl PlayoutEngine {
             let stop = self.quiet_min as i64;
             let excess = hi - target;
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);
+            // Any deficit counts: a level short of the target by a single sample needs its next packet a tick
+            // earlier, i.e. has a whole frame less margin. (An accelerate never takes the level below the target.)
             let deficit = target - hi;
-            self.expanding = deficit >= stop && (self.expanding || deficit >= start);
+            self.expanding = deficit > 0;
             if self.accelerating {
                 // Never below a frame at the emptiest recent tick.
                 want_accel = excess.min(lo - spf as i64);
@@ -424,8 +439,7 @@ impl PlayoutEngine {
                         }
                     }
                 }
-            } else if want_expand >= self.quiet_min as i64 && self.expand(want_expand as usize) > 0
-            {
+            } else if want_expand > 0 && self.expand(want_expand as usize) > 0 {
                 last_op = Operation::PreemptiveExpand;
             }
         }
