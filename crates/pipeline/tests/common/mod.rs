@@ -637,7 +637,7 @@ pub fn playout_report(reference: &[i16], spf: usize, audio: &[i16], skip: usize)
         // The lag: over the 100 ms span centred on the window.
         let at = i.saturating_sub((span - win) / 2);
         let mut best = match prev {
-            Some((p, _)) => search(at, span, p - 300, p + 300, 1, 8),
+            Some((p, _)) => search(at, span, p - 300, p + 300, 1, 4),
             None => (f64::MIN, 0),
         };
         if best.0 < 0.5 {
