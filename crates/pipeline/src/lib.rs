@@ -78,6 +78,7 @@
 pub mod codec;
 pub mod comfort;
 pub mod error;
+pub mod fec;
 pub mod frame;
 pub mod jitter;
 pub mod mixer;
@@ -91,6 +92,7 @@ pub mod tsm;
 pub use codec::*;
 pub use comfort::ComfortNoise;
 pub use error::{Error, Result};
+pub use fec::{EncoderOverrides, FecController, FecMode};
 pub use frame::*;
 pub use jitter::*;
 pub use mixer::*;

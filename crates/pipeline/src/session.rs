@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::codec::{EncoderSettings, OpusDecoder};
 use crate::error::{Error, Result};
+use crate::fec::{EncoderOverrides, FecController, FecMode};
 use crate::frame::{
     FRAME_DURATION, FrameInfo, MAX_FRAME_SAMPLES, SILENCE_DBOV, SampleRate, level_dbov, ticks_100ns,
 };
@@ -64,8 +65,11 @@ pub fn spread_tick_phase(slot: usize, slots: usize) -> Duration {
 pub struct SessionConfig {
     /// The bot's PCM rate (default 16 kHz, `Pcm16K`).
     pub rate: SampleRate,
-    /// Outbound encoder settings.
+    /// Outbound encoder settings: bitrate, complexity, DTX. Its FEC fields are chosen by `fec`.
     pub encoder: EncoderSettings,
+    /// Outbound in-band FEC: `Auto` (default) follows the loss the far end reports
+    /// ([`MediaSession::set_remote_loss`]) and is off until then; `On`/`Off` force it.
+    pub fec: FecMode,
     /// Jitter buffer settings (per inbound stream).
     pub jitter: JitterConfig,
     /// Speaker tracking settings.
@@ -95,6 +99,7 @@ impl Default for SessionConfig {
         Self {
             rate: SampleRate::HZ_16000,
             encoder: EncoderSettings::default(),
+            fec: FecMode::Auto,
             jitter: JitterConfig::default(),
             speakers: SpeakerConfig::default(),
             max_streams: 4,
@@ -296,6 +301,9 @@ pub struct MediaSession {
     send_pending: bool,
     delivering: bool,
     stats: SessionStats,
+    fec: FecController,
+    /// The encoder settings apart from FEC (configuration plus overrides).
+    encoder_base: EncoderSettings,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -339,10 +347,12 @@ impl MediaSession {
                 Some(FrameResampler::new(cfg.rate, SampleRate::HZ_48000)?),
             ),
         };
+        cfg.encoder.validate()?;
+        let fec = FecController::new(cfg.fec);
         let pacer = SendPacer::new(
             start + cfg.tick_phase,
             encode_rate,
-            cfg.encoder,
+            fec.apply(cfg.encoder),
             cfg.ssrc,
             cfg.payload_type,
             cfg.initial_sequence,
@@ -369,6 +379,8 @@ impl MediaSession {
             send_pending: false,
             delivering: false,
             stats: SessionStats::default(),
+            fec,
+            encoder_base: cfg.encoder,
             cfg,
         };
         Ok((
@@ -413,6 +425,59 @@ impl MediaSession {
             Duration::from_secs_f64(r.delay_samples() as f64 / f64::from(self.cfg.rate.hz()))
         });
         Some(jitter + resampler)
+    }
+
+    /// The outbound encoder's settings in force.
+    pub fn encoder_settings(&self) -> EncoderSettings {
+        self.pacer.encoder_settings()
+    }
+
+    /// The outbound FEC mode.
+    pub fn fec_mode(&self) -> FecMode {
+        self.fec.mode()
+    }
+
+    /// The loss the far end reported, smoothed (percent), if it reported any.
+    pub fn remote_loss_percent(&self) -> Option<f32> {
+        self.fec.remote_loss_percent()
+    }
+
+    /// The far end's reported loss: an RTCP receiver report's "fraction lost" for our stream (0..=255 =
+    /// 0..100 %). With [`FecMode::Auto`] in-band FEC and its expected-loss setting follow it (with hysteresis; see
+    /// [`crate::fec`]). Cheap and allocation-free; call on every report.
+    pub fn set_remote_loss(&mut self, fraction_lost: u8) {
+        self.fec.report_fraction_lost(fraction_lost);
+        self.apply_encoder();
+    }
+
+    /// Changes the outbound encoder at run time (or right after start): bitrate, complexity, FEC mode, DTX; `None`
+    /// fields keep their value. Invalid values are rejected and nothing changes.
+    pub fn set_encoder_overrides(&mut self, o: EncoderOverrides) -> Result<()> {
+        let mut base = self.encoder_base;
+        if let Some(b) = o.bitrate_bps {
+            base.bitrate_bps = b;
+        }
+        if let Some(c) = o.complexity {
+            base.complexity = c;
+        }
+        if let Some(d) = o.dtx {
+            base.dtx = d;
+        }
+        base.validate()?;
+        self.encoder_base = base;
+        if let Some(m) = o.fec {
+            self.fec.set_mode(m);
+        }
+        self.apply_encoder();
+        Ok(())
+    }
+
+    fn apply_encoder(&mut self) {
+        let want = self.fec.apply(self.encoder_base);
+        if want != self.pacer.encoder_settings() {
+            // Validated values only; a libopus refusal keeps the previous settings.
+            let _ = self.pacer.set_encoder_settings(want);
+        }
     }
 
     /// The current dominant speaker.

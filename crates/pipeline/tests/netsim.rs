@@ -16,6 +16,9 @@ fn source() -> Source {
         20,
         EncoderSettings {
             complexity: 0,
+            // A far end with in-band FEC for 5 % loss, as WebRTC senders have.
+            inband_fec: true,
+            expected_loss_percent: 5,
             ..EncoderSettings::default()
         },
     )
@@ -28,6 +31,8 @@ fn dtx_source() -> Source {
         EncoderSettings {
             complexity: 0,
             dtx: true,
+            inband_fec: true,
+            expected_loss_percent: 5,
             ..EncoderSettings::default()
         },
     )
@@ -300,6 +305,9 @@ fn drift_absorbed_without_quiet_points() {
         20,
         EncoderSettings {
             complexity: 0,
+            // A far end with in-band FEC for 5 % loss, as WebRTC senders have.
+            inband_fec: true,
+            expected_loss_percent: 5,
             ..EncoderSettings::default()
         },
         1500.0,

@@ -20,6 +20,9 @@ fn source(dtx: bool, noise_rms: f64) -> Source {
         EncoderSettings {
             complexity: 0,
             dtx,
+            // A far end with in-band FEC for 5 % loss, as WebRTC senders have.
+            inband_fec: true,
+            expected_loss_percent: 5,
             ..EncoderSettings::default()
         },
         noise_rms,
