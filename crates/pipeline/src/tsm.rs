@@ -61,17 +61,31 @@ pub struct Period {
 
 /// Normalised correlation of `a` and `b` (equal length) over every `stride`-th sample.
 pub fn correlation(a: &[i16], b: &[i16], stride: usize) -> f32 {
-    let (mut xy, mut xx, mut yy) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b).step_by(stride.max(1)) {
-        let (x, y) = (f32::from(*x), f32::from(*y));
-        xy += x * y;
-        xx += x * x;
-        yy += y * y;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    // Integer sums (exact, and the plain loop vectorises); i64 cannot overflow for any frame length used here.
+    let (mut xy, mut xx, mut yy) = (0i64, 0i64, 0i64);
+    if stride <= 1 {
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (i64::from(x), i64::from(y));
+            xy += x * y;
+            xx += x * x;
+            yy += y * y;
+        }
+    } else {
+        let mut i = 0;
+        while i < n {
+            let (x, y) = (i64::from(a[i]), i64::from(b[i]));
+            xy += x * y;
+            xx += x * x;
+            yy += y * y;
+            i += stride;
+        }
     }
-    if xx <= 0.0 || yy <= 0.0 {
+    if xx <= 0 || yy <= 0 {
         0.0
     } else {
-        xy / (xx * yy).sqrt()
+        (xy as f64 / ((xx as f64) * (yy as f64)).sqrt()) as f32
     }
 }
 
@@ -178,21 +192,11 @@ pub fn merge(
     }
     // The continuation: the last period of the history, repeated.
     let tail = &history[history.len() - p..];
-    let cont = |i: usize| tail[i % p];
+    // fade <= p, so the continuation over the cross-fade is the period itself.
+    let cont = |i: usize| tail[i];
     let mut best = (0usize, f32::MIN);
     for s in 0..p {
-        let (mut xy, mut xx, mut yy) = (0.0f32, 0.0f32, 0.0f32);
-        for i in (0..fade).step_by(lags.stride) {
-            let (x, y) = (f32::from(cont(i)), f32::from(new[s + i]));
-            xy += x * y;
-            xx += x * x;
-            yy += y * y;
-        }
-        let c = if xx <= 0.0 || yy <= 0.0 {
-            0.0
-        } else {
-            xy / (xx * yy).sqrt()
-        };
+        let c = correlation(&tail[..fade], &new[s..s + fade], lags.stride);
         // Prefer small offsets: each dropped sample shortens the timeline.
         let c = c - 0.05 * s as f32 / p as f32;
         if c > best.1 {
