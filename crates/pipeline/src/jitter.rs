@@ -12,9 +12,12 @@
 //! * **loss** (frame missing, later frames present): if the next frame is present, its in-band FEC rebuilds the lost
 //!   one ([`Playout::Fec`]), else the decoder conceals ([`Playout::Conceal`]); the index advances.
 //! * **underrun** (nothing buffered): conceal *without* advancing (NetEQ's "expand"), so the late packet is still
-//!   played when it arrives and the delay grows by one frame. If the next packet continues the sequence numbers but
-//!   jumps in time, the gap was a DTX pause: the playout point moves on by the held ticks (no delay added) and they
-//!   are counted as DTX. After [`MAX_HOLD_FRAMES`] the stream is treated as paused and media time flows on
+//!   played when it arrives ([`JitterBuffer::holding`] tells the playout, which then conceals only the shortfall).
+//!   If the next packet continues the sequence numbers but jumps in time, the gap was a DTX pause: the playout point
+//!   moves on by the held ticks (no delay added) and they are counted as DTX. If a *later* frame arrives while the
+//!   held one is still missing, the held frame is lost (or so late that playing it would move the timeline by a
+//!   frame in the middle of speech): the concealment played stands in for it and the playout point moves on, so no
+//!   frame of delay is added. After [`MAX_HOLD_FRAMES`] the stream is treated as paused and media time flows on
 //!   ([`Playout::Silence`]).
 //! * **DTX** (the last packet was a ≤ 2-byte Opus DTX packet): comfort noise, time flows; the first packet of the
 //!   next talkspurt re-buffers up to the target delay.
@@ -43,8 +46,10 @@
 //! catches up; and a target that a few packets push up and down (early in a stream, when the statistics rest on few
 //! packets) does not make the buffer stretch and accelerate in turn.
 //!
-//! The buffer level (frames from the playout index to the newest packet) is smoothed each tick and steered to the
-//! target:
+//! [`MediaSession`](crate::MediaSession) steers the level to the target with [`crate::playout::PlayoutEngine`]
+//! (time-scale modification of decoded audio by pitch periods: no whole frame dropped or inserted in speech). The
+//! buffer's own whole-frame steering below remains for drivers that use it alone: the buffer level (frames from the
+//! playout index to the newest packet) is smoothed each tick and steered to the target:
 //! * **accelerate**: when a spare frame is there (the level a frame above target now and, smoothed, at least
 //!   three quarters of a frame above) and the frame just decoded is quiet (below -40 dBov or 8 dB below the stream's
 //!   recent average), that frame is dropped and the next one played instead. A signal that is never quiet (music,
@@ -62,7 +67,9 @@
 //!
 //! ## Statistics
 //! [`JitterStats`] mirrors WebRTC NetEQ: current and target delay, packets received, concealed, FEC-recovered, late,
-//! duplicate, reordered, accelerated and stretched frames, underruns, DTX frames, resyncs and malformed packets.
+//! lost, duplicate, reordered, accelerated and stretched frames, underruns, DTX frames, resyncs, malformed packets
+//! and the packets' average wait; the playout engine adds its figures (playout delay, accelerated / decelerated /
+//! concealed / comfort-noise ms, merges).
 
 use std::time::Duration;
 
@@ -200,6 +207,10 @@ pub struct JitterStats {
     pub concealed_ms: u64,
     /// Comfort noise (or silence) played during DTX gaps, pauses and re-buffering, in ms.
     pub comfort_noise_ms: u64,
+    /// How long packets waited in the buffer between arrival and decoding, in ms (moving average over about 1 s of
+    /// packets; like WebRTC's jitterBufferDelay per emitted frame). Packets in pairs every 40 ms wait about 10 ms on
+    /// average plus the tick phase, though the target says 2 frames.
+    pub packet_wait_ms: u32,
 }
 
 /// What the decoder should do for this tick.
@@ -245,6 +256,8 @@ struct Slot {
     index: i64,
     seq: i64,
     level: Option<u8>,
+    /// Arrival time (µs, the driver's clock).
+    arrived_us: i64,
     len: u16,
     data: [u8; MAX_PAYLOAD],
 }
@@ -256,6 +269,7 @@ impl Slot {
         index: i64::MIN,
         seq: 0,
         level: None,
+        arrived_us: 0,
         len: 0,
         data: [0; MAX_PAYLOAD],
     };
@@ -306,6 +320,8 @@ pub struct JitterBuffer {
     surplus_ticks: u32,
     /// The quietest decoded frame (dBov) during those ticks.
     surplus_min_db: f32,
+    /// Moving average of packets' wait (µs; negative until the first).
+    wait_us: f32,
     stats: JitterStats,
 }
 
@@ -357,6 +373,7 @@ impl JitterBuffer {
             floor_ticks: 0,
             surplus_ticks: 0,
             surplus_min_db: f32::INFINITY,
+            wait_us: -1.0,
             stats: JitterStats {
                 target_delay_ms: u32::from(initial) * 20,
                 ..JitterStats::default()
@@ -397,6 +414,7 @@ impl JitterBuffer {
         self.tick_at = None;
         self.surplus_ticks = 0;
         self.surplus_min_db = f32::INFINITY;
+        self.wait_us = -1.0;
         self.stats = JitterStats {
             target_delay_ms: u32::from(initial) * 20,
             ..JitterStats::default()
@@ -633,6 +651,7 @@ impl JitterBuffer {
         slot.index = index;
         slot.seq = ext_seq;
         slot.level = audio_level;
+        slot.arrived_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
         slot.len = payload.len() as u16;
         slot.data[..payload.len()].copy_from_slice(payload);
         self.stats.received += 1;
@@ -649,7 +668,18 @@ impl JitterBuffer {
         s.played = true;
         s.used = false;
         let seq = s.seq;
+        let arrived = s.arrived_us;
         let dtx = usize::from(s.len) <= DTX_PACKET_MAX_LEN;
+        if let Some(tick) = self.tick_at {
+            let wait =
+                (i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2) - arrived).max(0) as f32;
+            self.wait_us = if self.wait_us < 0.0 {
+                wait
+            } else {
+                self.wait_us + (wait - self.wait_us) / 50.0
+            };
+            self.stats.packet_wait_ms = (self.wait_us / 1000.0).round() as u32;
+        }
         self.last_played_seq = Some(seq);
         self.in_dtx = dtx;
         let s = &self.slots[index.rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];

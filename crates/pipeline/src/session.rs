@@ -10,11 +10,16 @@
 //! into the inbound ring and audio from the bot comes from the outbound ring ([`BotEndpoint`], the two ring ends the
 //! bot side owns, typically on another thread).
 //!
-//! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream pulls one frame from its jitter buffer
-//! (decode, FEC, concealment, accelerate/stretch), the speaker tracker updates, the mixed frame plus unmixed frames of
+//! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream's [`PlayoutEngine`] produces one frame
+//! (packets from the jitter buffer decoded into its sync buffer; FEC, concealment, merge, comfort noise, and
+//! accelerate / preemptive expand by pitch periods), the speaker tracker updates, the mixed frame plus unmixed frames of
 //! the loudest speakers go to the bot (the receive half), and the pacer turns the bot's next queued frame (or silence)
 //! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
 //! sessions over the 20 ms period.
+//!
+//! The outbound encoder starts with in-band FEC off; [`MediaSession::set_remote_loss`] (the far end's RTCP "fraction
+//! lost") turns it on and tunes it when the far end loses packets ([`crate::fec`]), and
+//! [`MediaSession::set_encoder_overrides`] changes bitrate, complexity, FEC mode and DTX at run time.
 
 use std::collections::VecDeque;
 use std::time::Duration;

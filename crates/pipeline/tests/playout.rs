@@ -95,6 +95,8 @@ fn paired_bursts_every_40_ms() {
     );
     assert!(targets[0] <= 40, "target {} ms", targets[0]);
     assert!(s.accelerated_ms + s.decelerated_ms <= 60, "{s:?}");
+    // What the packets actually wait: half of them a tick, half only the tick phase.
+    assert!(s.packet_wait_ms <= 25, "{s:?}");
 }
 
 #[test]
