@@ -207,7 +207,7 @@ fn stages(c: &mut Criterion) {
 
     let mut enc = OpusEncoder::new(RATE, EncoderSettings::default()).unwrap();
     let mut buf = [0u8; MAX_PAYLOAD];
-    g.bench_function("opus encode 20 ms @16k (default: complexity 5, FEC)", |b| {
+    g.bench_function("opus encode 20 ms @16k (default: complexity 5)", |b| {
         b.iter(|| {
             k = (k + 1) % 500;
             enc.encode(black_box(&pcm[k]), &mut buf).unwrap()
@@ -337,9 +337,121 @@ fn ratios(pkts: &[Vec<u8>], pcm: &[Vec<i16>], silence: &[i16]) {
     );
 }
 
+/// The playout engine per tick (sync buffer, decision, decode) and its time-scale operations alone, next to the bare
+/// libopus decode of the same packets.
+fn playout(c: &mut Criterion) {
+    use mediaproc_pipeline::tsm::{PitchLags, best_period, insert_period, merge, remove_period};
+    use mediaproc_pipeline::{Operation, PlayoutEngine};
+    let pcm = frames(500);
+    let pkts = packets(&pcm);
+    let mut g = c.benchmark_group("playout");
+    let mut dec = OpusDecoder::new(RATE).unwrap();
+    let mut out = [0i16; SPF];
+    let mut k = 0;
+    g.bench_function("bare libopus decode 20 ms @16k", |b| {
+        b.iter(|| {
+            k = (k + 1) % 500;
+            dec.decode(black_box(&pkts[k]), &mut out).unwrap();
+        })
+    });
+    // One packet per tick, arriving 5 ms before it: the normal path (decode into the sync buffer, decide, output).
+    let mut jb = JitterBuffer::new(JitterConfig {
+        initial_delay_frames: 1,
+        ..JitterConfig::default()
+    })
+    .unwrap();
+    let mut engine = PlayoutEngine::new(16_000, SPF).unwrap();
+    let mut n = 0u64;
+    let mut normal = 0u64;
+    let mut total = 0u64;
+    g.bench_function("tick: normal (1 packet per tick)", |b| {
+        b.iter(|| {
+            let t = Duration::from_millis(n * 20);
+            jb.insert(
+                t,
+                n as u16,
+                (n as u32).wrapping_mul(960),
+                &pkts[(n % 500) as usize],
+                None,
+            );
+            let r = engine.tick(&mut jb, &mut dec, t + Duration::from_millis(5), &mut out);
+            normal += u64::from(r.operation == Operation::Normal);
+            total += 1;
+            n += 1;
+            black_box(r)
+        })
+    });
+    println!("PLAYOUT normal ticks: {normal} of {total}");
+    // Five packets per four ticks (a sender 25 % fast): the level keeps rising and the engine accelerates on most
+    // ticks (two decodes and a pitch-period removal each).
+    let mut jb = JitterBuffer::new(JitterConfig {
+        initial_delay_frames: 1,
+        ..JitterConfig::default()
+    })
+    .unwrap();
+    let mut engine = PlayoutEngine::new(16_000, SPF).unwrap();
+    let (mut tick, mut sent) = (0u64, 0u64);
+    let (mut acc, mut total) = (0u64, 0u64);
+    g.bench_function("tick: accelerating (5 packets per 4 ticks)", |b| {
+        b.iter(|| {
+            let t = Duration::from_millis(tick * 20);
+            while sent * 4 < (tick + 1) * 5 {
+                jb.insert(
+                    t,
+                    sent as u16,
+                    (sent as u32).wrapping_mul(960),
+                    &pkts[(sent % 500) as usize],
+                    None,
+                );
+                sent += 1;
+            }
+            let r = engine.tick(&mut jb, &mut dec, t + Duration::from_millis(5), &mut out);
+            acc += u64::from(r.operation == Operation::Accelerate);
+            total += 1;
+            tick += 1;
+            black_box(r)
+        })
+    });
+    println!("PLAYOUT accelerate ticks: {acc} of {total}");
+    // The operations alone on 40 ms of decoded speech-like audio.
+    let lags = PitchLags::for_rate(16_000);
+    let mut decoded = vec![0i16; 2 * SPF];
+    dec.decode(&pkts[10], &mut decoded[..SPF]).unwrap();
+    dec.decode(&pkts[11], &mut decoded[SPF..]).unwrap();
+    let mut work = vec![0i16; 3 * SPF];
+    g.bench_function("op: accelerate (pitch search + removal, 40 ms)", |b| {
+        b.iter(|| {
+            work[..2 * SPF].copy_from_slice(&decoded);
+            let p = best_period(black_box(&work[..2 * SPF]), lags, lags.max).unwrap();
+            remove_period(&mut work, 2 * SPF, p.lag)
+        })
+    });
+    g.bench_function(
+        "op: preemptive expand (pitch search + insertion, 40 ms)",
+        |b| {
+            b.iter(|| {
+                work[..2 * SPF].copy_from_slice(&decoded);
+                let p = best_period(black_box(&work[..2 * SPF]), lags, lags.max).unwrap();
+                insert_period(&mut work, 2 * SPF, p.lag)
+            })
+        },
+    );
+    let history = decoded[..SPF].to_vec();
+    g.bench_function("op: merge (continuation, alignment, cross-fade)", |b| {
+        b.iter(|| {
+            work[..SPF].copy_from_slice(&decoded[SPF..]);
+            merge(black_box(&history), &mut work, SPF, lags, 16_000)
+        })
+    });
+    g.bench_function("op: expand (libopus PLC 20 ms)", |b| {
+        b.iter(|| dec.conceal(black_box(&mut out)).unwrap())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = stages, ticks
+    targets = stages, ticks, playout
 }
 criterion_main!(benches);

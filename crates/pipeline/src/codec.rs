@@ -15,8 +15,9 @@ pub const MAX_PAYLOAD: usize = 1275;
 /// libopus `OPUS_SET_DTX_REQUEST`.
 const OPUS_SET_DTX_REQUEST: i32 = 4016;
 
-/// Encoder settings. The defaults suit speech in a call: 32 kbit/s VoIP, complexity 5, in-band FEC tuned for
-/// 5 % loss, DTX off (the pacer already skips the encoder for digital silence).
+/// Encoder settings. The defaults suit speech in a call: 32 kbit/s VoIP, complexity 5, in-band FEC off (it costs
+/// quality on a clean path; the session turns it on when the far end reports loss, see
+/// [`crate::fec::FecController`]), DTX off (the pacer already skips the encoder for digital silence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderSettings {
     /// Target bitrate in bit/s (6000..=510000).
@@ -36,10 +37,35 @@ impl Default for EncoderSettings {
         Self {
             bitrate_bps: 32_000,
             complexity: 5,
-            inband_fec: true,
-            expected_loss_percent: 5,
+            inband_fec: false,
+            expected_loss_percent: 0,
             dtx: false,
         }
+    }
+}
+
+impl EncoderSettings {
+    /// Checks the ranges libopus accepts.
+    pub fn validate(&self) -> Result<()> {
+        if self.complexity > 10 {
+            return Err(Error::Config {
+                field: "encoder complexity",
+                problem: "must be 0..=10",
+            });
+        }
+        if !(6_000..=510_000).contains(&self.bitrate_bps) {
+            return Err(Error::Config {
+                field: "encoder bitrate",
+                problem: "must be 6000..=510000 bit/s",
+            });
+        }
+        if self.expected_loss_percent > 100 {
+            return Err(Error::Config {
+                field: "expected loss",
+                problem: "must be 0..=100 %",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -147,26 +173,20 @@ impl OpusEncoder {
             hz: rate.hz(),
             context: "Opus encoder (8/12/16/24/48 kHz)",
         })?;
-        if settings.complexity > 10 {
-            return Err(Error::Config {
-                field: "encoder complexity",
-                problem: "must be 0..=10",
-            });
-        }
-        if !(6_000..=510_000).contains(&settings.bitrate_bps) {
-            return Err(Error::Config {
-                field: "encoder bitrate",
-                problem: "must be 6000..=510000 bit/s",
-            });
-        }
-        if settings.expected_loss_percent > 100 {
-            return Err(Error::Config {
-                field: "expected loss",
-                problem: "must be 0..=100 %",
-            });
-        }
-        let mut inner = Encoder::new(native, Channels::Mono, Application::Voip)
+        settings.validate()?;
+        let inner = Encoder::new(native, Channels::Mono, Application::Voip)
             .map_err(opus_err("encoder creation"))?;
+        let mut enc = Self {
+            inner,
+            samples_per_frame: rate.samples_per_frame(),
+            settings,
+        };
+        enc.apply_all(settings)?;
+        Ok(enc)
+    }
+
+    fn apply_all(&mut self, settings: EncoderSettings) -> Result<()> {
+        let inner = &mut self.inner;
         inner
             .set_bitrate(Bitrate::BitsPerSecond(settings.bitrate_bps))
             .map_err(opus_err("set bitrate"))?;
@@ -182,16 +202,46 @@ impl OpusEncoder {
         inner
             .set_encoder_ctl_request(OPUS_SET_DTX_REQUEST, i32::from(settings.dtx))
             .map_err(opus_err("set DTX"))?;
-        Ok(Self {
-            inner,
-            samples_per_frame: rate.samples_per_frame(),
-            settings,
-        })
+        Ok(())
     }
 
     /// The settings in force.
     pub fn settings(&self) -> EncoderSettings {
         self.settings
+    }
+
+    /// Changes the settings of the running encoder (only the controls that differ are set; no allocation).
+    pub fn set_settings(&mut self, settings: EncoderSettings) -> Result<()> {
+        settings.validate()?;
+        let old = self.settings;
+        let inner = &mut self.inner;
+        if settings.bitrate_bps != old.bitrate_bps {
+            inner
+                .set_bitrate(Bitrate::BitsPerSecond(settings.bitrate_bps))
+                .map_err(opus_err("set bitrate"))?;
+        }
+        if settings.complexity != old.complexity {
+            inner
+                .set_complexity(settings.complexity)
+                .map_err(opus_err("set complexity"))?;
+        }
+        if settings.inband_fec != old.inband_fec {
+            inner
+                .set_inband_fec(settings.inband_fec)
+                .map_err(opus_err("set in-band FEC"))?;
+        }
+        if settings.expected_loss_percent != old.expected_loss_percent {
+            inner
+                .set_packet_loss_perc(settings.expected_loss_percent)
+                .map_err(opus_err("set packet loss"))?;
+        }
+        if settings.dtx != old.dtx {
+            inner
+                .set_encoder_ctl_request(OPUS_SET_DTX_REQUEST, i32::from(settings.dtx))
+                .map_err(opus_err("set DTX"))?;
+        }
+        self.settings = settings;
+        Ok(())
     }
 
     /// Encoder look-ahead in samples at the encoder's rate (part of the codec delay).

@@ -39,28 +39,35 @@
 //!   has been sent (or with `cleared: true` if a clear discarded it). Mark names live inline (≤ 64 bytes) in a
 //!   bounded side queue, so marks allocate nothing.
 //!
-//! ## Jitter buffer ([`jitter`])
+//! ## Jitter buffer ([`jitter`]) and playout ([`playout`], [`tsm`], [`comfort`])
 //! Per inbound stream, keyed by the RTP timestamp (48 kHz Opus clock; sequence numbers tell loss from DTX gaps).
 //! Reordered packets are slotted in place, duplicates and packets whose playout time has passed are dropped and
 //! counted. The **target delay adapts** to the observed relative-delay distribution: each packet's transit time minus
 //! the smallest transit of the last 128 packets, less the time such a packet would still have before its tick (the
 //! session passes tick times), goes into a histogram of 20 ms bins; the target is one frame plus the 95th
 //! percentile, clamped to `[min, max]` (default 1..=25 frames). The buffer starts at 2 frames (configurable); the
-//! first packets are averaged with that initial target, exponential forgetting (≈ 4 s) follows, so the target rises
-//! within a few packets of jitter appearing; it goes below the initial target only after 3 s of packets (a clean path
-//! is at 1 frame about 3.3 s into a stream). An underrun, or a rise of the target, holds the target for 5 s. At each
-//! tick the
-//! buffer hands out a packet, FEC recovery from the next packet, concealment (loss, or an underrun — which holds the
-//! playout point so the late packet still plays) or comfort silence (DTX). The smoothed buffer level is steered to
-//! the target by **accelerating** (dropping a decoded frame that is quiet — or, when a spare frame found no quiet frame
-//! for 0.5 s, the least energetic one, cross-faded over 5 ms) and **stretching** (inserting a concealment frame after
-//! a quiet one), which also absorbs **clock drift** (±500 ppm = one frame every 40 s) without growth or starvation. Statistics ([`JitterStats`]) follow WebRTC NetEQ: current/target delay, concealed,
-//! FEC-recovered, late, duplicate, reordered, accelerated, stretched, underruns, DTX, resyncs, malformed.
+//! first packets are averaged with that initial target, exponential forgetting (≈ 4 s) follows; it goes below the
+//! initial target only after 3 s of packets. An underrun, or a rise of the target, holds the target for 5 s.
+//!
+//! Between the jitter buffer and the 20 ms output sits a NetEQ-style **playout engine** ([`PlayoutEngine`]): packets
+//! are decoded into a sync buffer of PCM, and each tick chooses normal playout, **accelerate** or **preemptive
+//! expand** (remove / insert one pitch period, found by normalised autocorrelation over 2.5–15 ms, only where two
+//! periods correlate above 0.9 or the audio is quiet; overlap-add cross-fade; [`tsm`]), **expand** (libopus
+//! concealment: a lost frame's 20 ms, or for an underrun only the shortfall), **merge** (the first decoded audio after
+//! concealment aligned to a periodic continuation of it and cross-faded) or **comfort noise** at the last background
+//! level during DTX gaps and pauses ([`comfort`]). The largest playout level of the last second (packets buffered plus
+//! decoded samples waiting) is steered to the target, never removing audio below the emptiest recent tick, so
+//! periodic bursts (packets in pairs every 40 ms) give a constant decision; clock drift (±500 ppm) is absorbed a pitch
+//! period at a time. No whole frame is dropped or repeated while audio plays. Statistics ([`JitterStats`]) follow
+//! WebRTC NetEQ: current/target/playout delay, packet wait, concealed, FEC-recovered, lost, late, duplicate,
+//! reordered, accelerated/decelerated/concealed/comfort-noise ms, merges, underruns, DTX, resyncs, malformed.
 //!
 //! ## Codec, resampling, mixing, pacing
 //! * [`OpusDecoder`] decodes straight at the bot's rate when Opus supports it (8/12/16/24/48 kHz), with PLC and
-//!   in-band FEC; [`OpusEncoder`] has [`EncoderSettings`] (default 32 kbit/s VoIP, complexity 5, in-band FEC for 5 %
-//!   loss, DTX off). Other rates decode/encode at 48 kHz through [`FrameResampler`] (rubato's asynchronous sinc
+//!   in-band FEC; [`OpusEncoder`] has [`EncoderSettings`] (default 32 kbit/s VoIP, complexity 5, in-band FEC off,
+//!   DTX off). The session's FEC follows the loss the far end reports ([`fec`]: on from 2 %, off below 1 %,
+//!   expected-loss setting tracking the reports), or is forced on/off; [`EncoderOverrides`] change the encoder at run
+//!   time. Other rates decode/encode at 48 kHz through [`FrameResampler`] (rubato's asynchronous sinc
 //!   resampler, one frame in, one frame out, delay reported, ratio adjustable for drift).
 //! * [`mix_into`] sums with saturation; [`SpeakerTracker`] levels come from RFC 6464 when present, else energy; the
 //!   dominant speaker changes only after a challenger has been louder by 3 dB for 500 ms (no flapping on coughs).
@@ -76,21 +83,28 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod comfort;
 pub mod error;
+pub mod fec;
 pub mod frame;
 pub mod jitter;
 pub mod mixer;
 pub mod pacer;
+pub mod playout;
 pub mod resample;
 pub mod ring;
 pub mod session;
+pub mod tsm;
 
 pub use codec::*;
+pub use comfort::ComfortNoise;
 pub use error::{Error, Result};
+pub use fec::{EncoderOverrides, FecController, FecMode};
 pub use frame::*;
 pub use jitter::*;
 pub use mixer::*;
 pub use pacer::*;
+pub use playout::{Operation, PlayoutEngine, TickOutcome};
 pub use resample::*;
 pub use ring::*;
 pub use session::*;

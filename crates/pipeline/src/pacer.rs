@@ -107,6 +107,16 @@ impl SendPacer {
         })
     }
 
+    /// The encoder's settings in force.
+    pub fn encoder_settings(&self) -> EncoderSettings {
+        self.encoder.settings()
+    }
+
+    /// Changes the running encoder's settings (no allocation).
+    pub fn set_encoder_settings(&mut self, settings: EncoderSettings) -> Result<()> {
+        self.encoder.set_settings(settings)
+    }
+
     /// When the next packet is due.
     pub fn next_deadline(&self) -> Duration {
         deadline(self.start, self.next_index)

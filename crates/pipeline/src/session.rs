@@ -10,23 +10,30 @@
 //! into the inbound ring and audio from the bot comes from the outbound ring ([`BotEndpoint`], the two ring ends the
 //! bot side owns, typically on another thread).
 //!
-//! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream pulls one frame from its jitter buffer
-//! (decode, FEC, concealment, accelerate/stretch), the speaker tracker updates, the mixed frame plus unmixed frames of
+//! Each tick (every 20 ms at `start + phase + n × 20 ms`): every inbound stream's [`PlayoutEngine`] produces one frame
+//! (packets from the jitter buffer decoded into its sync buffer; FEC, concealment, merge, comfort noise, and
+//! accelerate / preemptive expand by pitch periods), the speaker tracker updates, the mixed frame plus unmixed frames of
 //! the loudest speakers go to the bot (the receive half), and the pacer turns the bot's next queued frame (or silence)
 //! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
 //! sessions over the 20 ms period.
+//!
+//! The outbound encoder starts with in-band FEC off; [`MediaSession::set_remote_loss`] (the far end's RTCP "fraction
+//! lost") turns it on and tunes it when the far end loses packets ([`crate::fec`]), and
+//! [`MediaSession::set_encoder_overrides`] changes bitrate, complexity, FEC mode and DTX at run time.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::codec::{EncoderSettings, OpusDecoder};
 use crate::error::{Error, Result};
+use crate::fec::{EncoderOverrides, FecController, FecMode};
 use crate::frame::{
     FRAME_DURATION, FrameInfo, MAX_FRAME_SAMPLES, SILENCE_DBOV, SampleRate, level_dbov, ticks_100ns,
 };
-use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use crate::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use crate::mixer::{SpeakerConfig, SpeakerTracker, accumulate, level_from_rfc6464, saturate};
 use crate::pacer::{OutgoingPacket, PacerStats, SendPacer, SendStatus};
+use crate::playout::PlayoutEngine;
 use crate::resample::FrameResampler;
 use crate::ring::{
     DEFAULT_INBOUND_CAPACITY_FRAMES, DEFAULT_OUTBOUND_CAPACITY_FRAMES, InboundConsumer,
@@ -47,9 +54,6 @@ pub const QUIET_BELOW_AVERAGE_DB: f32 = 8.0;
 pub const MAX_CATCH_UP_TICKS: u64 = 5;
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
-/// When the jitter buffer drops a frame to reduce delay, the next frame fades in over the dropped frame's start for
-/// this fraction of a frame (1/4 = 5 ms), so the splice has no step.
-const SPLICE_FRACTION: usize = 4;
 
 /// The phase for session `slot` of `slots` sessions sharing one worker: spreads their ticks evenly over the 20 ms
 /// period, so a session waits only for its own processing, not for everyone else's.
@@ -66,8 +70,11 @@ pub fn spread_tick_phase(slot: usize, slots: usize) -> Duration {
 pub struct SessionConfig {
     /// The bot's PCM rate (default 16 kHz, `Pcm16K`).
     pub rate: SampleRate,
-    /// Outbound encoder settings.
+    /// Outbound encoder settings: bitrate, complexity, DTX. Its FEC fields are chosen by `fec`.
     pub encoder: EncoderSettings,
+    /// Outbound in-band FEC: `Auto` (default) follows the loss the far end reports
+    /// ([`MediaSession::set_remote_loss`]) and is off until then; `On`/`Off` force it.
+    pub fec: FecMode,
     /// Jitter buffer settings (per inbound stream).
     pub jitter: JitterConfig,
     /// Speaker tracking settings.
@@ -97,6 +104,7 @@ impl Default for SessionConfig {
         Self {
             rate: SampleRate::HZ_16000,
             encoder: EncoderSettings::default(),
+            fec: FecMode::Auto,
             jitter: JitterConfig::default(),
             speakers: SpeakerConfig::default(),
             max_streams: 4,
@@ -213,7 +221,7 @@ struct Stream {
     frame: [i16; MAX_FRAME_SAMPLES],
     produced: bool,
     level: f32,
-    avg_level: f32,
+    playout: PlayoutEngine,
 }
 
 impl Stream {
@@ -225,6 +233,10 @@ impl Stream {
                 Some(FrameResampler::new(SampleRate::HZ_48000, cfg.rate)?),
             ),
         };
+        let playout = PlayoutEngine::new(
+            decoder.samples_per_frame() as u32 * 50,
+            decoder.samples_per_frame(),
+        )?;
         Ok(Self {
             source_id: None,
             last_packet: Duration::ZERO,
@@ -235,95 +247,28 @@ impl Stream {
             frame: [0; MAX_FRAME_SAMPLES],
             produced: false,
             level: -127.0,
-            avg_level: f32::NAN,
+            playout,
         })
     }
 
-    /// Pulls this tick's frame (the tick due at `deadline`). Returns decode errors (already concealed).
+    /// Pulls this tick's frame (the tick due at `deadline`) through the playout engine. Returns decode errors
+    /// (already concealed).
     fn tick(&mut self, spf: usize, deadline: Duration) -> u64 {
         let dspf = self.decoder.samples_per_frame();
-        let mut errors = 0;
-        self.produced = true;
-        let mut rfc_level = None;
-        let mut was_packet = false;
-        {
-            let out = &mut self.decoded[..dspf];
-            let r = match self.jitter.pop_at(deadline) {
-                Playout::Idle => {
-                    self.produced = false;
-                    Ok(())
-                }
-                Playout::Packet {
-                    payload,
-                    audio_level,
-                } => {
-                    rfc_level = audio_level;
-                    was_packet = true;
-                    self.decoder.decode(payload, out)
-                }
-                Playout::Fec { next_payload } => self.decoder.decode_fec(next_payload, out),
-                Playout::Conceal => self.decoder.conceal(out),
-                Playout::Silence => {
-                    out.fill(0);
-                    Ok(())
-                }
-            };
-            if r.is_err() {
-                errors += 1;
-                if self.decoder.conceal(out).is_err() {
-                    out.fill(0);
-                }
-            }
-        }
+        let r = self.playout.tick(
+            &mut self.jitter,
+            &mut self.decoder,
+            deadline,
+            &mut self.decoded[..dspf],
+        );
+        self.produced = r.produced;
         if !self.produced {
-            return errors;
-        }
-        let mut decoded_level = level_dbov(&self.decoded[..dspf]);
-        let avg = self.avg_level;
-        let is_quiet = |l: f32| l < QUIET_DBOV || l < avg - QUIET_BELOW_AVERAGE_DB;
-        let mut quiet = is_quiet(decoded_level);
-        if was_packet
-            && let Some(Playout::Packet {
-                payload,
-                audio_level,
-            }) = self.jitter.accelerate_with_level(quiet, decoded_level)
-        {
-            rfc_level = audio_level;
-            // Keep the dropped frame's start: the previous output continues into it without a step.
-            let splice = dspf / SPLICE_FRACTION;
-            let mut dropped = [0i16; MAX_FRAME_SAMPLES / SPLICE_FRACTION];
-            dropped[..splice].copy_from_slice(&self.decoded[..splice]);
-            if self
-                .decoder
-                .decode(payload, &mut self.decoded[..dspf])
-                .is_err()
-            {
-                errors += 1;
-                if self.decoder.conceal(&mut self.decoded[..dspf]).is_err() {
-                    self.decoded[..dspf].fill(0);
-                }
-            }
-            // Raised-cosine cross-fade from the dropped frame's start into the next frame's start.
-            for (i, (out, &old)) in self.decoded[..splice].iter_mut().zip(&dropped).enumerate() {
-                let w = 0.5 - 0.5 * (std::f32::consts::PI * (i as f32 + 0.5) / splice as f32).cos();
-                *out = (f32::from(old) * (1.0 - w) + f32::from(*out) * w) as i16;
-            }
-            decoded_level = level_dbov(&self.decoded[..dspf]);
-            quiet = is_quiet(decoded_level);
-        }
-        self.jitter.set_last_output_quiet(quiet);
-        if was_packet {
-            // The stream's first frame seeds the average, so "quiet relative to the stream" works from the start
-            // (NaN until then: nothing is relatively quiet).
-            if self.avg_level.is_nan() {
-                self.avg_level = decoded_level;
-            } else {
-                self.avg_level += (decoded_level - self.avg_level) * 0.02;
-            }
+            return r.decode_errors;
         }
         match &mut self.resampler {
-            Some(r) => {
-                if r.process(&self.decoded[..dspf], &mut self.frame[..spf])
+            Some(rs) => {
+                if rs
+                    .process(&self.decoded[..dspf], &mut self.frame[..spf])
                     .is_err()
                 {
                     self.frame[..spf].fill(0);
@@ -331,13 +276,12 @@ impl Stream {
             }
             None => self.frame[..spf].copy_from_slice(&self.decoded[..spf]),
         }
-        self.level = match (rfc_level, &self.resampler) {
+        self.level = match (r.audio_level, &self.resampler) {
             (Some(v), _) => level_from_rfc6464(v),
-            // Same samples as measured above when no resampler sits in between.
-            (None, None) => decoded_level,
+            (None, None) => level_dbov(&self.decoded[..dspf]),
             (None, Some(_)) => level_dbov(&self.frame[..spf]),
         };
-        errors
+        r.decode_errors
     }
 }
 
@@ -362,6 +306,9 @@ pub struct MediaSession {
     send_pending: bool,
     delivering: bool,
     stats: SessionStats,
+    fec: FecController,
+    /// The encoder settings apart from FEC (configuration plus overrides).
+    encoder_base: EncoderSettings,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -405,10 +352,12 @@ impl MediaSession {
                 Some(FrameResampler::new(cfg.rate, SampleRate::HZ_48000)?),
             ),
         };
+        cfg.encoder.validate()?;
+        let fec = FecController::new(cfg.fec);
         let pacer = SendPacer::new(
             start + cfg.tick_phase,
             encode_rate,
-            cfg.encoder,
+            fec.apply(cfg.encoder),
             cfg.ssrc,
             cfg.payload_type,
             cfg.initial_sequence,
@@ -435,6 +384,8 @@ impl MediaSession {
             send_pending: false,
             delivering: false,
             stats: SessionStats::default(),
+            fec,
+            encoder_base: cfg.encoder,
             cfg,
         };
         Ok((
@@ -464,7 +415,7 @@ impl MediaSession {
         self.streams
             .iter()
             .find(|s| s.source_id == Some(source_id))
-            .map(|s| s.jitter.stats())
+            .map(|s| s.playout.stats(&s.jitter))
     }
 
     /// Delay the receive path adds for `source_id` on top of the network: the jitter buffer's current level plus the
@@ -474,11 +425,64 @@ impl MediaSession {
             .streams
             .iter()
             .find(|s| s.source_id == Some(source_id))?;
-        let jitter = Duration::from_millis(u64::from(s.jitter.stats().current_delay_ms));
+        let jitter = Duration::from_millis(u64::from(s.playout.stats(&s.jitter).playout_delay_ms));
         let resampler = s.resampler.as_ref().map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64(r.delay_samples() as f64 / f64::from(self.cfg.rate.hz()))
         });
         Some(jitter + resampler)
+    }
+
+    /// The outbound encoder's settings in force.
+    pub fn encoder_settings(&self) -> EncoderSettings {
+        self.pacer.encoder_settings()
+    }
+
+    /// The outbound FEC mode.
+    pub fn fec_mode(&self) -> FecMode {
+        self.fec.mode()
+    }
+
+    /// The loss the far end reported, smoothed (percent), if it reported any.
+    pub fn remote_loss_percent(&self) -> Option<f32> {
+        self.fec.remote_loss_percent()
+    }
+
+    /// The far end's reported loss: an RTCP receiver report's "fraction lost" for our stream (0..=255 =
+    /// 0..100 %). With [`FecMode::Auto`] in-band FEC and its expected-loss setting follow it (with hysteresis; see
+    /// [`crate::fec`]). Cheap and allocation-free; call on every report.
+    pub fn set_remote_loss(&mut self, fraction_lost: u8) {
+        self.fec.report_fraction_lost(fraction_lost);
+        self.apply_encoder();
+    }
+
+    /// Changes the outbound encoder at run time (or right after start): bitrate, complexity, FEC mode, DTX; `None`
+    /// fields keep their value. Invalid values are rejected and nothing changes.
+    pub fn set_encoder_overrides(&mut self, o: EncoderOverrides) -> Result<()> {
+        let mut base = self.encoder_base;
+        if let Some(b) = o.bitrate_bps {
+            base.bitrate_bps = b;
+        }
+        if let Some(c) = o.complexity {
+            base.complexity = c;
+        }
+        if let Some(d) = o.dtx {
+            base.dtx = d;
+        }
+        base.validate()?;
+        self.encoder_base = base;
+        if let Some(m) = o.fec {
+            self.fec.set_mode(m);
+        }
+        self.apply_encoder();
+        Ok(())
+    }
+
+    fn apply_encoder(&mut self) {
+        let want = self.fec.apply(self.encoder_base);
+        if want != self.pacer.encoder_settings() {
+            // Validated values only; a libopus refusal keeps the previous settings.
+            let _ = self.pacer.set_encoder_settings(want);
+        }
     }
 
     /// The current dominant speaker.
@@ -539,7 +543,7 @@ impl MediaSession {
                 let s = &mut self.streams[i];
                 s.source_id = Some(source);
                 s.jitter.restart();
-                s.avg_level = f32::NAN;
+                s.playout.restart();
                 if let Some(r) = &mut s.resampler {
                     r.reset();
                 }

@@ -417,3 +417,53 @@ fn stream_slots_are_reused_after_idle_sources() {
     );
     assert!(s.stats().packets_ignored >= 190);
 }
+
+#[test]
+fn in_band_fec_follows_the_reported_loss() {
+    let (mut s, _bot) = MediaSession::new(SessionConfig::default(), Duration::ZERO).unwrap();
+    // Off by default: it costs quality on a clean path.
+    let e = s.encoder_settings();
+    assert_eq!((e.inband_fec, e.expected_loss_percent), (false, 0));
+    assert_eq!(s.fec_mode(), mediaproc_pipeline::FecMode::Auto);
+    // The far end reports 5 % loss (fraction lost 13/256): FEC on, tuned for it.
+    s.set_remote_loss(13);
+    s.set_remote_loss(13);
+    let e = s.encoder_settings();
+    assert!(
+        e.inband_fec && (4..=6).contains(&e.expected_loss_percent),
+        "{e:?}"
+    );
+    // A clean path again: off.
+    for _ in 0..5 {
+        s.set_remote_loss(0);
+    }
+    assert!(!s.encoder_settings().inband_fec);
+    // Overrides at run time; a bad value changes nothing.
+    s.set_encoder_overrides(mediaproc_pipeline::EncoderOverrides {
+        bitrate_bps: Some(24_000),
+        fec: Some(mediaproc_pipeline::FecMode::On),
+        ..Default::default()
+    })
+    .unwrap();
+    let e = s.encoder_settings();
+    assert!(e.inband_fec && e.bitrate_bps == 24_000, "{e:?}");
+    assert!(
+        s.set_encoder_overrides(mediaproc_pipeline::EncoderOverrides {
+            complexity: Some(11),
+            ..Default::default()
+        })
+        .is_err()
+    );
+    assert_eq!(s.encoder_settings(), e);
+    // The encoder keeps working after the changes.
+    let mut out = Vec::new();
+    for n in 0..5u64 {
+        assert!(s.handle_tick(ms(n * 20)));
+        while let Some(o) = s.poll_output() {
+            if let Output::Transmit(t) = o {
+                out.push(t.payload.len());
+            }
+        }
+    }
+    assert_eq!(out.len(), 5);
+}

@@ -91,6 +91,8 @@ pub struct NetConfig {
     pub drift_ppm: f64,
     /// RFC 7587 DTX: ≤ 2-byte packets are only sent every 20th frame; sequence numbers count sent packets.
     pub dtx: bool,
+    /// The sender sends packets in pairs every 40 ms (as ffmpeg does): each even packet waits for the next one.
+    pub pairs: bool,
 }
 
 impl Default for NetConfig {
@@ -103,6 +105,7 @@ impl Default for NetConfig {
             duplicate: 0.0,
             drift_ppm: 0.0,
             dtx: false,
+            pairs: false,
         }
     }
 }
@@ -244,6 +247,10 @@ pub fn run(
             if !lost {
                 for _ in 0..copies {
                     let mut d = net.base_delay_ms + rng.f64() * net.jitter_ms;
+                    if net.pairs && sent % 2 == 0 {
+                        // Held until its partner is sent one period later.
+                        d += period_ns / 1e6;
+                    }
                     if rng.f64() < net.reorder {
                         d += 30.0 + rng.f64() * 30.0;
                     }
@@ -479,4 +486,201 @@ pub fn best_lag(sent: &[i16], received: &[i16], max_lag: usize) -> (usize, f64) 
         }
     }
     best
+}
+
+/// Time-warp-aware quality of `audio` against a looped `reference`, for 100 ms windows every `step` samples: each
+/// window's lag is searched to the sample (time-scale modification moves audio by pitch periods, not whole frames),
+/// within ±1.5 frames of the previous window's lag (the playout changes the lag gradually), falling back to a search
+/// over the whole range (-60..+8 frames) when the tracked lag stops fitting. Windows where the reference is quiet
+/// are skipped. Returns (correlation, lag, window start): `audio[i] ≈ reference[i + lag]`.
+pub fn tracked_correlations(
+    reference: &[i16],
+    spf: usize,
+    audio: &[i16],
+    step: usize,
+) -> Vec<(f64, i64, usize)> {
+    let spfi = spf as i64;
+    let win = 5 * spf;
+    let mut res = Vec::new();
+    let mut i = 10 * spf;
+    let mut prev: Option<i64> = None;
+    while i + win < audio.len() {
+        let out = &audio[i..i + win];
+        let corr_at = |lag: i64| -> (f64, f64) {
+            let (mut xy, mut yy, mut xx) = (0.0, 0.0, 0.0);
+            for (k, &o) in out.iter().enumerate() {
+                let s = looped(reference, i as i64 + k as i64 + lag);
+                let o = f64::from(o);
+                xy += s * o;
+                yy += o * o;
+                xx += s * s;
+            }
+            let c = if xx <= 0.0 || yy <= 0.0 {
+                0.0
+            } else {
+                xy / (xx * yy).sqrt()
+            };
+            (c, xx)
+        };
+        let search = |from: i64, to: i64, by: i64| {
+            let mut best = (f64::MIN, 0i64, 0.0);
+            let mut lag = from;
+            while lag <= to {
+                let (c, e) = corr_at(lag);
+                if c > best.0 {
+                    best = (c, lag, e);
+                }
+                lag += by;
+            }
+            let centre = best.1;
+            for lag in centre - by..=centre + by {
+                let (c, e) = corr_at(lag);
+                if c > best.0 {
+                    best = (c, lag, e);
+                }
+            }
+            best
+        };
+        let mut best = match prev {
+            Some(p) => search(p - 3 * spfi / 2, p + 3 * spfi / 2, 2),
+            None => (f64::MIN, 0, 0.0),
+        };
+        if best.0 < 0.6 {
+            let global = search(-60 * spfi, 8 * spfi, 3);
+            if global.0 > best.0 {
+                best = global;
+            }
+        }
+        if best.2 / win as f64 > 300.0f64.powi(2) {
+            res.push((best.0, best.1, i));
+            if best.0 >= 0.6 {
+                prev = Some(best.1);
+            }
+        }
+        i += step;
+    }
+    res
+}
+
+/// What a playout run looks like against its reference (see [`playout_report`]).
+#[derive(Debug, Clone, Default)]
+pub struct PlayoutReport {
+    /// Voiced 40 ms windows (every 20 ms) compared.
+    pub windows: usize,
+    /// Mean and 10th percentile of their best correlation (lag searched to the sample).
+    pub mean: f64,
+    pub p10: f64,
+    /// The largest change of the lag between consecutive voiced windows, in ms (a whole dropped or repeated frame is
+    /// 20 ms; a pitch period 2.5–15 ms).
+    pub max_lag_step_ms: f64,
+    /// Output frames that are (near) digital silence while the reference speaks.
+    pub silent_while_speaking: usize,
+}
+
+/// Tracks the lag of `audio` behind the looped `reference` window by window (40 ms windows every 20 ms) and reports
+/// correlation, lag steps while the reference is voiced, and silent output frames while the reference speaks. Each
+/// lag is searched to the sample within ±300 samples of the last one over a 100 ms span (long enough that a lag one
+/// pitch period off does not fit as well), falling back to the whole range (-60..+8 frames) when the tracked lag
+/// stops fitting. `skip` samples at the start (the jitter buffer's start-up) are ignored.
+pub fn playout_report(reference: &[i16], spf: usize, audio: &[i16], skip: usize) -> PlayoutReport {
+    let win = 2 * spf;
+    let span = 5 * spf;
+    let rate_ms = spf as f64 / 20.0;
+    let energy = |i: i64, n: usize| -> f64 {
+        (0..n as i64)
+            .map(|k| looped(reference, i + k).powi(2))
+            .sum::<f64>()
+            / n as f64
+    };
+    // Correlation of audio[i..i + n] with the reference at `lag`, over every `stride`-th sample.
+    let corr = |i: usize, n: usize, lag: i64, stride: usize| -> f64 {
+        let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+        for k in (0..n).step_by(stride) {
+            let o = f64::from(audio[i + k]);
+            let r = looped(reference, (i + k) as i64 + lag);
+            xy += o * r;
+            xx += r * r;
+            yy += o * o;
+        }
+        if xx <= 0.0 || yy <= 0.0 {
+            0.0
+        } else {
+            xy / (xx * yy).sqrt()
+        }
+    };
+    let search = |i: usize, n: usize, from: i64, to: i64, by: i64, stride: usize| -> (f64, i64) {
+        let mut best = (f64::MIN, from);
+        let mut lag = from;
+        while lag <= to {
+            let c = corr(i, n, lag, stride);
+            if c > best.0 {
+                best = (c, lag);
+            }
+            lag += by;
+        }
+        let centre = best.1;
+        best.0 = f64::MIN;
+        for lag in centre - by..=centre + by {
+            let c = corr(i, n, lag, 1);
+            if c > best.0 {
+                best = (c, lag);
+            }
+        }
+        best
+    };
+    let mut rep = PlayoutReport::default();
+    let mut cs = Vec::new();
+    let mut prev: Option<(i64, usize)> = None;
+    let mut i = skip;
+    let spfi = spf as i64;
+    while i + span < audio.len() {
+        // The lag: over the 100 ms span centred on the window.
+        let at = i.saturating_sub((span - win) / 2);
+        let mut best = match prev {
+            Some((p, _)) => search(at, span, p - 300, p + 300, 1, 4),
+            None => (f64::MIN, 0),
+        };
+        if best.0 < 0.5 {
+            // Lost the lock (a gap, or the start): search everything.
+            let g = search(at, span, -60 * spfi, 8 * spfi, 2, 8);
+            if g.0 > best.0 {
+                best = g;
+            }
+        }
+        let lag = best.1;
+        let c = corr(i, win, lag, 1);
+        let voiced = energy(i as i64 + lag, win) > 600.0f64.powi(2);
+        // Silence check per frame: the reference frame at this lag speaks clearly, the output is near silence.
+        let out_e = audio[i..i + spf]
+            .iter()
+            .map(|&s| f64::from(s).powi(2))
+            .sum::<f64>()
+            / spf as f64;
+        if best.0 > 0.8
+            && energy(i as i64 + lag, spf) > 1000.0f64.powi(2)
+            && out_e < 30.0f64.powi(2)
+        {
+            rep.silent_while_speaking += 1;
+        }
+        if voiced {
+            cs.push(c);
+            if best.0 > 0.8 {
+                if let Some((p, at)) = prev
+                    && at + spf == i
+                {
+                    rep.max_lag_step_ms = rep.max_lag_step_ms.max((lag - p).abs() as f64 / rate_ms);
+                }
+                prev = Some((lag, i));
+            }
+        }
+        i += spf;
+    }
+    rep.windows = cs.len();
+    rep.mean = mean(&cs);
+    rep.p10 = if cs.is_empty() {
+        0.0
+    } else {
+        percentile(&cs, 0.1)
+    };
+    rep
 }

@@ -1,0 +1,198 @@
+//! Adaptive in-band FEC and the encoder overrides of a session.
+//!
+//! Opus in-band FEC (LBRR) lets the receiver rebuild a lost packet from the next one, but it takes bits from the
+//! primary encoding: on a clean path it only costs quality. So the session's encoder starts with FEC off and
+//! [`FecController`] follows the loss the far end reports (RTCP receiver reports' "fraction lost", fed through
+//! `MediaSession::set_remote_loss`): the reports are smoothed, FEC comes on at [`FEC_ON_PERCENT`] and goes off below
+//! [`FEC_OFF_PERCENT`] (hysteresis, so a loss rate near one threshold does not toggle it), and the expected-loss
+//! setting follows the smoothed loss, clamped to [`FEC_MIN_EXPECTED_PERCENT`]..=[`FEC_MAX_EXPECTED_PERCENT`] and
+//! changed only when it moves by [`FEC_EXPECTED_STEP_PERCENT`] or more.
+//!
+//! [`EncoderOverrides`] (bitrate, complexity, FEC `auto|on|off`, DTX) apply at session start and at run time;
+//! `FecMode::On` keeps FEC on with at least [`FEC_MIN_EXPECTED_PERCENT`] expected loss (more if the far end reports
+//! more), `FecMode::Off` keeps it off whatever is reported. Nothing here allocates.
+
+use crate::codec::EncoderSettings;
+
+/// Smoothed remote loss at or above which FEC comes on (percent).
+pub const FEC_ON_PERCENT: f32 = 2.0;
+/// Smoothed remote loss below which FEC goes off again (percent).
+pub const FEC_OFF_PERCENT: f32 = 1.0;
+/// The expected-loss setting while FEC is on is at least this (percent).
+pub const FEC_MIN_EXPECTED_PERCENT: u8 = 2;
+/// ... and at most this (percent; more buys little and costs much).
+pub const FEC_MAX_EXPECTED_PERCENT: u8 = 30;
+/// The expected-loss setting changes only by at least this much (percent).
+pub const FEC_EXPECTED_STEP_PERCENT: u8 = 2;
+/// Weight of a new report in the smoothed loss.
+const REPORT_WEIGHT: f32 = 0.5;
+
+/// How the encoder's in-band FEC is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FecMode {
+    /// Follows the loss the far end reports (default): off on a clean path.
+    #[default]
+    Auto,
+    /// Always on.
+    On,
+    /// Always off.
+    Off,
+}
+
+/// Encoder settings to change; `None` keeps the current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EncoderOverrides {
+    /// Target bitrate in bit/s (6000..=510000).
+    pub bitrate_bps: Option<i32>,
+    /// 0..=10.
+    pub complexity: Option<u8>,
+    /// In-band FEC mode.
+    pub fec: Option<FecMode>,
+    /// Opus DTX.
+    pub dtx: Option<bool>,
+}
+
+/// Chooses the encoder's FEC settings from the mode and the far end's reported loss. See the module docs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FecController {
+    mode: FecMode,
+    /// Smoothed reported loss (percent), if any report came.
+    loss: Option<f32>,
+    on: bool,
+    expected: u8,
+}
+
+impl FecController {
+    /// A controller in `mode` with no report yet.
+    pub fn new(mode: FecMode) -> Self {
+        let mut c = Self {
+            mode,
+            loss: None,
+            on: false,
+            expected: 0,
+        };
+        c.update();
+        c
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> FecMode {
+        self.mode
+    }
+
+    /// Changes the mode.
+    pub fn set_mode(&mut self, mode: FecMode) {
+        self.mode = mode;
+        self.update();
+    }
+
+    /// The smoothed remote loss in percent, if any report came.
+    pub fn remote_loss_percent(&self) -> Option<f32> {
+        self.loss
+    }
+
+    /// A receiver report's "fraction lost" (0..=255 = 0..100 %).
+    pub fn report_fraction_lost(&mut self, fraction_lost: u8) {
+        let pct = f32::from(fraction_lost) * 100.0 / 256.0;
+        self.loss = Some(match self.loss {
+            None => pct,
+            Some(old) => old + (pct - old) * REPORT_WEIGHT,
+        });
+        self.update();
+    }
+
+    fn update(&mut self) {
+        let loss = self.loss.unwrap_or(0.0);
+        let target = (loss.round() as i32).clamp(
+            i32::from(FEC_MIN_EXPECTED_PERCENT),
+            i32::from(FEC_MAX_EXPECTED_PERCENT),
+        ) as u8;
+        let on = match self.mode {
+            FecMode::Off => false,
+            FecMode::On => true,
+            FecMode::Auto => {
+                if self.on {
+                    loss >= FEC_OFF_PERCENT
+                } else {
+                    loss >= FEC_ON_PERCENT
+                }
+            }
+        };
+        if !on {
+            self.expected = 0;
+        } else if !self.on || self.expected.abs_diff(target) >= FEC_EXPECTED_STEP_PERCENT {
+            self.expected = target;
+        }
+        self.on = on;
+    }
+
+    /// `base` with this controller's FEC settings.
+    pub fn apply(&self, base: EncoderSettings) -> EncoderSettings {
+        EncoderSettings {
+            inband_fec: self.on,
+            expected_loss_percent: self.expected,
+            ..base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pct(p: f32) -> u8 {
+        (p * 256.0 / 100.0).round() as u8
+    }
+
+    #[test]
+    fn follows_reported_loss_with_hysteresis() {
+        let base = EncoderSettings::default();
+        let mut c = FecController::new(FecMode::Auto);
+        assert!(!c.apply(base).inband_fec, "off on a clean path");
+        c.report_fraction_lost(0);
+        assert!(!c.apply(base).inband_fec);
+        // 5 % reported: on, expected loss follows the smoothed figure.
+        for _ in 0..4 {
+            c.report_fraction_lost(pct(5.0));
+        }
+        let s = c.apply(base);
+        assert!(
+            s.inband_fec && (4..=5).contains(&s.expected_loss_percent),
+            "{s:?}"
+        );
+        // 1.5 %: between the thresholds, stays on.
+        for _ in 0..6 {
+            c.report_fraction_lost(pct(1.5));
+        }
+        assert!(c.apply(base).inband_fec);
+        // The setting followed the loss down (within its step).
+        assert!(
+            c.apply(base).expected_loss_percent
+                <= FEC_MIN_EXPECTED_PERCENT + FEC_EXPECTED_STEP_PERCENT
+        );
+        // Clean again: off.
+        for _ in 0..4 {
+            c.report_fraction_lost(0);
+        }
+        let s = c.apply(base);
+        assert_eq!((s.inband_fec, s.expected_loss_percent), (false, 0));
+        // Small changes of the loss do not touch the setting.
+        for _ in 0..6 {
+            c.report_fraction_lost(pct(10.0));
+        }
+        let at10 = c.apply(base).expected_loss_percent;
+        c.report_fraction_lost(pct(11.0));
+        assert_eq!(c.apply(base).expected_loss_percent, at10);
+        // Forced modes.
+        c.set_mode(FecMode::Off);
+        assert!(!c.apply(base).inband_fec);
+        let mut on = FecController::new(FecMode::On);
+        let s = on.apply(base);
+        assert!(s.inband_fec && s.expected_loss_percent >= FEC_MIN_EXPECTED_PERCENT);
+        on.report_fraction_lost(255);
+        assert_eq!(
+            on.apply(base).expected_loss_percent,
+            FEC_MAX_EXPECTED_PERCENT
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! NetEQ-style playout on decoded PCM: the sync buffer between the decoder and the 20 ms frame output, and the
+//! per-tick decision between normal playout, accelerate, preemptive expand, expand (concealment), merge and
+//! comfort noise.
+//!
+//! ## Sync buffer
+//! Decoded audio goes into a preallocated buffer: some already played samples (the history, for merge) followed by
+//! future samples not yet played. Each tick takes one frame (`spf` samples at the decoder's rate) from the future;
+//! before that the engine pulls packets from the [`JitterBuffer`] and decodes them until there is a frame's worth.
+//! After an accelerate some audio is left over and the next tick may need no packet; after an expand, one more.
+//!
+//! ## Level and decision
+//! The playout level at a tick is `packets buffered × spf + future samples`. The jitter buffer's target (frames,
+//! from its relative-delay statistics) is a level the latest packets must find at their tick, so the engine steers
+//! the **largest** level of the last [`LEVEL_WINDOW_TICKS`] ticks to it, and never removes audio below the
+//! **smallest** level less a frame (which would starve the next tick). Periodic arrival patterns (packets in pairs
+//! every 40 ms) make the level alternate; its window maximum is constant, so the decision is too. An operation
+//! starts when the excess or deficit reaches half a frame ([`START_FRACTION`]) and goes on each tick until it is
+//! below [`QUIET_MIN_MS`] (hysteresis: no turn-taking under jitter). After each operation the remembered levels
+//! shift with it, so the window describes the new timeline at once.
+//!
+//! * **Normal**: play decoded audio as it is.
+//! * **Accelerate**: remove one pitch period (up to the excess) from the future samples where the correlation of
+//!   two periods is above [`VOICED_CORRELATION`] — or, where the audio is quiet (below the session's
+//!   [`QUIET_DBOV`] or [`QUIET_BELOW_AVERAGE_DB`] under the stream's average), any length down to [`QUIET_MIN_MS`],
+//!   so the level comes to rest within a millisecond of the target on a clean path. Up to two frames are decoded
+//!   first so long periods fit.
+//! * **Preemptive expand**: insert one period under the same conditions.
+//! * **Expand**: the frame is missing (loss, or an underrun): libopus concealment continues the signal. For a loss
+//!   it fills the lost frame's 20 ms; for an underrun only what the tick lacks (rounded up to libopus's 2.5 ms
+//!   steps), so the late packet still plays and the timeline moves by no more than the shortfall.
+//! * **Merge**: the first decoded audio after concealment is aligned to a periodic continuation of the concealment
+//!   and cross-faded into it ([`tsm::merge`]).
+//! * **Comfort noise**: DTX gaps, pauses and re-buffering play [`ComfortNoise`] at the last background level.
+//!
+//! Whole frames are never dropped or repeated while audio plays: all changes of the timeline are pitch periods (or
+//! short quiet splices), concealment of lost frames, or underrun shortfalls.
+//!
+//! ## Statistics
+//! Added to the jitter buffer's [`JitterStats`]: accelerated/decelerated/concealed/comfort-noise ms, merges and the
+//! playout delay. The older frame counters `accelerated` and `stretched` count the time-scaled audio in whole frames
+//! (rounded), so they keep their meaning of "frames of delay removed / added".
+
+use std::time::Duration;
+
+use crate::codec::OpusDecoder;
+use crate::comfort::ComfortNoise;
+use crate::error::Result;
+use crate::frame::level_dbov;
+use crate::jitter::{DTX_PACKET_MAX_LEN, JitterBuffer, JitterStats, Playout};
+use crate::session::{QUIET_BELOW_AVERAGE_DB, QUIET_DBOV};
+use crate::tsm::{self, PitchLags, VOICED_CORRELATION};
+
+/// Ticks whose playout levels steer the decision (1 s: long enough that the largest level is a steady figure
+/// under random jitter and bursty arrivals).
+pub const LEVEL_WINDOW_TICKS: usize = 50;
+/// An accelerate or preemptive expand starts when the excess or deficit reaches this fraction of a frame.
+pub const START_FRACTION: f32 = 0.5;
+/// Shortest splice at a quiet point, and the excess or deficit below which an operation stops (1 ms).
+pub const QUIET_MIN_MS: f32 = 1.0;
+/// libopus conceals in steps of 2.5 ms.
+const CONCEAL_STEP_MS: u32 = 5; // in half milliseconds
+
+/// What the engine did at a tick (the last operation, for tests and benches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// The stream has not started: no frame.
+    Idle,
+    /// Decoded audio played as it is.
+    Normal,
+    /// A pitch period (or a quiet splice) removed.
+    Accelerate,
+    /// A pitch period (or a quiet splice) inserted.
+    PreemptiveExpand,
+    /// Concealment (loss or underrun).
+    Expand,
+    /// Concealment cross-faded into decoded audio.
+    Merge,
+    /// Comfort noise.
+    ComfortNoise,
+}
+
+/// What a tick produced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickOutcome {
+    /// A frame was written.
+    pub produced: bool,
+    /// The RFC 6464 level of the last packet decoded in this tick, if it carried one.
+    pub audio_level: Option<u8>,
+    /// Packets that failed to decode (concealed instead).
+    pub decode_errors: u64,
+    /// The operations of this tick, most significant last (see [`Operation`]).
+    pub operation: Operation,
+}
+
+/// The playout engine of one stream. See the module docs.
+pub struct PlayoutEngine {
+    spf: usize,
+    hz: u32,
+    lags: PitchLags,
+    quiet_min: usize,
+    buf: Box<[i16]>,
+    /// History samples kept before the play position.
+    hist: usize,
+    /// First future sample.
+    play: usize,
+    /// End of valid samples.
+    len: usize,
+    levels: [i64; LEVEL_WINDOW_TICKS],
+    level_count: usize,
+    level_pos: usize,
+    accelerating: bool,
+    expanding: bool,
+    /// The audio at the end of the buffer is concealment: merge the next decoded audio into it.
+    concealed_tail: bool,
+    cng: ComfortNoise,
+    avg_db: f32,
+    /// Level of the last decoded frame (dBov).
+    last_db: f32,
+    last_level: i64,
+    accelerated: u64,
+    decelerated: u64,
+    merges: u64,
+    concealed: u64,
+    comfort: u64,
+}
+
+impl std::fmt::Debug for PlayoutEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayoutEngine")
+            .field("future", &(self.len - self.play))
+            .field("accelerated", &self.accelerated)
+            .field("decelerated", &self.decelerated)
+            .finish()
+    }
+}
+
+impl PlayoutEngine {
+    /// An engine for frames of `samples_per_frame` at `sample_rate_hz` (the decoder's); all memory is allocated here.
+    pub fn new(sample_rate_hz: u32, samples_per_frame: usize) -> Result<Self> {
+        let lags = PitchLags::for_rate(sample_rate_hz);
+        let hist = 2 * lags.max;
+        let cap = hist + 5 * samples_per_frame + 2 * lags.max;
+        Ok(Self {
+            spf: samples_per_frame,
+            hz: sample_rate_hz,
+            lags,
+            quiet_min: ((sample_rate_hz as f32 * QUIET_MIN_MS / 1000.0) as usize).max(1),
+            buf: vec![0; cap].into_boxed_slice(),
+            hist,
+            play: hist,
+            len: hist,
+            levels: [0; LEVEL_WINDOW_TICKS],
+            level_count: 0,
+            level_pos: 0,
+            accelerating: false,
+            expanding: false,
+            concealed_tail: false,
+            cng: ComfortNoise::new(sample_rate_hz),
+            avg_db: f32::NAN,
+            last_db: 0.0,
+            last_level: 0,
+            accelerated: 0,
+            decelerated: 0,
+            merges: 0,
+            concealed: 0,
+            comfort: 0,
+        })
+    }
+
+    /// Forgets the audio and counters (the stream is reused for another source).
+    pub fn restart(&mut self) {
+        self.buf.fill(0);
+        self.play = self.hist;
+        self.len = self.hist;
+        self.level_count = 0;
+        self.accelerating = false;
+        self.expanding = false;
+        self.concealed_tail = false;
+        self.cng.reset();
+        self.avg_db = f32::NAN;
+        self.last_db = 0.0;
+        self.last_level = 0;
+        self.accelerated = 0;
+        self.decelerated = 0;
+        self.merges = 0;
+        self.concealed = 0;
+        self.comfort = 0;
+    }
+
+    fn future(&self) -> usize {
+        self.len - self.play
+    }
+
+    fn ms(&self, samples: u64) -> u64 {
+        samples * 1000 / u64::from(self.hz)
+    }
+
+    fn frames(&self, samples: u64) -> u64 {
+        (samples + self.spf as u64 / 2) / self.spf as u64
+    }
+
+    /// The jitter buffer's statistics with the playout's added.
+    pub fn stats(&self, jitter: &JitterBuffer) -> JitterStats {
+        let mut s = jitter.stats();
+        s.accelerated = self.frames(self.accelerated);
+        s.stretched = self.frames(self.decelerated);
+        s.accelerated_ms = self.ms(self.accelerated);
+        s.decelerated_ms = self.ms(self.decelerated);
+        s.merges = self.merges;
+        s.concealed_ms = self.ms(self.concealed);
+        s.comfort_noise_ms = self.ms(self.comfort);
+        s.playout_delay_ms = self.ms(self.last_level.max(0) as u64) as u32;
+        s
+    }
+
+    /// Playout delay at the last tick (packets buffered plus decoded audio waiting), in samples.
+    pub fn level_samples(&self) -> i64 {
+        self.last_level
+    }
+
+    fn is_quiet(&self, x: &[i16]) -> bool {
+        let db = level_dbov(x);
+        db < QUIET_DBOV || db < self.avg_db - QUIET_BELOW_AVERAGE_DB
+    }
+
+    fn push_level(&mut self, level: i64) {
+        self.levels[self.level_pos] = level;
+        self.level_pos = (self.level_pos + 1) % LEVEL_WINDOW_TICKS;
+        self.level_count = (self.level_count + 1).min(LEVEL_WINDOW_TICKS);
+    }
+
+    fn shift_levels(&mut self, by: i64) {
+        for l in &mut self.levels[..self.level_count] {
+            *l += by;
+        }
+    }
+
+    /// Room for `n` more samples at the end (compacting the history first).
+    fn reserve(&mut self, n: usize) -> bool {
+        if self.len + n > self.buf.len() && self.play > self.hist {
+            let shift = self.play - self.hist;
+            self.buf.copy_within(shift..self.len, 0);
+            self.play -= shift;
+            self.len -= shift;
+        }
+        self.len + n <= self.buf.len()
+    }
+
+    /// Pulls one frame from the jitter buffer into the sync buffer; `need` is what the tick still lacks. Returns the
+    /// operation, or `None` if there was nothing (the stream has not started).
+    fn pull(
+        &mut self,
+        jb: &mut JitterBuffer,
+        dec: &mut OpusDecoder,
+        now: Duration,
+        need: usize,
+        out: &mut TickOutcome,
+    ) -> Option<Operation> {
+        let spf = self.spf;
+        if !self.reserve(spf) {
+            return None;
+        }
+        let start = self.len;
+        let (op, r, n) = {
+            let dst = &mut self.buf[start..start + spf];
+            match jb.pop_at(now) {
+                Playout::Idle => return None,
+                Playout::Packet {
+                    payload,
+                    audio_level,
+                } => {
+                    out.audio_level = audio_level;
+                    let dtx = payload.len() <= DTX_PACKET_MAX_LEN;
+                    let r = dec.decode(payload, dst);
+                    if r.is_ok() {
+                        self.cng.observe(dst, dtx);
+                    }
+                    (Operation::Normal, r, spf)
+                }
+                Playout::Fec { next_payload } => {
+                    (Operation::Normal, dec.decode_fec(next_payload, dst), spf)
+                }
+                Playout::Conceal => {
+                    if jb.holding() && self.last_db < QUIET_DBOV {
+                        // Nothing arrived after quiet audio: most likely the sender went into DTX without telling
+                        // (its first comfort packets are not sent): background noise, not a concealed vowel.
+                        self.cng.fill(dst);
+                        (Operation::ComfortNoise, Ok(()), spf)
+                    } else {
+                        // An underrun conceals only the shortfall (the frame is still awaited); a loss, the whole
+                        // frame.
+                        let n = if jb.holding() {
+                            let step = (self.hz * CONCEAL_STEP_MS / 2000) as usize;
+                            need.div_ceil(step).max(1) * step
+                        } else {
+                            spf
+                        }
+                        .min(spf);
+                        (Operation::Expand, dec.conceal(&mut dst[..n]), n)
+                    }
+                }
+                Playout::Silence => {
+                    self.cng.fill(dst);
+                    (Operation::ComfortNoise, Ok(()), spf)
+                }
+            }
+        };
+        let mut op = op;
+        if r.is_err() {
+            out.decode_errors += 1;
+            let dst = &mut self.buf[start..start + n];
+            if dec.conceal(dst).is_err() {
+                dst.fill(0);
+            }
+            op = Operation::Expand;
+        }
+        let mut n = n;
+        match op {
+            Operation::Expand => {
+                self.concealed += n as u64;
+                self.concealed_tail = true;
+            }
+            Operation::ComfortNoise => {
+                self.comfort += n as u64;
+                self.concealed_tail = false;
+            }
+            _ => {
+                let fresh = &self.buf[start..start + n];
+                let db = level_dbov(fresh);
+                self.last_db = db;
+                self.avg_db = if self.avg_db.is_nan() {
+                    db
+                } else {
+                    self.avg_db + (db - self.avg_db) * 0.02
+                };
+                if self.concealed_tail {
+                    self.concealed_tail = false;
+                    let (hist, new) = self.buf.split_at_mut(start);
+                    if let Some((len, dropped)) = tsm::merge(hist, new, n, self.lags, self.hz) {
+                        n = len;
+                        self.merges += 1;
+                        self.accelerated += dropped as u64;
+                        self.shift_levels(-(dropped as i64));
+                        op = Operation::Merge;
+                    }
+                }
+            }
+        }
+        self.len = start + n;
+        Some(op)
+    }
+
+    /// Produces this tick's frame (due at `now`) into `out[..spf]`: pulls and decodes packets from `jb` as needed
+    /// and applies the operation the level calls for.
+    pub fn tick(
+        &mut self,
+        jb: &mut JitterBuffer,
+        dec: &mut OpusDecoder,
+        now: Duration,
+        out: &mut [i16],
+    ) -> TickOutcome {
+        let spf = self.spf;
+        let mut res = TickOutcome {
+            produced: false,
+            audio_level: None,
+            decode_errors: 0,
+            operation: Operation::Idle,
+        };
+        let level = jb.level_frames() * spf as i64 + self.future() as i64;
+        let target = i64::from(jb.target_frames()) * spf as i64;
+        let playing = jb.is_active();
+        let mut want_accel = 0i64;
+        let mut want_expand = 0i64;
+        if playing {
+            self.push_level(level);
+            let window = &self.levels[..self.level_count];
+            let (lo, hi) = window
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+            let start = (spf as f32 * START_FRACTION) as i64;
+            let stop = self.quiet_min as i64;
+            let excess = hi - target;
+            self.accelerating = excess >= stop && (self.accelerating || excess >= start);
+            // Any deficit counts: a level short of the target by a single sample needs its next packet a tick
+            // earlier, i.e. has a whole frame less margin. (An accelerate never takes the level below the target.)
+            let deficit = target - hi;
+            self.expanding = deficit > 0;
+            if self.accelerating {
+                // Never below a frame at the emptiest recent tick.
+                want_accel = excess.min(lo - spf as i64);
+            } else if self.expanding {
+                want_expand = deficit;
+            }
+        }
+        self.last_level = level;
+        // Decode what this tick needs; an accelerate wants two frames so long periods fit.
+        let mut fresh_audio = false;
+        let mut last_op = Operation::Idle;
+        loop {
+            let want = if want_accel > 0 && jb.next_ready() {
+                2 * spf
+            } else {
+                spf
+            };
+            if self.future() >= want {
+                break;
+            }
+            let need = spf.saturating_sub(self.future());
+            match self.pull(jb, dec, now, need, &mut res) {
+                None => break,
+                Some(op) => {
+                    fresh_audio |= matches!(op, Operation::Normal | Operation::Merge);
+                    last_op = op;
+                    if matches!(op, Operation::ComfortNoise) {
+                        // A gap: the levels before it say nothing about the next talkspurt.
+                        self.level_count = 0;
+                        self.accelerating = false;
+                        self.expanding = false;
+                        want_accel = 0;
+                        want_expand = 0;
+                    }
+                }
+            }
+            if self.future() >= spf && want_accel <= 0 {
+                break;
+            }
+        }
+        if fresh_audio && !self.concealed_tail {
+            if want_accel >= self.quiet_min as i64 {
+                let removed = self.accelerate(want_accel as usize);
+                if removed > 0 {
+                    last_op = Operation::Accelerate;
+                    // Refill if the removal left less than a frame.
+                    while self.future() < spf {
+                        let need = spf - self.future();
+                        if self.pull(jb, dec, now, need, &mut res).is_none() {
+                            break;
+                        }
+                    }
+                }
+            } else if want_expand > 0 && self.expand(want_expand as usize) > 0 {
+                last_op = Operation::PreemptiveExpand;
+            }
+        }
+        let avail = self.future().min(spf);
+        if avail == 0 {
+            res.operation = Operation::Idle;
+            return res;
+        }
+        let dst = &mut out[..spf];
+        dst[..avail].copy_from_slice(&self.buf[self.play..self.play + avail]);
+        if avail < spf {
+            // Only when the stream has nothing more at all (cannot happen while a stream plays: concealment fills).
+            self.cng.fill(&mut dst[avail..]);
+        }
+        self.play += avail;
+        // Keep `hist` samples of history; drop what is older.
+        if self.play > self.hist {
+            let shift = self.play - self.hist;
+            self.buf.copy_within(shift..self.len, 0);
+            self.play -= shift;
+            self.len -= shift;
+        }
+        res.produced = true;
+        res.operation = last_op;
+        res
+    }
+
+    /// Removes up to `limit` samples from the future audio; returns how many.
+    fn accelerate(&mut self, limit: usize) -> usize {
+        let quiet = self.is_quiet(&self.buf[self.play..self.len]);
+        let future = &mut self.buf[self.play..self.len];
+        let flen = future.len();
+        let lag = match tsm::best_period(future, self.lags, limit) {
+            Some(p) if p.correlation >= VOICED_CORRELATION => p.lag,
+            _ if quiet => limit.min(flen / 2).min(self.lags.max),
+            _ => return 0,
+        };
+        if lag < self.quiet_min {
+            return 0;
+        }
+        let new_len = tsm::remove_period(future, flen, lag);
+        let removed = flen - new_len;
+        self.len -= removed;
+        self.accelerated += removed as u64;
+        self.shift_levels(-(removed as i64));
+        removed
+    }
+
+    /// Inserts a period (about `deficit` samples at most, one period at least) into the future audio; returns how many.
+    fn expand(&mut self, deficit: usize) -> usize {
+        let quiet = self.is_quiet(&self.buf[self.play..self.len]);
+        if !self.reserve(self.lags.max) {
+            return 0;
+        }
+        let flen = self.len - self.play;
+        let room = self.buf.len() - self.play;
+        let future = &mut self.buf[self.play..self.play + room];
+        let lag = match tsm::best_period(&future[..flen], self.lags, self.lags.max) {
+            Some(p) if p.correlation >= VOICED_CORRELATION => p.lag,
+            _ if quiet => deficit.max(self.quiet_min).min(flen / 2).min(self.lags.max),
+            _ => return 0,
+        };
+        let new_len = tsm::insert_period(future, flen, lag);
+        let added = new_len - flen;
+        self.len += added;
+        self.decelerated += added as u64;
+        self.shift_levels(added as i64);
+        added
+    }
+}
