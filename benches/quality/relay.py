@@ -137,7 +137,8 @@ class Relay:
     `set_targets(echo_addr, receiver_addr)` before packets flow (packets without a target are counted and dropped).
     """
 
-    def __init__(self, imp_in: Impairment, imp_out: Impairment, seed: str, host: str = "127.0.0.1"):
+    def __init__(self, imp_in: Impairment, imp_out: Impairment, seed: str, host: str = "127.0.0.1",
+                 rr_interval: float = 0.0):
         self.in_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.in_sock.bind((host, 0))
         self.echo_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -157,6 +158,11 @@ class Relay:
         self._seq = 0
         self._cv = threading.Condition()
         self._stop = False
+        # RTCP receiver reports to the echo, as the far end's receiver would send them (RFC 3550 §6.4.2): the loss
+        # of the echo's stream on leg "out" since the last report. 0 = none (a plain GStreamer receiver sends none).
+        self.rr_interval = rr_interval
+        self.rr_sent = 0
+        self._rr = {"ssrc": None, "received": 0, "lost": 0, "highest": 0, "cum_lost": 0, "last": None}
         self._threads = [
             threading.Thread(target=self._rx_loop, daemon=True, name="relay-rx"),
             threading.Thread(target=self._tx_loop, daemon=True, name="relay-tx"),
@@ -185,6 +191,7 @@ class Relay:
             "in": self.leg_in.stats.as_dict(),
             "out": self.leg_out.stats.as_dict(),
             "noTarget": self.no_target,
+            "rtcpReceiverReports": self.rr_sent,
         }
 
     def _rx_loop(self):
@@ -211,6 +218,8 @@ class Relay:
                     self.no_target += 1
                     continue
                 lost, delay = leg.decide(now, self.t0)
+                if leg is self.leg_out and self.rr_interval > 0:
+                    self._account_rr(data, lost, now, _addr)
                 if lost:
                     leg.stats.lost += 1
                     continue
@@ -219,6 +228,33 @@ class Relay:
                     heapq.heappush(self._heap, (due, self._seq, out_sock, dest, data, leg))
                     self._seq += 1
                     self._cv.notify()
+
+    def _account_rr(self, data: bytes, lost: bool, now: float, echo_from):
+        if len(data) < 12 or data[0] >> 6 != 2 or 200 <= data[1] <= 204:
+            return  # not RTP (RTCP from the echo)
+        rr = self._rr
+        rr["ssrc"] = int.from_bytes(data[8:12], "big")
+        rr["highest"] = max(rr["highest"], int.from_bytes(data[2:4], "big"))
+        rr["lost" if lost else "received"] += 1
+        if rr["last"] is None:
+            rr["last"] = now
+        if now - rr["last"] < self.rr_interval:
+            return
+        expected = rr["received"] + rr["lost"]
+        fraction = min(255, (rr["lost"] * 256) // expected) if expected else 0
+        rr["cum_lost"] += rr["lost"]
+        # RR: V=2 RC=1 PT=201 length=7; reporter SSRC; one block (SSRC, fraction, cumulative, highest, jitter 0,
+        # LSR 0, DLSR 0).
+        pkt = bytes([0x81, 201, 0, 7]) + (0x52454C59).to_bytes(4, "big") + rr["ssrc"].to_bytes(4, "big")
+        pkt += bytes([fraction]) + (rr["cum_lost"] & 0xFFFFFF).to_bytes(3, "big")
+        pkt += rr["highest"].to_bytes(4, "big") + bytes(12)
+        try:
+            self.echo_sock.sendto(pkt, echo_from)
+            self.rr_sent += 1
+        except OSError:
+            pass
+        rr["received"] = rr["lost"] = 0
+        rr["last"] = now
 
     def _tx_loop(self):
         while True:

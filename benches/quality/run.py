@@ -63,7 +63,10 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
     os.makedirs(logdir, exist_ok=True)
     out_wav = os.path.join(logdir, "received.wav")
     # Same seed for both echo paths: the same sender's packets meet the same fate.
-    relay = R.Relay(imp, imp_out, seed=f"{args.seed}/{scenario}/{sender}").start()
+    # mediaproc's RTP/UDP echo gets RTCP receiver reports from the far end (its adaptive FEC follows them); the
+    # GStreamer echo has no RTCP session and keeps its fixed FEC setting.
+    rr = args.rtcp_rr_ms / 1000 if echo.name == "mediaproc" else 0.0
+    relay = R.Relay(imp, imp_out, seed=f"{args.seed}/{scenario}/{sender}", rr_interval=rr).start()
     procs = []
     try:
         echo_addr = echo.start(relay.echo_port)
@@ -100,11 +103,23 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
     return res
 
 
-def make_echo(path: str, daemon, workdir: str, args):
+def reference_codec(scenario: str, args) -> "P.Codec":
+    """The GStreamer echo's encoder: mediaproc's bitrate and complexity; in-band FEC as a fixed setup would choose
+    it for the scenario (off on a clean path, on at the scenario's loss rate otherwise), because opusenc cannot follow
+    RTCP reports as mediaproc's adaptive FEC does. `--reference-fec 5` forces FEC at 5 % everywhere (the old rows)."""
+    base = P.MEDIAPROC_ENCODER
+    if args.reference_fec is not None:
+        pct = args.reference_fec
+    else:
+        pct = int(round(SCENARIOS[scenario].loss_pct))
+    return P.Codec(bitrate=base.bitrate, complexity=base.complexity, fec=pct > 0, loss_pct=pct, dtx=base.dtx)
+
+
+def make_echo(path: str, daemon, workdir: str, args, scenario: str = "clean"):
     if path == "mediaproc":
         return P.MediaprocEcho(daemon)
     if path == "gstreamer":
-        return P.GstEcho(workdir, args.jitter_ms)
+        return P.GstEcho(workdir, args.jitter_ms, codec=reference_codec(scenario, args))
     if path == "quic":
         return P.MediaprocQuicEcho(daemon, workdir, pt=args.quic_pt, name="quic")
     if path == "quic-pt96":
@@ -203,6 +218,12 @@ def main(argv=None) -> int:
                     help="impair both legs (sender->echo and echo->receiver) or only the way in")
     ap.add_argument("--quick", action="store_true", help="smoke run: one 4 s clean scenario, GStreamer sender")
     ap.add_argument("--no-rtt", action="store_true", help="skip the echo round-trip measurement")
+    ap.add_argument("--reference-fec", type=int, default=None,
+                    help="the GStreamer echo's FEC expected loss in percent for every scenario (default: 0 on clean, "
+                         "the scenario's loss rate otherwise)")
+    ap.add_argument("--rtcp-rr-ms", type=int, default=1000,
+                    help="interval of the RTCP receiver reports the far end sends mediaproc's RTP/UDP echo about the "
+                         "return leg's loss (drives its adaptive FEC); 0 = none")
     ap.add_argument("--json", help="write all results to this JSON file")
     ap.add_argument("--mediaproc", help="mediaproc binary (default: target/release/mediaproc, built if missing)")
     ap.add_argument("--daemon-api", help="use a running daemon (IP:PORT of its API) instead of starting one")
@@ -261,7 +282,7 @@ def main(argv=None) -> int:
             for sender in senders:
                 for path in paths:
                     k += 1
-                    echo = make_echo(path, daemon, workdir, args)
+                    echo = make_echo(path, daemon, workdir, args, scenario)
                     log(f"[{k}/{total}] {scenario} ({SCENARIOS[scenario].describe()}), {sender} sender, {path} echo")
                     try:
                         r = one_path(args, scenario, sender, echo, src_wav, workdir, rep)
