@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use mediaproc_net::server::{QuicSession, SessionEvent, TxWaker};
 use mediaproc_net::{PacketMeta, SessionStatsSnapshot, UdpSession};
 use mediaproc_pipeline::{
-    BotEndpoint, Event, JitterStats, MediaSession, Output, ReceivedAudio, RtpPacketInfo,
-    SampleRate, SendStatus,
+    BotEndpoint, EncoderOverrides, Event, FecMode, JitterStats, MediaSession, Output,
+    ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
 };
 use mediaproc_wire::control::{Codec, Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
 use mediaproc_wire::rtp::{AudioLevel, RtpPacket, TelephoneEvent};
@@ -45,6 +45,8 @@ pub enum WorkerCommand {
     Add(Box<WorkerSession>),
     /// End a session now (the session's end flag ends it on the next pass even if this command was not queued).
     Remove(Uuid),
+    /// Change a session's encoder settings (validated by the request parser).
+    Encoder(Uuid, EncoderOverrides),
     /// Stop the thread (after ending all sessions).
     Stop,
 }
@@ -241,6 +243,24 @@ pub const STREAM_FIELDS: &[StreamField] = &[
     counter("resyncs", "resyncs_total", "Jitter buffer restarts after a timestamp jump.", |j| j.resyncs),
     counter("malformed", "malformed_total", "Packets the jitter buffer rejected as empty or oversized.", |j| j.malformed),
 ];
+
+/// The outbound encoder as it runs: its settings, the FEC mode and the far end's reported loss driving it.
+fn encoder_json(media: &MediaSession) -> Value {
+    let settings = media.encoder_settings();
+    json!({
+        "bitrateBps": settings.bitrate_bps,
+        "complexity": settings.complexity,
+        "fec": match media.fec_mode() {
+            FecMode::On => "on",
+            FecMode::Off => "off",
+            _ => "auto",
+        },
+        "inbandFec": settings.inband_fec,
+        "expectedLossPercent": settings.expected_loss_percent,
+        "dtx": settings.dtx,
+        "remoteLossPercent": media.remote_loss_percent(),
+    })
+}
 
 /// A stream's statistics as JSON: `sourceId` and every [`STREAM_FIELDS`] member.
 pub fn stream_json(source_id: u32, jitter: &JitterStats) -> Value {
@@ -643,6 +663,7 @@ impl WorkerSession {
             "skippedTicks": stats.skipped_ticks,
             "packetsReceived": stats.packets_received,
             "packetsIgnored": stats.packets_ignored + c.ignored_payload_type,
+            "encoder": encoder_json(&self.media),
             "framesToBot": stats.frames_to_bot,
             "overruns": stats.frames_dropped_for_bot,
             "underruns": stats.pacer.underruns,
@@ -721,6 +742,12 @@ pub fn run(
         loop {
             match commands.try_recv() {
                 Ok(WorkerCommand::Add(session)) => sessions.push(*session),
+                Ok(WorkerCommand::Encoder(id, encoder)) => {
+                    if let Some(session) = sessions.iter_mut().find(|s| s.id == id) {
+                        // A value the codec still refuses changes nothing (the parser checked the ranges).
+                        let _ = session.media.set_encoder_overrides(encoder);
+                    }
+                }
                 Ok(WorkerCommand::Remove(id)) => {
                     if let Some(pos) = sessions.iter().position(|s| s.id == id) {
                         sessions.swap_remove(pos).end();
