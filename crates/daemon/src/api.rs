@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::engine::{Engine, SessionEntry};
 use crate::error::DaemonError;
 use crate::metrics::HttpCounters;
-use crate::request::{BotKind, CreateSessionRequest};
+use crate::request::{BotKind, CreateSessionRequest, UpdateSessionRequest};
 use crate::session::{BotPort, LiveSession};
 
 /// An API error: a [`DaemonError`] with its HTTP status and stable code. Rendered as
@@ -121,7 +121,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions", get(list_sessions).post(create_session))
         .route(
             "/v1/sessions/{id}",
-            get(show_session).delete(delete_session),
+            get(show_session)
+                .patch(update_session)
+                .delete(delete_session),
         )
         .route("/v1/sessions/{id}/media", get(bot_websocket))
         .route("/healthz", get(healthz))
@@ -168,15 +170,7 @@ async fn create_session(
 ) -> Result<Response, ApiError> {
     // The token before the body: a stranger cannot make the daemon buffer (or wait for) anything.
     authorize(&state, request.headers())?;
-    let limit = state.engine.config().max_body_bytes;
-    let timeout = Duration::from_millis(state.engine.config().http_body_timeout_ms);
-    let body = tokio::time::timeout(timeout, Bytes::from_request(request, &state))
-        .await
-        .map_err(|_| DaemonError::BodyTimeout(timeout))?
-        .map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(_) => DaemonError::BodyTooLarge { limit },
-            other => DaemonError::InvalidBody(other.body_text()),
-        })?;
+    let body = read_body(&state, request).await?;
     let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
     let entry = state.engine.open_session(plan).await?;
     let id = entry.id;
@@ -186,6 +180,19 @@ async fn create_session(
         Json(created_body(&state, &entry)),
     )
         .into_response())
+}
+
+/// Reads a request body within the size limit and the body timeout (call after the token check).
+async fn read_body(state: &Arc<AppState>, request: Request) -> Result<Bytes, DaemonError> {
+    let limit = state.engine.config().max_body_bytes;
+    let timeout = Duration::from_millis(state.engine.config().http_body_timeout_ms);
+    tokio::time::timeout(timeout, Bytes::from_request(request, state))
+        .await
+        .map_err(|_| DaemonError::BodyTimeout(timeout))?
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(_) => DaemonError::BodyTooLarge { limit },
+            other => DaemonError::InvalidBody(other.body_text()),
+        })
 }
 
 /// The `201` body of a new session.
@@ -239,6 +246,25 @@ async fn show_session(
     body["stats"] = entry.live.stats_json();
     body["notices"] = entry.live.notices_json();
     Ok(Json(body))
+}
+
+/// `PATCH /v1/sessions/{id}`: change what may change while the session runs (today: the encoder).
+async fn update_session(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, request.headers())?;
+    let entry = state.engine.session(&id)?;
+    let body = read_body(&state, request).await?;
+    let update = UpdateSessionRequest::parse(&body)?;
+    if let Some(encoder) = update.encoder {
+        let encoder = encoder
+            .into_overrides()
+            .map_err(DaemonError::InvalidSession)?;
+        state.engine.update_encoder(entry.id, encoder)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_session(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mediaproc_blob::MediaSessionConfig;
 use mediaproc_net::{MediaServer, RtpUdpConfig, RtpUdpEndpoint, ServerConfig, TlsSource};
-use mediaproc_pipeline::{MediaSession, SampleRate, SessionConfig};
+use mediaproc_pipeline::{EncoderOverrides, MediaSession, SampleRate, SessionConfig};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -423,8 +423,11 @@ impl Engine {
             ..SessionConfig::default()
         };
         let now = self.origin.elapsed();
-        let (media, endpoint) = MediaSession::new(session_config, now)
+        let (mut media, endpoint) = MediaSession::new(session_config, now)
             .map_err(|err| DaemonError::media("pipeline", &err))?;
+        media
+            .set_encoder_overrides(plan.encoder)
+            .map_err(|err| DaemonError::InvalidSession(format!("encoder: {err}")))?;
 
         let (event_tx, event_rx) = mpsc::channel(BOT_EVENT_CAPACITY);
         let port = BotPort {
@@ -491,6 +494,19 @@ impl Engine {
 
     /// Ends a session: it leaves the registry at once, the worker stops it (the bot gets `stop`) and confirms,
     /// built-in bots stop (recordings are finalised). Returns false for an unknown session.
+    /// Changes a running session's encoder (applied by its worker within a loop pass, at most 5 ms). The overrides
+    /// were validated by the request parser.
+    pub fn update_encoder(&self, id: Uuid, encoder: EncoderOverrides) -> Result<(), DaemonError> {
+        let worker = self
+            .lock_sessions()
+            .get(&id)
+            .map(|held| held.worker)
+            .ok_or_else(|| DaemonError::SessionNotFound(id.to_string()))?;
+        self.workers[worker]
+            .try_send(WorkerCommand::Encoder(id, encoder))
+            .map_err(|_| DaemonError::Media("the session's media worker is busy; try again".into()))
+    }
+
     pub async fn end_session(&self, id: Uuid) -> bool {
         let Some(held) = self.lock_sessions().remove(&id) else {
             return false;

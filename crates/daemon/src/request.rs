@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use mediaproc_blob::{AudioFormat, AudioSocketSpec, Direction, SessionSpec, VideoSocketSpec};
+use mediaproc_pipeline::{EncoderOverrides, FecMode};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -36,6 +37,76 @@ pub struct CreateSessionRequest {
     /// A plain RTP/UDP edge instead of (or besides) QUIC.
     #[serde(default)]
     pub rtp: Option<RtpRequest>,
+    /// The outbound encoder: bitrate, complexity, in-band FEC, DTX (defaults otherwise).
+    #[serde(default)]
+    pub encoder: Option<EncoderRequest>,
+}
+
+/// `PATCH /v1/sessions/{id}`: what may change while the session runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateSessionRequest {
+    /// Encoder settings to change; absent members keep their value.
+    #[serde(default)]
+    pub encoder: Option<EncoderRequest>,
+}
+
+/// The outbound Opus encoder's settings a bot may choose; absent members keep their value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EncoderRequest {
+    /// Target bitrate, 6000..=510000 bit/s (default 32000).
+    #[serde(default)]
+    pub bitrate_bps: Option<i32>,
+    /// 0..=10 (default 5).
+    #[serde(default)]
+    pub complexity: Option<u8>,
+    /// In-band FEC: `auto` (default: follows the loss the far end reports in RTCP, off on a clean path), `on`, `off`.
+    #[serde(default)]
+    pub fec: Option<String>,
+    /// Opus DTX (default off).
+    #[serde(default)]
+    pub dtx: Option<bool>,
+}
+
+impl EncoderRequest {
+    /// Validates into the pipeline's overrides; errors name the member.
+    pub fn into_overrides(self) -> Result<EncoderOverrides, String> {
+        if let Some(b) = self.bitrate_bps {
+            if !(6_000..=510_000).contains(&b) {
+                return Err(format!("encoder.bitrateBps: {b} is outside 6000..=510000"));
+            }
+        }
+        if let Some(c) = self.complexity {
+            if c > 10 {
+                return Err(format!("encoder.complexity: {c} is outside 0..=10"));
+            }
+        }
+        let fec = match self.fec.as_deref() {
+            None => None,
+            Some("auto") => Some(FecMode::Auto),
+            Some("on") => Some(FecMode::On),
+            Some("off") => Some(FecMode::Off),
+            Some(other) => {
+                return Err(format!(
+                    "encoder.fec: `{other}` is not one of `auto`, `on`, `off`"
+                ));
+            }
+        };
+        Ok(EncoderOverrides {
+            bitrate_bps: self.bitrate_bps,
+            complexity: self.complexity,
+            fec,
+            dtx: self.dtx,
+        })
+    }
+}
+
+impl UpdateSessionRequest {
+    /// Parses a `PATCH` body.
+    pub fn parse(body: &[u8]) -> Result<UpdateSessionRequest, DaemonError> {
+        parse_json(body)
+    }
 }
 
 /// The audio socket of a session request.
@@ -153,36 +224,44 @@ pub struct SessionPlan {
     pub bot: BotKind,
     /// The RTP/UDP edge, if asked for.
     pub rtp: Option<RtpPlan>,
+    /// Encoder settings that differ from the defaults.
+    pub encoder: EncoderOverrides,
 }
 
 impl CreateSessionRequest {
     /// Parses a body; an empty body is `{}`.
     pub fn parse(body: &[u8]) -> Result<CreateSessionRequest, DaemonError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(CreateSessionRequest::default());
-        }
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let request: CreateSessionRequest = serde_path_to_error::deserialize(&mut deserializer)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                let inner = err.into_inner();
-                let message = if inner.is_syntax() || inner.is_eof() {
-                    format!(
-                        "invalid JSON at line {}, column {}: {inner}",
-                        inner.line(),
-                        inner.column()
-                    )
-                } else {
-                    format!("{path}: {inner}")
-                };
-                DaemonError::InvalidBody(message)
-            })?;
-        deserializer
-            .end()
-            .map_err(|err| DaemonError::InvalidBody(format!("trailing data: {err}")))?;
-        Ok(request)
+        parse_json(body)
     }
+}
 
+/// Parses a JSON request body strictly (unknown members refused), errors with the JSON path; an empty body is `{}`.
+fn parse_json<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DaemonError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let request: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!(
+                "invalid JSON at line {}, column {}: {inner}",
+                inner.line(),
+                inner.column()
+            )
+        } else {
+            format!("{path}: {inner}")
+        };
+        DaemonError::InvalidBody(message)
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| DaemonError::InvalidBody(format!("trailing data: {err}")))?;
+    Ok(request)
+}
+
+impl CreateSessionRequest {
     /// Validates the request into a plan.
     pub fn into_plan(self) -> Result<SessionPlan, DaemonError> {
         let bad = DaemonError::InvalidSession;
@@ -227,6 +306,12 @@ impl CreateSessionRequest {
         }
         let bot = parse_bot(self.bot.as_ref()).map_err(bad)?;
         let rtp = self.rtp.map(parse_rtp).transpose().map_err(bad)?;
+        let encoder = self
+            .encoder
+            .map(EncoderRequest::into_overrides)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or_default();
         Ok(SessionPlan {
             spec: SessionSpec {
                 audio,
@@ -238,6 +323,7 @@ impl CreateSessionRequest {
             },
             bot,
             rtp,
+            encoder,
         })
     }
 }

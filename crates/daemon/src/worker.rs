@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use mediaproc_net::server::{QuicSession, SessionEvent, TxWaker};
 use mediaproc_net::{PacketMeta, SessionStatsSnapshot, UdpSession};
 use mediaproc_pipeline::{
-    BotEndpoint, Event, JitterStats, MediaSession, Output, ReceivedAudio, RtpPacketInfo,
-    SampleRate, SendStatus,
+    BotEndpoint, EncoderOverrides, Event, FecMode, JitterStats, MediaSession, Output,
+    ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
 };
-use mediaproc_wire::control::{Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
+use mediaproc_wire::control::{Codec, Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
 use mediaproc_wire::rtp::{AudioLevel, RtpPacket, TelephoneEvent};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -45,6 +45,8 @@ pub enum WorkerCommand {
     Add(Box<WorkerSession>),
     /// End a session now (the session's end flag ends it on the next pass even if this command was not queued).
     Remove(Uuid),
+    /// Change a session's encoder settings (validated by the request parser).
+    Encoder(Uuid, EncoderOverrides),
     /// Stop the thread (after ending all sessions).
     Stop,
 }
@@ -55,10 +57,34 @@ pub struct NetSide {
     quic: QuicSession,
     udp: Option<(UdpSession, Duration)>,
     source_context: Option<Uuid>,
-    /// Render flows: flow id → media source id.
-    render_flows: Vec<(u64, u32)>,
-    /// The flow our audio goes out on.
-    send_flow: Option<u64>,
+    /// The render flows the edge declared.
+    render_flows: Vec<RenderFlow>,
+    /// The flow our audio goes out on, and the payload type the edge declared for it.
+    send_flow: Option<(u64, u8)>,
+}
+
+/// A render flow as the edge declared it (proto/SPEC.md §4.1).
+#[derive(Debug, Clone, Copy)]
+struct RenderFlow {
+    id: u64,
+    /// Media source id, or [`NO_MSI`] for the mixed stream.
+    msi: u32,
+    /// The flow's declared payload type: its packets are Opus whatever number the edge chose; packets with
+    /// another payload type are ignored and counted.
+    payload_type: u8,
+    /// SSRC of the flow's last audio packet: the pipeline's key for a stream without a media source id.
+    ssrc: Option<u32>,
+}
+
+impl RenderFlow {
+    /// The pipeline's key for this flow's stream (see `MediaSession::stream_stats`).
+    fn stream_key(&self) -> Option<u32> {
+        if self.msi == NO_MSI {
+            self.ssrc
+        } else {
+            Some(self.msi)
+        }
+    }
 }
 
 impl NetSide {
@@ -78,27 +104,33 @@ impl NetSide {
     }
 
     fn open_flow(&mut self, flow: &FlowDecl) {
-        if flow.media != MediaKind::Audio {
+        // Audio is Opus for now (proto/SPEC.md §4.1); a G.711 flow is not taken and its packets count as unknown.
+        if flow.media != MediaKind::Audio || flow.codec != Codec::Opus {
             return;
         }
         match flow.direction {
             FlowDirection::Render => {
-                self.render_flows.retain(|(id, _)| *id != flow.flow_id);
+                self.render_flows.retain(|f| f.id != flow.flow_id);
                 if self.render_flows.len() < MAX_FLOWS {
-                    self.render_flows.push((flow.flow_id, flow.msi));
+                    self.render_flows.push(RenderFlow {
+                        id: flow.flow_id,
+                        msi: flow.msi,
+                        payload_type: flow.payload_type,
+                        ssrc: None,
+                    });
                 }
             }
             FlowDirection::Source => {
                 if self.send_flow.is_none() || Some(flow.context) == self.source_context {
-                    self.send_flow = Some(flow.flow_id);
+                    self.send_flow = Some((flow.flow_id, flow.payload_type));
                 }
             }
         }
     }
 
     fn close_flow(&mut self, flow_id: u64) {
-        self.render_flows.retain(|(id, _)| *id != flow_id);
-        if self.send_flow == Some(flow_id) {
+        self.render_flows.retain(|f| f.id != flow_id);
+        if self.send_flow.map(|(id, _)| id) == Some(flow_id) {
             self.send_flow = None;
         }
     }
@@ -124,6 +156,8 @@ pub struct WorkerSession {
     net_seen: NetSeen,
     /// SSRC of the last audio packet on the RTP/UDP edge: its stream in the pipeline (no flow names it).
     udp_ssrc: Option<u32>,
+    /// RTCP loss reports about our stream already given to the encoder's FEC control (QUIC, RTP/UDP).
+    loss_reports_seen: (u64, u64),
 }
 
 /// The network layer's cumulative counters as last counted, so each publish adds only the delta and the
@@ -194,13 +228,39 @@ pub const STREAM_FIELDS: &[StreamField] = &[
     counter("late", "late_total", "Packets that arrived after their playout time (dropped).", |j| j.late),
     counter("duplicate", "duplicate_total", "Duplicate packets (dropped).", |j| j.duplicate),
     counter("reordered", "reordered_total", "Packets that arrived after a higher sequence number.", |j| j.reordered),
-    counter("accelerated", "accelerated_total", "Frames dropped at quiet points to reduce delay.", |j| j.accelerated),
-    counter("stretched", "stretched_total", "Concealment frames inserted at quiet points to build delay.", |j| j.stretched),
+    counter("lost", "lost_total", "Frames lost in the network (never arrived in time).", |j| j.lost),
+    gauge("playoutDelayMs", "playout_delay_ms", "Playout delay (packets held plus decoded audio waiting) at the last tick, in ms.", |j| j.playout_delay_ms.into()),
+    gauge("packetWaitMs", "packet_wait_ms", "Average time a packet waits from arrival to decoding, in ms.", |j| j.packet_wait_ms.into()),
+    counter("accelerated", "accelerated_total", "Audio removed by time-scale compression, in whole frames (rounded).", |j| j.accelerated),
+    counter("stretched", "stretched_total", "Audio inserted by time-scale expansion, in whole frames (rounded).", |j| j.stretched),
+    counter("acceleratedMs", "accelerated_ms_total", "Audio removed by time-scale compression (one pitch period at a time), in ms.", |j| j.accelerated_ms),
+    counter("deceleratedMs", "decelerated_ms_total", "Audio inserted by time-scale expansion (one pitch period at a time), in ms.", |j| j.decelerated_ms),
+    counter("merges", "merges_total", "Seams smoothed from concealment into decoded audio.", |j| j.merges),
+    counter("concealedMs", "concealed_ms_total", "Audio synthesised by concealment, in ms.", |j| j.concealed_ms),
+    counter("comfortNoiseMs", "comfort_noise_ms_total", "Comfort noise played instead of silence, in ms.", |j| j.comfort_noise_ms),
     counter("underruns", "underruns_total", "Ticks with nothing to play while the stream was active.", |j| j.underruns),
     counter("comfortNoise", "comfort_noise_total", "Comfort-noise frames during the sender's DTX or a pause.", |j| j.dtx),
     counter("resyncs", "resyncs_total", "Jitter buffer restarts after a timestamp jump.", |j| j.resyncs),
     counter("malformed", "malformed_total", "Packets the jitter buffer rejected as empty or oversized.", |j| j.malformed),
 ];
+
+/// The outbound encoder as it runs: its settings, the FEC mode and the far end's reported loss driving it.
+fn encoder_json(media: &MediaSession) -> Value {
+    let settings = media.encoder_settings();
+    json!({
+        "bitrateBps": settings.bitrate_bps,
+        "complexity": settings.complexity,
+        "fec": match media.fec_mode() {
+            FecMode::On => "on",
+            FecMode::Off => "off",
+            _ => "auto",
+        },
+        "inbandFec": settings.inband_fec,
+        "expectedLossPercent": settings.expected_loss_percent,
+        "dtx": settings.dtx,
+        "remoteLossPercent": media.remote_loss_percent(),
+    })
+}
 
 /// A stream's statistics as JSON: `sourceId` and every [`STREAM_FIELDS`] member.
 pub fn stream_json(source_id: u32, jitter: &JitterStats) -> Value {
@@ -230,6 +290,8 @@ struct Counters {
     tx_ring_full: u64,
     dtmf: u64,
     echo_frames: u64,
+    /// QUIC packets whose payload type is not their flow's declared one.
+    ignored_payload_type: u64,
 }
 
 impl WorkerSession {
@@ -259,6 +321,7 @@ impl WorkerSession {
             udp_seen: false,
             net_seen: NetSeen::default(),
             udp_ssrc: None,
+            loss_reports_seen: (0, 0),
         }
     }
 
@@ -316,17 +379,20 @@ impl WorkerSession {
     /// Hands every queued packet to the pipeline with its arrival time.
     fn drain_packets(&mut self) {
         while let Some(meta) = self.net.quic.rx.pop(&mut self.packet[..]) {
-            let msi = self
+            let Some(index) = self
                 .net
                 .render_flows
                 .iter()
-                .find(|(id, _)| *id == meta.flow_id)
-                .map(|(_, msi)| *msi);
-            match msi {
-                Some(msi) => {
-                    self.deliver(meta, Duration::ZERO, (msi != NO_MSI).then_some(msi));
-                }
-                None => self.counters.unknown_flow += 1,
+                .position(|f| f.id == meta.flow_id)
+            else {
+                self.counters.unknown_flow += 1;
+                continue;
+            };
+            let flow = self.net.render_flows[index];
+            let source = (flow.msi != NO_MSI).then_some(flow.msi);
+            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, Some(flow.payload_type))
+            {
+                self.net.render_flows[index].ssrc = Some(ssrc);
             }
         }
         // Moved out for the loop so `deliver` may borrow the session; put back right after (no allocation).
@@ -336,7 +402,7 @@ impl WorkerSession {
                     self.udp_seen = true;
                     self.live.set_state(SessionState::Active);
                 }
-                if let Some(ssrc) = self.deliver(meta, offset, None) {
+                if let Some(ssrc) = self.deliver(meta, offset, None, None) {
                     self.udp_ssrc = Some(ssrc);
                 }
             }
@@ -350,6 +416,7 @@ impl WorkerSession {
         meta: PacketMeta,
         clock_offset: Duration,
         source_id: Option<u32>,
+        declared_payload_type: Option<u8>,
     ) -> Option<u32> {
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
@@ -376,6 +443,16 @@ impl WorkerSession {
             }
             return None;
         }
+        // A QUIC flow's packets carry the payload type its declaration named (proto/SPEC.md §4.1); the pipeline
+        // knows Opus by the session's own number. Any other payload type on the flow is ignored and counted.
+        let payload_type = match declared_payload_type {
+            Some(declared) if rtp.payload_type == declared => self.media.config().payload_type,
+            Some(_) => {
+                self.counters.ignored_payload_type += 1;
+                return None;
+            }
+            None => rtp.payload_type,
+        };
         let audio_level = rtp
             .extension
             .and_then(|ext| ext.find(AUDIO_LEVEL_EXTENSION_ID))
@@ -386,7 +463,7 @@ impl WorkerSession {
             sequence: rtp.sequence,
             timestamp: rtp.timestamp,
             marker: rtp.marker,
-            payload_type: rtp.payload_type,
+            payload_type,
             audio_level,
             source_id,
         };
@@ -427,8 +504,14 @@ impl WorkerSession {
                             continue;
                         };
                         let mut delivered = false;
-                        if let Some(flow) = self.net.send_flow {
-                            if self.net.quic.tx.push(flow, 0, &self.out[..len]).is_ok() {
+                        if let Some((flow, payload_type)) = self.net.send_flow {
+                            // The source flow's declared payload type (proto/SPEC.md §4.1), in place; the
+                            // RTP/UDP edge below gets the packet as the pipeline wrote it.
+                            let written = self.out[1];
+                            self.out[1] = (written & 0x80) | (payload_type & 0x7f);
+                            let pushed = self.net.quic.tx.push(flow, 0, &self.out[..len]).is_ok();
+                            self.out[1] = written;
+                            if pushed {
                                 sent.0 = true;
                                 delivered = true;
                             } else {
@@ -508,6 +591,26 @@ impl WorkerSession {
         self.net_seen = now;
     }
 
+    /// Gives the far end's newest RTCP loss report (either edge) to the encoder: in-band FEC follows the loss the
+    /// peer sees (`FecMode::Auto`), off on a clean path.
+    fn follow_remote_loss(
+        &mut self,
+        quic: &SessionStatsSnapshot,
+        udp: Option<&SessionStatsSnapshot>,
+    ) {
+        let (quic_seen, udp_seen) = self.loss_reports_seen;
+        if quic.remote_reports != quic_seen {
+            self.media.set_remote_loss(quic.remote_fraction_lost);
+        }
+        if let Some(udp) = udp.filter(|u| u.remote_reports != udp_seen) {
+            self.media.set_remote_loss(udp.remote_fraction_lost);
+        }
+        self.loss_reports_seen = (
+            quic.remote_reports,
+            udp.map_or(udp_seen, |u| u.remote_reports),
+        );
+    }
+
     fn publish(&mut self, now: Duration) {
         if now < self.next_publish {
             return;
@@ -517,10 +620,14 @@ impl WorkerSession {
         let net = self.net.quic.stats.snapshot();
         let udp_net = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
         self.count_net_drops(&net, udp_net.as_ref());
+        self.follow_remote_loss(&net, udp_net.as_ref());
         let mut streams = Vec::new();
-        for (_, msi) in &self.net.render_flows {
-            if let Some(jitter) = self.media.stream_stats(*msi) {
-                streams.push(stream_json(*msi, &jitter));
+        for flow in &self.net.render_flows {
+            if let Some(jitter) = flow
+                .stream_key()
+                .and_then(|key| self.media.stream_stats(key))
+            {
+                streams.push(stream_json(flow.msi, &jitter));
             }
         }
         let c = self.counters;
@@ -555,7 +662,8 @@ impl WorkerSession {
             "lateTicks": stats.late_ticks,
             "skippedTicks": stats.skipped_ticks,
             "packetsReceived": stats.packets_received,
-            "packetsIgnored": stats.packets_ignored,
+            "packetsIgnored": stats.packets_ignored + c.ignored_payload_type,
+            "encoder": encoder_json(&self.media),
             "framesToBot": stats.frames_to_bot,
             "overruns": stats.frames_dropped_for_bot,
             "underruns": stats.pacer.underruns,
@@ -634,6 +742,12 @@ pub fn run(
         loop {
             match commands.try_recv() {
                 Ok(WorkerCommand::Add(session)) => sessions.push(*session),
+                Ok(WorkerCommand::Encoder(id, encoder)) => {
+                    if let Some(session) = sessions.iter_mut().find(|s| s.id == id) {
+                        // A value the codec still refuses changes nothing (the parser checked the ranges).
+                        let _ = session.media.set_encoder_overrides(encoder);
+                    }
+                }
                 Ok(WorkerCommand::Remove(id)) => {
                     if let Some(pos) = sessions.iter().position(|s| s.id == id) {
                         sessions.swap_remove(pos).end();

@@ -579,3 +579,150 @@ async fn a_symmetric_rtp_edge_follows_a_rebinding_after_rebind_packets() {
     );
     daemon.shutdown().await;
 }
+
+async fn patch(
+    daemon: &mediaproc_daemon::RunningDaemon,
+    session: &Value,
+    body: Value,
+) -> (u16, Value) {
+    let response = http()
+        .patch(format!(
+            "http://{}/v1/sessions/{}",
+            daemon.api_addr,
+            session["sessionId"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the session's statistics until `done` holds (published once a second), or fails after 5 s.
+async fn stats_until(
+    daemon: &mediaproc_daemon::RunningDaemon,
+    session: &Value,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = session_stats(daemon, session).await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The encoder: chosen at creation, changed at run time with PATCH, and in-band FEC following the loss the far end
+/// reports in RTCP (auto: off on a clean path, on when the peer reports loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoder_settings_at_creation_at_run_time_and_fec_following_rtcp_loss() {
+    let _serial = serial().await;
+    let dir = temp_dir("api-encoder");
+    let daemon = daemon(&dir).await;
+
+    let (status, body) = post(
+        &daemon,
+        Some(TOKEN),
+        r#"{"bot":"echo","encoder":{"fec":"sometimes"}}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("encoder.fec"),
+        "{body}"
+    );
+
+    let session = create_session(
+        &daemon,
+        json!({"bot": "echo", "rtp": {"payloadType": 111},
+               "encoder": {"bitrateBps": 24000, "complexity": 3}}),
+    )
+    .await;
+    let rtp_local: std::net::SocketAddr =
+        session["rtp"]["local"].as_str().unwrap().parse().unwrap();
+    let far = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let packets = opus_packets(&speech(16_000, 16_000), 0x1111);
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    for packet in &packets {
+        pace.tick().await;
+        far.send_to(packet, rtp_local).await.unwrap();
+    }
+    // Our stream's SSRC, from the echo.
+    let mut buf = [0u8; 1500];
+    let ssrc = loop {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), far.recv_from(&mut buf))
+            .await
+            .expect("no echo")
+            .unwrap();
+        if let Ok(rtp) = mediaproc_wire::RtpPacket::parse(&buf[..len]) {
+            break rtp.ssrc;
+        }
+    };
+    let stats = stats_until(&daemon, &session, "creation settings", |s| {
+        s["stats"]["encoder"]["bitrateBps"] == 24000
+    })
+    .await;
+    let encoder = &stats["stats"]["encoder"];
+    assert_eq!(encoder["complexity"], 3, "{stats}");
+    assert_eq!(encoder["fec"], "auto", "{stats}");
+    assert_eq!(encoder["inbandFec"], false, "a clean path: no FEC {stats}");
+
+    // The far end reports 10 % loss of our stream: FEC comes on.
+    let block = mediaproc_wire::rtcp::ReportBlock {
+        ssrc,
+        fraction_lost: 26,
+        ..Default::default()
+    };
+    let mut rr = [0u8; 64];
+    let len = mediaproc_wire::rtcp::write_receiver_report(0x1111, &[block], &mut rr).unwrap();
+    far.send_to(&rr[..len], rtp_local).await.unwrap();
+    let stats = stats_until(&daemon, &session, "FEC after a loss report", |s| {
+        s["stats"]["encoder"]["inbandFec"] == true
+    })
+    .await;
+    assert!(
+        stats["stats"]["encoder"]["expectedLossPercent"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{stats}"
+    );
+
+    // At run time: FEC off whatever the peer reports, a new bitrate.
+    let (status, body) = patch(
+        &daemon,
+        &session,
+        json!({"encoder": {"fec": "off", "bitrateBps": 40000}}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let stats = stats_until(&daemon, &session, "FEC off by PATCH", |s| {
+        s["stats"]["encoder"]["fec"] == "off"
+    })
+    .await;
+    assert_eq!(stats["stats"]["encoder"]["inbandFec"], false, "{stats}");
+    assert_eq!(stats["stats"]["encoder"]["bitrateBps"], 40000, "{stats}");
+
+    // Bad values and unknown members are refused, naming the member.
+    let (status, body) = patch(&daemon, &session, json!({"encoder": {"complexity": 11}})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("encoder.complexity"),
+        "{body}"
+    );
+    let (status, body) = patch(&daemon, &session, json!({"encodr": {}})).await;
+    assert_eq!(status, 400, "{body}");
+    daemon.shutdown().await;
+}

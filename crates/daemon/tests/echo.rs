@@ -98,3 +98,80 @@ async fn wrong_token_and_garbage_do_not_disturb_a_healthy_session() {
     );
     daemon.shutdown().await;
 }
+
+/// proto/SPEC.md §4.1: the edge chooses each flow's payload type. Flows declared with 96 (as an edge written from the
+/// spec on another stack did) get their audio decoded and the echo comes back with 96; packets with another payload
+/// type on the flow are ignored and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_declared_with_payload_type_96_get_audio_both_ways() {
+    let _serial = serial().await;
+    let dir = temp_dir("pt96");
+    let daemon = daemon(&dir).await;
+    let session = create_session(&daemon, json!({"bot": "echo"})).await;
+    let edge = connect_edge_with_payload_type(&daemon, &session, 96)
+        .await
+        .unwrap();
+
+    let source = speech(16_000 * 3, 16_000);
+    let packets = opus_packets_with_payload_type(&source, 0x9696, 96);
+    let received = talk_and_listen(&edge, &packets, Duration::from_millis(600)).await;
+    let (_, lag) = best_correlation(&source, &received, 16_000);
+    let windowed = windowed_correlation(&source, &received, lag);
+    let ceiling = two_generation_ceiling(&source);
+    println!("pt 96: windowed correlation {windowed:.3}, ceiling {ceiling:.3}");
+    // The same bar as the payload type 111 echo above.
+    assert!(
+        windowed > 0.8 * ceiling,
+        "windowed correlation {windowed:.3} vs ceiling {ceiling:.3}"
+    );
+
+    // The echo leaves on the source flow with the declared payload type.
+    let more = opus_packets_with_payload_type(&source[..16_000], 0x9696, 96);
+    for (i, packet) in more.iter().enumerate() {
+        let mut packet = packet.clone();
+        // Continue the sequence and timestamps of the stream above.
+        let seq = (packets.len() + i) as u16;
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        let ts = ((packets.len() + i) as u32) * 960;
+        packet[4..8].copy_from_slice(&ts.to_be_bytes());
+        edge.conn.send_packet(RENDER_FLOW, &packet).unwrap();
+    }
+    let (flow, bytes) = tokio::time::timeout(Duration::from_secs(5), edge.conn.recv_packet())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(flow, SOURCE_FLOW);
+    let rtp = mediaproc_wire::RtpPacket::parse(&bytes).unwrap();
+    assert_eq!(
+        rtp.payload_type, 96,
+        "the echo carries the declared payload type"
+    );
+
+    // Packets with the reference edge's 111 on a flow declared 96 are not audio of that flow.
+    let before = session_stats(&daemon, &session).await["stats"]["packetsIgnored"]
+        .as_u64()
+        .unwrap();
+    let wrong = opus_packets_with_payload_type(&source[..320 * 10], 0x9696, 111);
+    for packet in &wrong {
+        edge.conn.send_packet(RENDER_FLOW, packet).unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = session_stats(&daemon, &session).await;
+        let ignored = stats["stats"]["packetsIgnored"].as_u64().unwrap();
+        if ignored >= before + wrong.len() as u64 {
+            assert!(
+                !stats["stats"]["streams"].as_array().unwrap().is_empty(),
+                "the flow's stream is in the statistics: {stats}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ignored {ignored}, expected {} more than {before}: {stats}",
+            wrong.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    daemon.shutdown().await;
+}

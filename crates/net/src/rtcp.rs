@@ -58,6 +58,8 @@ pub struct RtcpInput {
     pub ok: bool,
     /// Round-trip time in microseconds from a report block about our stream, if one carried an LSR.
     pub rtt_us: Option<u64>,
+    /// Fraction of our packets lost (1/256) from the last report block about our stream, if one came.
+    pub fraction_lost: Option<u8>,
 }
 
 impl StreamRtcp {
@@ -116,6 +118,7 @@ impl StreamRtcp {
         let mut input = RtcpInput {
             ok: true,
             rtt_us: None,
+            fraction_lost: None,
         };
         for p in rtcp::parse_compound(pkt) {
             let blocks = match p {
@@ -134,6 +137,7 @@ impl StreamRtcp {
                 if Some(b.ssrc) != ours {
                     continue;
                 }
+                input.fraction_lost = Some(b.fraction_lost);
                 if let Some(rtt) = rtcp::round_trip_time(&b, now_mid) {
                     input.rtt_us = Some((u64::from(rtt) * 1_000_000 / 65_536).max(1));
                 }

@@ -25,6 +25,9 @@ pub struct SessionStats {
     pub(crate) events_dropped: AtomicU64,
     pub(crate) rx_wrong_source: AtomicU64,
     pub(crate) source_changes: AtomicU64,
+    /// RTCP reports the peer sent about our stream, and the fraction lost of the last one.
+    pub(crate) remote_reports: AtomicU64,
+    pub(crate) remote_fraction_lost: AtomicU64,
     /// The session's receive ring (network → worker), for its overflow count.
     pub(crate) rx_ring: OnceLock<RingProbe>,
     /// The session's transmit ring (worker → network), for its overflow count.
@@ -70,9 +73,26 @@ pub struct SessionStatsSnapshot {
     /// RTP/UDP symmetric mode: times the latched source moved to a new address (NAT rebinding, after enough
     /// consecutive in-sequence packets from it).
     pub source_changes: u64,
+    /// RTCP report blocks the peer sent about our stream (receiver reports or sender reports).
+    pub remote_reports: u64,
+    /// The fraction of our packets the peer reported lost in its last report block (RFC 3550 §6.4.1: the
+    /// loss since its previous report, in 1/256); 0 before any report. Drives the encoder's adaptive FEC.
+    pub remote_fraction_lost: u8,
 }
 
 impl SessionStats {
+    /// Records what an RTCP compound told about our stream (round trip, the peer's loss report).
+    pub(crate) fn record_rtcp(&self, input: &crate::rtcp::RtcpInput) {
+        if let Some(rtt) = input.rtt_us {
+            self.rtcp_rtt_us.store(rtt, Relaxed);
+        }
+        if let Some(fraction) = input.fraction_lost {
+            self.remote_fraction_lost
+                .store(u64::from(fraction), Relaxed);
+            self.remote_reports.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Counters that also report the overflow of these rings.
     pub(crate) fn with_rings(rx: RingProbe, tx: RingProbe) -> Self {
         let s = Self::default();
@@ -101,6 +121,8 @@ impl SessionStats {
             tx_ring_dropped: self.tx_ring.get().map_or(0, RingProbe::dropped),
             rx_wrong_source: self.rx_wrong_source.load(Relaxed),
             source_changes: self.source_changes.load(Relaxed),
+            remote_reports: self.remote_reports.load(Relaxed),
+            remote_fraction_lost: self.remote_fraction_lost.load(Relaxed).min(255) as u8,
         }
     }
 }

@@ -362,11 +362,7 @@ fn on_packet(
         }
         let now = origin.elapsed();
         let input = rtcp_state.on_rtcp(pkt, now.as_nanos() as u64, ntp_after(ntp_origin, now));
-        if let Some(rtt) = input.rtt_us {
-            stats
-                .rtcp_rtt_us
-                .store(rtt, std::sync::atomic::Ordering::Relaxed);
-        }
+        stats.record_rtcp(&input);
         if input.ok {
             inc(&stats.rx_rtcp);
         } else {

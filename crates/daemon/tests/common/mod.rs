@@ -109,6 +109,15 @@ pub async fn connect_edge(
     daemon: &RunningDaemon,
     session: &Value,
 ) -> Result<Edge, mediaproc_net::NetError> {
+    connect_edge_with_payload_type(daemon, session, 111).await
+}
+
+/// [`connect_edge`] with both flows declared with `payload_type` (proto/SPEC.md §4.1: the edge chooses it).
+pub async fn connect_edge_with_payload_type(
+    daemon: &RunningDaemon,
+    session: &Value,
+    payload_type: u8,
+) -> Result<Edge, mediaproc_net::NetError> {
     let blob: Value = serde_json::from_str(session["blob"].as_str().unwrap()).unwrap();
     let fingerprint = parse_fingerprint(session["certificateSha256"].as_str().unwrap()).unwrap();
     let conn = EdgeConnection::connect(&EdgeConfig {
@@ -129,7 +138,7 @@ pub async fn connect_edge(
         media: MediaKind::Audio,
         context,
         msi,
-        payload_type: 111,
+        payload_type,
         codec: Codec::Opus,
     };
     let token = session["edgeToken"].as_str().unwrap().as_bytes().to_vec();
@@ -143,13 +152,24 @@ pub async fn connect_edge(
 
 /// Encodes `pcm` (16 kHz) as 20 ms Opus RTP packets.
 pub fn opus_packets(pcm: &[i16], ssrc: u32) -> Vec<Vec<u8>> {
+    opus_packets_with_payload_type(pcm, ssrc, 111)
+}
+
+/// [`opus_packets`] with another RTP payload type.
+pub fn opus_packets_with_payload_type(pcm: &[i16], ssrc: u32, payload_type: u8) -> Vec<Vec<u8>> {
     let mut encoder = OpusEncoder::new(SampleRate::HZ_16000, EncoderSettings::default()).unwrap();
     let mut payload = [0u8; 1500];
     pcm.chunks_exact(320)
         .enumerate()
         .map(|(i, frame)| {
             let len = encoder.encode(frame, &mut payload).unwrap();
-            let packet = RtpPacket::new(111, i as u16, (i as u32) * 960, ssrc, &payload[..len]);
+            let packet = RtpPacket::new(
+                payload_type,
+                i as u16,
+                (i as u32) * 960,
+                ssrc,
+                &payload[..len],
+            );
             let mut out = vec![0u8; packet.encoded_len()];
             packet.write(&mut out).unwrap();
             out

@@ -5,8 +5,6 @@
 //! line. Every drop is counted: unparsable datagrams in `malformed`, unknown flows in `unknown_flow`,
 //! unexpected packets in the session's `rx_unexpected`, unsendable ones in `tx_dropped`.
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use mediaproc_wire::control::{Direction, MediaKind};
 use mediaproc_wire::{RoqDatagram, RtpPacket, roq};
@@ -37,9 +35,7 @@ impl Conn {
         if roq::is_rtcp(dg.packet) {
             let ntp = self.shared.ntp_at(std::time::Duration::from_nanos(now_ns));
             let input = route.rtcp.on_rtcp(dg.packet, now_ns, ntp);
-            if let Some(rtt) = input.rtt_us {
-                sess.stats.rtcp_rtt_us.store(rtt, Ordering::Relaxed);
-            }
+            sess.stats.record_rtcp(&input);
             if input.ok {
                 inc(&sess.stats.rx_rtcp);
             } else {
