@@ -321,8 +321,8 @@ fn payload_types_and_codecs_switch_at_run_time() {
         let ((_, _, ts0, _), (t1, pt1, ts1, len1)) = (w[0], w[1]);
         let step = ts1.wrapping_sub(ts0);
         match t1 {
-            1..200 => assert_eq!((pt1, step), (111, 960)),
-            201..300 => assert_eq!((pt1, step, len1), (8, 160, 160)),
+            1..=199 => assert_eq!((pt1, step), (111, 960)),
+            201..=299 => assert_eq!((pt1, step, len1), (8, 160, 160)),
             301.. => assert_eq!((pt1, step), (111, 960)),
             _ => {}
         }
