@@ -230,9 +230,22 @@ impl OpusDecoder {
         Ok(())
     }
 
-    /// Packet-loss concealment: synthesises 20 ms continuing the previous signal (fading out over a long gap).
+    /// Packet-loss concealment: synthesises `out.len()` samples (a multiple of 2.5 ms, at most 20 ms; a longer
+    /// buffer gets 20 ms) continuing the previous signal (fading out over a long gap). The playout engine conceals
+    /// only an underrun's shortfall this way.
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<()> {
-        let out = self.out(out)?;
+        let spf = self.samples_per_frame;
+        let step = spf / 8;
+        let n = out.len().min(spf);
+        if n == 0 || n % step != 0 {
+            return Err(Error::FrameLength {
+                got: out.len(),
+                expected: spf,
+                rate_hz: (spf * 50) as u32,
+                context: "Opus concealment buffer (a multiple of 2.5 ms)",
+            });
+        }
+        let out = &mut out[..n];
         self.inner
             .decode(None::<&[u8]>, &mut *out, false)
             .map_err(opus_err("concealment"))?;
@@ -401,5 +414,8 @@ mod tests {
         assert!(enc.encode(&[0; 100], &mut pkt).is_err());
         assert!(OpusDecoder::new(SampleRate::new(44_100).unwrap()).is_err());
         assert!(dec.decode(&pkt[..len], &mut [0i16; 10]).is_err());
+        // Concealment of part of a frame (an underrun's shortfall), in 2.5 ms steps.
+        assert!(dec.conceal(&mut out[..40]).is_ok());
+        assert!(dec.conceal(&mut out[..41]).is_err());
     }
 }
