@@ -77,6 +77,32 @@ impl Codec {
     }
 }
 
+impl From<Codec> for mediaproc_wire::control::Codec {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::Opus => Self::Opus,
+            Codec::Pcmu => Self::Pcmu,
+            Codec::Pcma => Self::Pcma,
+        }
+    }
+}
+
+impl TryFrom<mediaproc_wire::control::Codec> for Codec {
+    type Error = Error;
+    /// The codec a QUIC edge's flow declaration names; `Opaque` flows carry no audio the pipeline decodes.
+    fn try_from(c: mediaproc_wire::control::Codec) -> Result<Self> {
+        match c {
+            mediaproc_wire::control::Codec::Opus => Ok(Codec::Opus),
+            mediaproc_wire::control::Codec::Pcmu => Ok(Codec::Pcmu),
+            mediaproc_wire::control::Codec::Pcma => Ok(Codec::Pcma),
+            mediaproc_wire::control::Codec::Opaque => Err(Error::Config {
+                field: "codec",
+                problem: "is not an audio codec the pipeline decodes (Opus, PCMU, PCMA)",
+            }),
+        }
+    }
+}
+
 /// What the playout engine needs from a decoder: 20 ms frames of PCM at one rate, concealment of any length up to a
 /// frame, FEC when the codec has it. Implemented by [`OpusDecoder`] and [`crate::g711::G711Decoder`].
 pub trait FrameDecoder {
@@ -382,6 +408,24 @@ pub const OPUS_SILENCE_PACKET: [u8; 1] = [0x48];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codec_clocks_and_wire_names() {
+        use mediaproc_wire::control::Codec as Wire;
+        assert_eq!(
+            (
+                Codec::Opus.rtp_ticks_per_frame(),
+                Codec::Pcmu.rtp_ticks_per_frame()
+            ),
+            (960, 160)
+        );
+        assert_eq!(Codec::Pcma.rtp_clock_hz(), 8000);
+        assert_eq!(Codec::Pcma.static_payload_type(), Some(8));
+        for c in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+            assert_eq!(Codec::try_from(Wire::from(c)).unwrap(), c);
+        }
+        assert!(Codec::try_from(Wire::Opaque).is_err());
+    }
 
     #[test]
     fn round_trip_plc_fec_and_bad_packets() {
