@@ -52,7 +52,8 @@ pub struct PacerStats {
     pub packets: u64,
     /// Packets that carried encoded bot audio.
     pub encoded: u64,
-    /// Ticks where the encoder was skipped (nothing queued or digital silence).
+    /// Ticks where the encoder was skipped (nothing queued or digital silence); for G.711, ticks that sent encoded
+    /// silence for that reason.
     pub encoder_skipped: u64,
     /// Ticks without a bot frame after the bot became active.
     pub underruns: u64,
@@ -341,5 +342,52 @@ mod tests {
         );
         assert_eq!(p.next_deadline(), start + Duration::from_millis(100));
         assert_eq!(deadline(start, 1000), start + Duration::from_secs(20));
+    }
+
+    #[test]
+    fn g711_packets_are_160_bytes_every_160_ticks() {
+        let mut p = SendPacer::new(
+            Duration::ZERO,
+            SampleRate::HZ_16000,
+            EncoderSettings::default(),
+            42,
+            111,
+            7,
+            1000,
+        )
+        .unwrap();
+        p.set_codec(Codec::Pcma, 8).unwrap();
+        assert_eq!(p.codec(), (Codec::Pcma, 8));
+        // Nothing queued: encoded silence, not a "no audio" packet.
+        p.produce(None).unwrap();
+        let pk = p.packet();
+        assert_eq!(
+            (pk.payload_type, pk.timestamp, pk.payload.len()),
+            (8, 1000, 160)
+        );
+        assert!(pk.payload.iter().all(|&b| b == 0xd5), "A-law silence");
+        let tone: Vec<i16> = (0..320)
+            .map(|i| ((i as f32 * 0.3).sin() * 5000.0) as i16)
+            .collect();
+        assert!(p.produce(Some(&tone)).unwrap());
+        let pk = p.packet();
+        assert!(pk.marker);
+        assert_eq!(
+            (pk.sequence, pk.timestamp, pk.payload.len()),
+            (8, 1160, 160)
+        );
+        p.skip(2);
+        p.produce(Some(&tone)).unwrap();
+        assert_eq!(p.packet().timestamp, 1160 + 3 * 160);
+        assert!(p.produce(Some(&tone[..100])).is_err());
+        assert_eq!(p.packet().payload.len(), 160, "an error still sends 20 ms");
+        // Back to Opus: +960 per packet.
+        p.set_codec(Codec::Opus, 111).unwrap();
+        p.produce(None).unwrap();
+        let ts = p.packet().timestamp;
+        p.produce(None).unwrap();
+        assert_eq!(p.packet().timestamp.wrapping_sub(ts), 960);
+        assert_eq!(p.packet().payload, &OPUS_SILENCE_PACKET[..]);
+        assert!(p.set_codec(Codec::Pcmu, 128).is_err());
     }
 }
