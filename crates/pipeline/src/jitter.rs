@@ -325,6 +325,8 @@ pub struct JitterBuffer {
     wait_us: f32,
     /// The stream's codec: its RTP clock keys the slots, its DTX packets and FEC classify gaps.
     codec: Codec,
+    /// The codec changed while the stream played: the next packet resumes it rather than starting it.
+    resume_after_switch: bool,
     stats: JitterStats,
 }
 
@@ -378,6 +380,7 @@ impl JitterBuffer {
             surplus_min_db: f32::INFINITY,
             wait_us: -1.0,
             codec: Codec::Opus,
+            resume_after_switch: false,
             stats: JitterStats {
                 target_delay_ms: u32::from(initial) * 20,
                 ..JitterStats::default()
@@ -401,7 +404,9 @@ impl JitterBuffer {
         self.codec = codec;
         if self.state != State::Idle {
             self.stats.resyncs += 1;
+            let playing = self.is_active();
             self.reset();
+            self.resume_after_switch = playing;
         }
     }
 
@@ -426,6 +431,7 @@ impl JitterBuffer {
     /// Forgets everything including the counters (the stream is reused for another source).
     pub fn restart(&mut self) {
         self.reset();
+        self.resume_after_switch = false;
         let initial = self
             .cfg
             .initial_delay_frames
@@ -666,7 +672,10 @@ impl JitterBuffer {
         }
         if fresh {
             self.playout = index;
-            self.state = State::Buffering { resumed: false };
+            // After a codec switch the stream goes on (comfort noise while it re-buffers), as after a pause.
+            self.state = State::Buffering {
+                resumed: std::mem::take(&mut self.resume_after_switch),
+            };
         }
         self.update_delay_estimate(now, ext_ts);
         let slot = self.slot_mut(index);

@@ -170,6 +170,8 @@ fn pcmu_and_pcma_round_trip_tone_and_speech() {
             }
             let st = s.stream_stats(1).unwrap();
             assert_eq!((st.late, st.lost, st.fec_recovered), (0, 0, 0), "{st:?}");
+            // The delay statistics run on the 8 kHz clock: 10 ms of jitter needs no more than 2 frames.
+            assert!(st.target_delay_ms <= 40, "{codec:?} {name}: {st:?}");
             assert_eq!(s.stats().decode_errors, 0);
             assert_eq!(s.stream_codec(1), Some(codec));
             let p = s.stats().pacer;
@@ -261,6 +263,7 @@ fn payload_types_and_codecs_switch_at_run_time() {
     let mut heard: Vec<(u64, Vec<i16>)> = Vec::new();
     let mut frame = ReceivedAudio::new(RATE);
     let mut sent_ts = Vec::new();
+    let mut cn_at_switch = (0, 0);
     for tick in 0..400u64 {
         let now = ms(tick * 20);
         match tick {
@@ -287,6 +290,12 @@ fn payload_types_and_codecs_switch_at_run_time() {
         while bot.inbound.pop(&mut frame) {
             heard.push((tick, frame.mixed().to_vec()));
         }
+        let cn = || s.stream_stats(0x5150).map_or(0, |st| st.comfort_noise_ms);
+        match tick {
+            199 => cn_at_switch.0 = cn(),
+            210 => cn_at_switch.1 = cn(),
+            _ => {}
+        }
     }
     let st = s.stats();
     assert_eq!(
@@ -308,6 +317,8 @@ fn payload_types_and_codecs_switch_at_run_time() {
     assert_eq!(audible(0, 100), 0, "nothing before PCMU was declared");
     assert!(audible(100, 200) >= 95, "PCMU: {}", audible(100, 200));
     assert!(audible(200, 300) >= 95, "PCMA: {}", audible(200, 300));
+    // The stream goes on through the switch (comfort noise while it re-buffers on the new codec).
+    assert!(cn_at_switch.1 > cn_at_switch.0, "{cn_at_switch:?}");
     // The 440 Hz tone comes through the PCMA stretch intact (≥ 0.95 against an ideal tone at its best phase).
     let pcma: Vec<i16> = heard
         .iter()
