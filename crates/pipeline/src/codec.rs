@@ -1,7 +1,8 @@
-//! The Opus codec stage (libopus through `audiopus`).
+//! The codec stage: which codec a stream speaks ([`Codec`]), the decoder interface of the playout engine
+//! ([`FrameDecoder`]) and Opus (libopus through `audiopus`); G.711 lives in [`crate::g711`].
 //!
-//! Decoders run straight at the bot's rate when Opus supports it (8/12/16/24/48 kHz), so no resampler sits in that
-//! path. Each decoder and encoder owns its buffers; nothing is allocated per frame.
+//! Opus decoders run straight at the bot's rate when Opus supports it (8/12/16/24/48 kHz), so no resampler sits in
+//! that path. Each decoder and encoder owns its buffers; nothing is allocated per frame.
 
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Bitrate, Channels};
@@ -11,6 +12,130 @@ use crate::frame::SampleRate;
 
 /// Largest Opus payload we accept or produce for one 20 ms packet (RFC 6716's limit for one frame).
 pub const MAX_PAYLOAD: usize = 1275;
+
+/// A codec of a stream, sent or received. Every codec carries 20 ms per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Codec {
+    /// Opus (RFC 7587): 48 kHz RTP clock, dynamic payload type (the session's default 111).
+    #[default]
+    Opus,
+    /// G.711 µ-law (PCMU, static payload type 0): 8 kHz RTP clock, 160 bytes per 20 ms.
+    Pcmu,
+    /// G.711 A-law (PCMA, static payload type 8): 8 kHz RTP clock, 160 bytes per 20 ms.
+    Pcma,
+}
+
+impl Codec {
+    /// RTP clock rate (Hz).
+    pub const fn rtp_clock_hz(self) -> u32 {
+        match self {
+            Codec::Opus => crate::frame::OPUS_RTP_CLOCK_HZ,
+            Codec::Pcmu | Codec::Pcma => crate::g711::G711_RTP_CLOCK_HZ,
+        }
+    }
+
+    /// RTP timestamp increment of one 20 ms packet (960 for Opus, 160 for G.711).
+    pub const fn rtp_ticks_per_frame(self) -> u32 {
+        self.rtp_clock_hz() / crate::frame::FRAMES_PER_SECOND
+    }
+
+    /// The static RTP payload type (RFC 3551) if the codec has one.
+    pub const fn static_payload_type(self) -> Option<u8> {
+        match self {
+            Codec::Opus => None,
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+        }
+    }
+
+    /// True for G.711 (PCMU or PCMA).
+    pub const fn is_g711(self) -> bool {
+        matches!(self, Codec::Pcmu | Codec::Pcma)
+    }
+
+    /// Packets of at most this many bytes are DTX / comfort-noise packets (Opus: 2; G.711 has none — its comfort
+    /// noise is a separate payload type, RFC 3389).
+    pub const fn dtx_packet_max_len(self) -> usize {
+        match self {
+            Codec::Opus => 2,
+            Codec::Pcmu | Codec::Pcma => 0,
+        }
+    }
+
+    /// True if a lost packet can be rebuilt from the next one's in-band FEC (Opus LBRR).
+    pub const fn has_inband_fec(self) -> bool {
+        matches!(self, Codec::Opus)
+    }
+
+    /// The codec's SDP encoding name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Codec::Opus => "opus",
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+        }
+    }
+}
+
+impl From<Codec> for mediaproc_wire::control::Codec {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::Opus => Self::Opus,
+            Codec::Pcmu => Self::Pcmu,
+            Codec::Pcma => Self::Pcma,
+        }
+    }
+}
+
+impl TryFrom<mediaproc_wire::control::Codec> for Codec {
+    type Error = Error;
+    /// The codec a QUIC edge's flow declaration names; `Opaque` flows carry no audio the pipeline decodes.
+    fn try_from(c: mediaproc_wire::control::Codec) -> Result<Self> {
+        match c {
+            mediaproc_wire::control::Codec::Opus => Ok(Codec::Opus),
+            mediaproc_wire::control::Codec::Pcmu => Ok(Codec::Pcmu),
+            mediaproc_wire::control::Codec::Pcma => Ok(Codec::Pcma),
+            mediaproc_wire::control::Codec::Opaque => Err(Error::Config {
+                field: "codec",
+                problem: "is not an audio codec the pipeline decodes (Opus, PCMU, PCMA)",
+            }),
+        }
+    }
+}
+
+/// What the playout engine needs from a decoder: 20 ms frames of PCM at one rate, concealment of any length up to a
+/// frame, FEC when the codec has it. Implemented by [`OpusDecoder`] and [`crate::g711::G711Decoder`].
+pub trait FrameDecoder {
+    /// Samples in one output frame (20 ms at the decoder's output rate).
+    fn samples_per_frame(&self) -> usize;
+    /// Decodes one 20 ms packet into `out[..samples_per_frame]`; a malformed packet is an error (the caller
+    /// conceals).
+    fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<()>;
+    /// Synthesises `out.len()` samples (at most a frame; a multiple of 2.5 ms) continuing the previous signal.
+    fn conceal(&mut self, out: &mut [i16]) -> Result<()>;
+    /// Rebuilds a lost frame from the next packet's in-band FEC; codecs without FEC conceal.
+    fn decode_fec(&mut self, next_packet: &[u8], out: &mut [i16]) -> Result<()>;
+    /// True if `packet` is a DTX / comfort-noise packet (the sender's background level, not speech).
+    fn is_dtx(&self, packet: &[u8]) -> bool;
+}
+
+impl FrameDecoder for OpusDecoder {
+    fn samples_per_frame(&self) -> usize {
+        OpusDecoder::samples_per_frame(self)
+    }
+    fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<()> {
+        OpusDecoder::decode(self, packet, out)
+    }
+    fn conceal(&mut self, out: &mut [i16]) -> Result<()> {
+        OpusDecoder::conceal(self, out)
+    }
+    fn decode_fec(&mut self, next_packet: &[u8], out: &mut [i16]) -> Result<()> {
+        OpusDecoder::decode_fec(self, next_packet, out)
+    }
+    fn is_dtx(&self, packet: &[u8]) -> bool {
+        packet.len() <= Codec::Opus.dtx_packet_max_len()
+    }
+}
 
 /// libopus `OPUS_SET_DTX_REQUEST`.
 const OPUS_SET_DTX_REQUEST: i32 = 4016;
@@ -131,9 +256,22 @@ impl OpusDecoder {
         Ok(())
     }
 
-    /// Packet-loss concealment: synthesises 20 ms continuing the previous signal (fading out over a long gap).
+    /// Packet-loss concealment: synthesises `out.len()` samples (a multiple of 2.5 ms, at most 20 ms; a longer
+    /// buffer gets 20 ms) continuing the previous signal (fading out over a long gap). The playout engine conceals
+    /// only an underrun's shortfall this way.
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<()> {
-        let out = self.out(out)?;
+        let spf = self.samples_per_frame;
+        let step = spf / 8;
+        let n = out.len().min(spf);
+        if n == 0 || n % step != 0 {
+            return Err(Error::FrameLength {
+                got: out.len(),
+                expected: spf,
+                rate_hz: (spf * 50) as u32,
+                context: "Opus concealment buffer (a multiple of 2.5 ms)",
+            });
+        }
+        let out = &mut out[..n];
         self.inner
             .decode(None::<&[u8]>, &mut *out, false)
             .map_err(opus_err("concealment"))?;
@@ -272,6 +410,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn codec_clocks_and_wire_names() {
+        use mediaproc_wire::control::Codec as Wire;
+        assert_eq!(
+            (
+                Codec::Opus.rtp_ticks_per_frame(),
+                Codec::Pcmu.rtp_ticks_per_frame()
+            ),
+            (960, 160)
+        );
+        assert_eq!(Codec::Pcma.rtp_clock_hz(), 8000);
+        assert_eq!(Codec::Pcma.static_payload_type(), Some(8));
+        for c in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+            assert_eq!(Codec::try_from(Wire::from(c)).unwrap(), c);
+        }
+        assert!(Codec::try_from(Wire::Opaque).is_err());
+    }
+
+    #[test]
     fn round_trip_plc_fec_and_bad_packets() {
         let rate = SampleRate::HZ_16000;
         let mut enc = OpusEncoder::new(rate, EncoderSettings::default()).unwrap();
@@ -302,5 +458,8 @@ mod tests {
         assert!(enc.encode(&[0; 100], &mut pkt).is_err());
         assert!(OpusDecoder::new(SampleRate::new(44_100).unwrap()).is_err());
         assert!(dec.decode(&pkt[..len], &mut [0i16; 10]).is_err());
+        // Concealment of part of a frame (an underrun's shortfall), in 2.5 ms steps.
+        assert!(dec.conceal(&mut out[..40]).is_ok());
+        assert!(dec.conceal(&mut out[..41]).is_err());
     }
 }

@@ -1,16 +1,18 @@
 //! The adaptive jitter buffer (one per inbound stream).
 //!
 //! ## Keying
-//! Packets are keyed by their RTP timestamp (48 kHz Opus clock): frame index = (timestamp − first timestamp) / 960,
-//! unwrapped to 64 bits. Sequence numbers (also unwrapped) classify gaps: a missing frame whose neighbours have
+//! Packets are keyed by their RTP timestamp on the stream's codec clock ([`JitterBuffer::set_codec`]; 48 kHz for
+//! Opus, 8 kHz for G.711): frame index = (timestamp − first timestamp) / ticks per frame (960 or 160), unwrapped to
+//! 64 bits. Sequence numbers (also unwrapped) classify gaps: a missing frame whose neighbours have
 //! consecutive sequence numbers was never sent (the sender was in DTX), otherwise it was lost. Slots live in a
 //! fixed array of [`JITTER_CAPACITY_FRAMES`]; a slot keeps its payload inline (no allocation).
 //!
 //! ## Playout
 //! The buffer is pulled once per 20 ms tick ([`JitterBuffer::pop`]). Normally it hands out the packet at the
 //! playout index and advances. Otherwise:
-//! * **loss** (frame missing, later frames present): if the next frame is present, its in-band FEC rebuilds the lost
-//!   one ([`Playout::Fec`]), else the decoder conceals ([`Playout::Conceal`]); the index advances.
+//! * **loss** (frame missing, later frames present): if the codec has in-band FEC (Opus) and the next frame is
+//!   present, its FEC rebuilds the lost one ([`Playout::Fec`]), else the decoder conceals ([`Playout::Conceal`]); the
+//!   index advances.
 //! * **underrun** (nothing buffered): conceal *without* advancing (NetEQ's "expand"), so the late packet is still
 //!   played when it arrives ([`JitterBuffer::holding`] tells the playout, which then conceals only the shortfall).
 //!   If the next packet continues the sequence numbers but jumps in time, the gap was a DTX pause: the playout point
@@ -73,9 +75,8 @@
 
 use std::time::Duration;
 
-use crate::codec::MAX_PAYLOAD;
+use crate::codec::{Codec, MAX_PAYLOAD};
 use crate::error::{Error, Result};
-use crate::frame::RTP_TICKS_PER_FRAME;
 
 /// Frames the jitter buffer can hold (1.28 s).
 pub const JITTER_CAPACITY_FRAMES: usize = 64;
@@ -322,6 +323,10 @@ pub struct JitterBuffer {
     surplus_min_db: f32,
     /// Moving average of packets' wait (µs; negative until the first).
     wait_us: f32,
+    /// The stream's codec: its RTP clock keys the slots, its DTX packets and FEC classify gaps.
+    codec: Codec,
+    /// The codec changed while the stream played: the next packet resumes it rather than starting it.
+    resume_after_switch: bool,
     stats: JitterStats,
 }
 
@@ -374,11 +379,35 @@ impl JitterBuffer {
             surplus_ticks: 0,
             surplus_min_db: f32::INFINITY,
             wait_us: -1.0,
+            codec: Codec::Opus,
+            resume_after_switch: false,
             stats: JitterStats {
                 target_delay_ms: u32::from(initial) * 20,
                 ..JitterStats::default()
             },
         })
+    }
+
+    /// The codec whose packets the buffer holds (default Opus).
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Sets the stream's codec: its RTP clock (960 ticks per frame for Opus, 160 for G.711), whether ≤ 2-byte packets
+    /// are DTX, whether lost frames are rebuilt from the next packet's FEC. A change while packets are buffered
+    /// discards them (their timestamps are on the old codec's clock, their payloads in its format) and counts a
+    /// resync; the next packet starts the stream again.
+    pub fn set_codec(&mut self, codec: Codec) {
+        if codec == self.codec {
+            return;
+        }
+        self.codec = codec;
+        if self.state != State::Idle {
+            self.stats.resyncs += 1;
+            let playing = self.is_active();
+            self.reset();
+            self.resume_after_switch = playing;
+        }
     }
 
     /// Forgets all packets and statistics' history (stream restart); counters are kept.
@@ -402,6 +431,7 @@ impl JitterBuffer {
     /// Forgets everything including the counters (the stream is reused for another source).
     pub fn restart(&mut self) {
         self.reset();
+        self.resume_after_switch = false;
         let initial = self
             .cfg
             .initial_delay_frames
@@ -496,7 +526,7 @@ impl JitterBuffer {
 
     fn update_delay_estimate(&mut self, now: Duration, ext_ts: i64) {
         let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
-        let media_us = (ext_ts - self.first_ts) * 1000 / 48;
+        let media_us = (ext_ts - self.first_ts) * 1_000_000 / i64::from(self.codec.rtp_clock_hz());
         let transit = now_us - media_us;
         self.transit[self.transit_pos] = transit;
         self.transit_pos = (self.transit_pos + 1) % TRANSIT_WINDOW;
@@ -570,8 +600,8 @@ impl JitterBuffer {
             self.first_ts = ext_ts;
         }
         let rel = ext_ts - self.first_ts;
-        let half = i64::from(RTP_TICKS_PER_FRAME / 2);
-        let index = (rel + half).div_euclid(i64::from(RTP_TICKS_PER_FRAME));
+        let ticks = i64::from(self.codec.rtp_ticks_per_frame());
+        let index = (rel + ticks / 2).div_euclid(ticks);
         if !fresh {
             // A jump beyond the buffer (sender restart, long outage): start again from this packet.
             let behind = self.playout - index;
@@ -642,7 +672,10 @@ impl JitterBuffer {
         }
         if fresh {
             self.playout = index;
-            self.state = State::Buffering { resumed: false };
+            // After a codec switch the stream goes on (comfort noise while it re-buffers), as after a pause.
+            self.state = State::Buffering {
+                resumed: std::mem::take(&mut self.resume_after_switch),
+            };
         }
         self.update_delay_estimate(now, ext_ts);
         let slot = self.slot_mut(index);
@@ -664,12 +697,13 @@ impl JitterBuffer {
     }
 
     fn take(&mut self, index: i64) -> Playout<'_> {
+        let dtx_max = self.codec.dtx_packet_max_len();
         let s = self.slot_mut(index);
         s.played = true;
         s.used = false;
         let seq = s.seq;
         let arrived = s.arrived_us;
-        let dtx = usize::from(s.len) <= DTX_PACKET_MAX_LEN;
+        let dtx = usize::from(s.len) <= dtx_max;
         if let Some(tick) = self.tick_at {
             let wait =
                 (i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2) - arrived).max(0) as f32;
@@ -760,7 +794,7 @@ impl JitterBuffer {
                 return Playout::Silence;
             }
             self.stats.lost += 1;
-            if self.slot(lost + 1).is_some() {
+            if self.codec.has_inband_fec() && self.slot(lost + 1).is_some() {
                 self.stats.fec_recovered += 1;
                 let s = &self.slots[(lost + 1).rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize];
                 return Playout::Fec {

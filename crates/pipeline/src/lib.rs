@@ -1,7 +1,7 @@
 //! # mediaproc-pipeline — the sans-IO real-time audio core
 //!
 //! Everything between the network and the bot for one call's audio: frames, rings, the adaptive jitter buffer, the
-//! Opus codec stage, resampling, mixing and speaker tracking, send pacing, and [`MediaSession`], which ties them
+//! codec stage (Opus; G.711 PCMU/PCMA for SIP gateways), resampling, mixing and speaker tracking, send pacing, and [`MediaSession`], which ties them
 //! together. No sockets, no threads, no clocks: the shells (`mediaproc-net`, the daemon's media workers) move bytes
 //! and call in; tests drive minutes of simulated calls in seconds.
 //!
@@ -40,7 +40,8 @@
 //!   bounded side queue, so marks allocate nothing.
 //!
 //! ## Jitter buffer ([`jitter`]) and playout ([`playout`], [`tsm`], [`comfort`])
-//! Per inbound stream, keyed by the RTP timestamp (48 kHz Opus clock; sequence numbers tell loss from DTX gaps).
+//! Per inbound stream, keyed by the RTP timestamp on the stream codec's clock (48 kHz for Opus, 960 ticks per frame;
+//! 8 kHz for G.711, 160; sequence numbers tell loss from DTX gaps).
 //! Reordered packets are slotted in place, duplicates and packets whose playout time has passed are dropped and
 //! counted. The **target delay adapts** to the observed relative-delay distribution: each packet's transit time minus
 //! the smallest transit of the last 128 packets, less the time such a packet would still have before its tick (the
@@ -71,6 +72,12 @@
 //!   resampler, one frame in, one frame out, delay reported, ratio adjustable for drift).
 //! * [`mix_into`] sums with saturation; [`SpeakerTracker`] levels come from RFC 6464 when present, else energy; the
 //!   dominant speaker changes only after a challenger has been louder by 3 dB for 500 ms (no flapping on coughs).
+//! * **G.711** ([`g711`]): [`Codec`] picks the send codec ([`SessionConfig::codec`], [`MediaSession::set_send_codec`])
+//!   and, per received payload type, the decoder ([`ReceiveCodecs`], [`MediaSession::set_receive_payload_type`]).
+//!   [`G711Decoder`] turns 160 law bytes into a frame at the decode rate (8 kHz → 16 kHz by rubato) with
+//!   pitch-repeat concealment, so the playout engine (any [`FrameDecoder`]) treats G.711 like Opus;
+//!   [`G711Encoder`] low-pass filters and resamples the bot's frames to 8 kHz and encodes 160 bytes per 20 ms
+//!   (RTP timestamp +160). G.711 silence is sent as encoded silence (no "no audio" packet).
 //! * [`SendPacer`] yields exactly one packet per 20 ms of media timeline; when the bot has nothing queued or sends
 //!   digital silence the encoder is skipped and a one-byte Opus "no audio" packet is sent; underruns are counted;
 //!   the send status becomes active with the bot's first frame.
@@ -87,6 +94,7 @@ pub mod comfort;
 pub mod error;
 pub mod fec;
 pub mod frame;
+pub mod g711;
 pub mod jitter;
 pub mod mixer;
 pub mod pacer;
@@ -101,6 +109,7 @@ pub use comfort::ComfortNoise;
 pub use error::{Error, Result};
 pub use fec::{EncoderOverrides, FecController, FecMode};
 pub use frame::*;
+pub use g711::{G711_FRAME_BYTES, G711_RTP_CLOCK_HZ, G711Decoder, G711Encoder};
 pub use jitter::*;
 pub use mixer::*;
 pub use pacer::*;

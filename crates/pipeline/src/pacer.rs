@@ -1,16 +1,21 @@
 //! Send pacing: one RTP packet per 20 ms of media timeline, from absolute deadlines.
 //!
 //! The n-th packet is due at `start + n × 20 ms` (never "sleep 20 ms" from the last send, which accumulates the
-//! worker's lateness). When the bot has queued nothing, or its frame is digital silence, the encoder is skipped and a
-//! one-byte Opus "no audio" packet keeps the stream alive (the receiver conceals/generates comfort noise). A tick
+//! worker's lateness). The codec is Opus or G.711 ([`SendPacer::set_codec`], switchable at run time; both encoders
+//! are built up front). For Opus, when the bot has queued nothing or its frame is digital silence, the encoder is
+//! skipped and a one-byte Opus "no audio" packet keeps the stream alive (the receiver conceals/generates comfort
+//! noise). G.711 has no such packet: silence is encoded as 160 bytes like any frame (gateways expect a continuous
+//! stream), after going through the 8 kHz filter so a talkspurt's end is not cut. The RTP timestamp advances by the
+//! codec's ticks per frame (960 for Opus, 160 for G.711). A tick
 //! without a bot frame after the bot started sending counts as an underrun. The send status goes
 //! [`SendStatus::Active`] with the first frame the bot queues (like `AudioSendStatusChanged`).
 
 use std::time::Duration;
 
-use crate::codec::{EncoderSettings, MAX_PAYLOAD, OPUS_SILENCE_PACKET, OpusEncoder};
-use crate::error::Result;
-use crate::frame::{FRAME_DURATION, RTP_TICKS_PER_FRAME, SampleRate, is_digital_silence};
+use crate::codec::{Codec, EncoderSettings, MAX_PAYLOAD, OPUS_SILENCE_PACKET, OpusEncoder};
+use crate::error::{Error, Result};
+use crate::frame::{FRAME_DURATION, SampleRate, is_digital_silence};
+use crate::g711::G711Encoder;
 
 /// Whether the bot is sending audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,14 +26,14 @@ pub enum SendStatus {
     Active,
 }
 
-/// An RTP packet to send (header fields and the Opus payload).
+/// An RTP packet to send (header fields and the encoded payload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutgoingPacket<'a> {
     /// Our SSRC.
     pub ssrc: u32,
     /// RTP sequence number.
     pub sequence: u16,
-    /// RTP timestamp (48 kHz).
+    /// RTP timestamp (on the codec's clock: 48 kHz for Opus, 8 kHz for G.711).
     pub timestamp: u32,
     /// Set on the first packet of a talkspurt.
     pub marker: bool,
@@ -36,7 +41,7 @@ pub struct OutgoingPacket<'a> {
     pub payload_type: u8,
     /// Media time of the packet's deadline (session-relative).
     pub deadline: Duration,
-    /// The Opus payload.
+    /// The payload (Opus, or 160 bytes of G.711).
     pub payload: &'a [u8],
 }
 
@@ -47,7 +52,8 @@ pub struct PacerStats {
     pub packets: u64,
     /// Packets that carried encoded bot audio.
     pub encoded: u64,
-    /// Ticks where the encoder was skipped (nothing queued or digital silence).
+    /// Ticks where the encoder was skipped (nothing queued or digital silence); for G.711, ticks that sent encoded
+    /// silence for that reason.
     pub encoder_skipped: u64,
     /// Ticks without a bot frame after the bot became active.
     pub underruns: u64,
@@ -56,6 +62,8 @@ pub struct PacerStats {
 /// Paces and encodes the outbound stream.
 pub struct SendPacer {
     encoder: OpusEncoder,
+    g711: G711Encoder,
+    codec: Codec,
     start: Duration,
     next_index: u64,
     ssrc: u32,
@@ -80,7 +88,8 @@ impl std::fmt::Debug for SendPacer {
 }
 
 impl SendPacer {
-    /// A pacer whose first packet is due at `start`, encoding frames at `rate`.
+    /// A pacer whose first packet is due at `start`, encoding frames at `rate` with Opus (see
+    /// [`SendPacer::set_codec`] for G.711).
     pub fn new(
         start: Duration,
         rate: SampleRate,
@@ -92,6 +101,8 @@ impl SendPacer {
     ) -> Result<Self> {
         Ok(Self {
             encoder: OpusEncoder::new(rate, settings)?,
+            g711: G711Encoder::new(Codec::Pcmu, rate)?,
+            codec: Codec::Opus,
             start,
             next_index: 0,
             ssrc,
@@ -115,6 +126,34 @@ impl SendPacer {
     /// Changes the running encoder's settings (no allocation).
     pub fn set_encoder_settings(&mut self, settings: EncoderSettings) -> Result<()> {
         self.encoder.set_settings(settings)
+    }
+
+    /// The codec and payload type of the packets.
+    pub fn codec(&self) -> (Codec, u8) {
+        (self.codec, self.payload_type)
+    }
+
+    /// Switches the codec and payload type from the next packet on (no allocation). The sequence numbers go on; the
+    /// timestamp goes on from where it is, in the new codec's ticks; the next audible packet carries the marker.
+    /// A payload type above 127 is rejected.
+    pub fn set_codec(&mut self, codec: Codec, payload_type: u8) -> Result<()> {
+        if payload_type > 127 {
+            return Err(Error::Config {
+                field: "payload_type",
+                problem: "must be 0..=127",
+            });
+        }
+        if codec.is_g711() && codec != self.g711.codec() {
+            self.g711.set_codec(codec)?;
+        } else if codec.is_g711() && codec != self.codec {
+            self.g711.reset();
+        }
+        if codec != self.codec {
+            self.talking = false;
+        }
+        self.codec = codec;
+        self.payload_type = payload_type;
+        Ok(())
     }
 
     /// When the next packet is due.
@@ -142,7 +181,7 @@ impl SendPacer {
         self.next_index += n;
         self.timestamp = self
             .timestamp
-            .wrapping_add(RTP_TICKS_PER_FRAME.wrapping_mul(n as u32));
+            .wrapping_add(self.codec.rtp_ticks_per_frame().wrapping_mul(n as u32));
         self.talking = false;
     }
 
@@ -158,6 +197,9 @@ impl SendPacer {
             self.stats.underruns += 1;
         }
         let audible = frame.filter(|f| !is_digital_silence(f));
+        if self.codec.is_g711() {
+            return self.produce_g711(audible).map(|()| became_active);
+        }
         let marker = match audible {
             Some(pcm) => {
                 let encoded = self.encoder.encode(pcm, &mut self.buf);
@@ -189,10 +231,43 @@ impl SendPacer {
         Ok(became_active)
     }
 
+    /// G.711: every tick is 160 encoded bytes; silence (nothing queued, digital silence) is encoded as well.
+    fn produce_g711(&mut self, audible: Option<&[i16]>) -> Result<()> {
+        let r = self.g711.encode(audible, &mut self.buf);
+        let marker = audible.is_some() && !self.talking;
+        self.talking = audible.is_some();
+        if audible.is_some() {
+            self.stats.encoded += 1;
+        } else {
+            self.stats.encoder_skipped += 1;
+        }
+        let r = match r {
+            Ok(len) => {
+                self.len = len;
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the stream going with encoded silence.
+                let silence = if self.codec == Codec::Pcma {
+                    mediaproc_wire::g711::alaw_encode(0)
+                } else {
+                    mediaproc_wire::g711::ulaw_encode(0)
+                };
+                self.buf[..crate::g711::G711_FRAME_BYTES].fill(silence);
+                self.len = crate::g711::G711_FRAME_BYTES;
+                Err(e)
+            }
+        };
+        self.finish(marker);
+        r
+    }
+
     fn finish(&mut self, marker: bool) {
         self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(RTP_TICKS_PER_FRAME);
+        self.timestamp = self
+            .timestamp
+            .wrapping_add(self.codec.rtp_ticks_per_frame());
         self.next_index += 1;
         self.stats.packets += 1;
     }
@@ -267,5 +342,52 @@ mod tests {
         );
         assert_eq!(p.next_deadline(), start + Duration::from_millis(100));
         assert_eq!(deadline(start, 1000), start + Duration::from_secs(20));
+    }
+
+    #[test]
+    fn g711_packets_are_160_bytes_every_160_ticks() {
+        let mut p = SendPacer::new(
+            Duration::ZERO,
+            SampleRate::HZ_16000,
+            EncoderSettings::default(),
+            42,
+            111,
+            7,
+            1000,
+        )
+        .unwrap();
+        p.set_codec(Codec::Pcma, 8).unwrap();
+        assert_eq!(p.codec(), (Codec::Pcma, 8));
+        // Nothing queued: encoded silence, not a "no audio" packet.
+        p.produce(None).unwrap();
+        let pk = p.packet();
+        assert_eq!(
+            (pk.payload_type, pk.timestamp, pk.payload.len()),
+            (8, 1000, 160)
+        );
+        assert!(pk.payload.iter().all(|&b| b == 0xd5), "A-law silence");
+        let tone: Vec<i16> = (0..320)
+            .map(|i| ((i as f32 * 0.3).sin() * 5000.0) as i16)
+            .collect();
+        assert!(p.produce(Some(&tone)).unwrap());
+        let pk = p.packet();
+        assert!(pk.marker);
+        assert_eq!(
+            (pk.sequence, pk.timestamp, pk.payload.len()),
+            (8, 1160, 160)
+        );
+        p.skip(2);
+        p.produce(Some(&tone)).unwrap();
+        assert_eq!(p.packet().timestamp, 1160 + 3 * 160);
+        assert!(p.produce(Some(&tone[..100])).is_err());
+        assert_eq!(p.packet().payload.len(), 160, "an error still sends 20 ms");
+        // Back to Opus: +960 per packet.
+        p.set_codec(Codec::Opus, 111).unwrap();
+        p.produce(None).unwrap();
+        let ts = p.packet().timestamp;
+        p.produce(None).unwrap();
+        assert_eq!(p.packet().timestamp.wrapping_sub(ts), 960);
+        assert_eq!(p.packet().payload, &OPUS_SILENCE_PACKET[..]);
+        assert!(p.set_codec(Codec::Pcmu, 128).is_err());
     }
 }

@@ -2,6 +2,9 @@
 //! per-tick decision between normal playout, accelerate, preemptive expand, expand (concealment), merge and
 //! comfort noise.
 //!
+//! The engine works on decoded PCM from any [`FrameDecoder`] (Opus, G.711), so the operations below are the same
+//! for every codec.
+//!
 //! ## Sync buffer
 //! Decoded audio goes into a preallocated buffer: some already played samples (the history, for merge) followed by
 //! future samples not yet played. Each tick takes one frame (`spf` samples at the decoder's rate) from the future;
@@ -25,7 +28,8 @@
 //!   so the level comes to rest within a millisecond of the target on a clean path. Up to two frames are decoded
 //!   first so long periods fit.
 //! * **Preemptive expand**: insert one period under the same conditions.
-//! * **Expand**: the frame is missing (loss, or an underrun): libopus concealment continues the signal. For a loss
+//! * **Expand**: the frame is missing (loss, or an underrun): the decoder's concealment ([`FrameDecoder::conceal`]:
+//!   libopus PLC, or G.711 pitch repetition) continues the signal. For a loss
 //!   it fills the lost frame's 20 ms; for an underrun only what the tick lacks (rounded up to libopus's 2.5 ms
 //!   steps), so the late packet still plays and the timeline moves by no more than the shortfall.
 //! * **Merge**: the first decoded audio after concealment is aligned to a periodic continuation of the concealment
@@ -42,11 +46,11 @@
 
 use std::time::Duration;
 
-use crate::codec::OpusDecoder;
+use crate::codec::FrameDecoder;
 use crate::comfort::ComfortNoise;
 use crate::error::Result;
 use crate::frame::level_dbov;
-use crate::jitter::{DTX_PACKET_MAX_LEN, JitterBuffer, JitterStats, Playout};
+use crate::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::session::{QUIET_BELOW_AVERAGE_DB, QUIET_DBOV};
 use crate::tsm::{self, PitchLags, VOICED_CORRELATION};
 
@@ -249,10 +253,10 @@ impl PlayoutEngine {
 
     /// Pulls one frame from the jitter buffer into the sync buffer; `need` is what the tick still lacks. Returns the
     /// operation, or `None` if there was nothing (the stream has not started).
-    fn pull(
+    fn pull<D: FrameDecoder + ?Sized>(
         &mut self,
         jb: &mut JitterBuffer,
-        dec: &mut OpusDecoder,
+        dec: &mut D,
         now: Duration,
         need: usize,
         out: &mut TickOutcome,
@@ -271,7 +275,7 @@ impl PlayoutEngine {
                     audio_level,
                 } => {
                     out.audio_level = audio_level;
-                    let dtx = payload.len() <= DTX_PACKET_MAX_LEN;
+                    let dtx = dec.is_dtx(payload);
                     let r = dec.decode(payload, dst);
                     if r.is_ok() {
                         self.cng.observe(dst, dtx);
@@ -353,10 +357,10 @@ impl PlayoutEngine {
 
     /// Produces this tick's frame (due at `now`) into `out[..spf]`: pulls and decodes packets from `jb` as needed
     /// and applies the operation the level calls for.
-    pub fn tick(
+    pub fn tick<D: FrameDecoder + ?Sized>(
         &mut self,
         jb: &mut JitterBuffer,
-        dec: &mut OpusDecoder,
+        dec: &mut D,
         now: Duration,
         out: &mut [i16],
     ) -> TickOutcome {

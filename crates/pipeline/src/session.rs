@@ -17,6 +17,18 @@
 //! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
 //! sessions over the 20 ms period.
 //!
+//! ## Codecs
+//! The send codec is [`SessionConfig::codec`] with [`SessionConfig::payload_type`] (Opus by default; PCMU/PCMA for
+//! SIP gateways), switchable at run time with [`MediaSession::set_send_codec`]. Received packets are decoded by the
+//! codec their payload type maps to in a [`ReceiveCodecs`] table ([`SessionConfig::receive_codecs`], changed at run
+//! time with [`MediaSession::set_receive_payload_type`], e.g. when a QUIC edge declares its flows); the send payload
+//! type is in the table too unless the configuration maps it otherwise. Packets of other payload types are ignored
+//! and counted ([`SessionStats::unknown_payload_type`]). Every stream holds an Opus and a G.711 decoder from the
+//! start, so a stream that changes codec switches without allocating: its jitter buffer restarts on the new RTP clock
+//! (960 ticks per 20 ms for Opus, 160 for G.711); the playout engine (time-scale modification, merge, comfort noise)
+//! works on decoded PCM at the session's decode rate for every codec. G.711 is converted between 8 kHz and that rate
+//! by rubato ([`crate::g711`]).
+//!
 //! The outbound encoder starts with in-band FEC off; [`MediaSession::set_remote_loss`] (the far end's RTCP "fraction
 //! lost") turns it on and tunes it when the far end loses packets ([`crate::fec`]), and
 //! [`MediaSession::set_encoder_overrides`] changes bitrate, complexity, FEC mode and DTX at run time.
@@ -24,12 +36,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::codec::{EncoderSettings, OpusDecoder};
+use crate::codec::{Codec, EncoderSettings, FrameDecoder, OpusDecoder};
 use crate::error::{Error, Result};
 use crate::fec::{EncoderOverrides, FecController, FecMode};
 use crate::frame::{
     FRAME_DURATION, FrameInfo, MAX_FRAME_SAMPLES, SILENCE_DBOV, SampleRate, level_dbov, ticks_100ns,
 };
+use crate::g711::G711Decoder;
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats};
 use crate::mixer::{SpeakerConfig, SpeakerTracker, accumulate, level_from_rfc6464, saturate};
 use crate::pacer::{OutgoingPacket, PacerStats, SendPacer, SendStatus};
@@ -91,8 +104,13 @@ pub struct SessionConfig {
     pub tick_phase: Duration,
     /// SSRC of our outbound stream.
     pub ssrc: u32,
-    /// RTP payload type of Opus (dynamic, default 111).
+    /// Codec of our outbound stream (default Opus).
+    pub codec: Codec,
+    /// RTP payload type of our outbound stream (default 111, dynamic for Opus; 0 for PCMU, 8 for PCMA). Also accepted
+    /// on receive as `codec`, unless `receive_codecs` maps it.
     pub payload_type: u8,
+    /// Received payload types and their codecs (default empty: only `payload_type`). Others are ignored and counted.
+    pub receive_codecs: ReceiveCodecs,
     /// First outbound RTP sequence number (random in production).
     pub initial_sequence: u16,
     /// First outbound RTP timestamp (random in production).
@@ -113,10 +131,70 @@ impl Default for SessionConfig {
             outbound_capacity_frames: DEFAULT_OUTBOUND_CAPACITY_FRAMES,
             tick_phase: Duration::ZERO,
             ssrc: 0x6d70_0001,
+            codec: Codec::Opus,
             payload_type: 111,
+            receive_codecs: ReceiveCodecs::new(),
             initial_sequence: 0,
             initial_timestamp: 0,
         }
+    }
+}
+
+/// Which codec each received RTP payload type (0..=127) carries. A fixed table (no allocation), `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveCodecs {
+    table: [Option<Codec>; 128],
+}
+
+impl Default for ReceiveCodecs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ReceiveCodecs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl ReceiveCodecs {
+    /// An empty table.
+    pub const fn new() -> Self {
+        Self { table: [None; 128] }
+    }
+
+    /// The table with `payload_type` mapped to `codec` (builder style; a payload type above 127 is ignored — use
+    /// [`ReceiveCodecs::set`] to see the error).
+    pub fn with(mut self, payload_type: u8, codec: Codec) -> Self {
+        let _ = self.set(payload_type, Some(codec));
+        self
+    }
+
+    /// Maps `payload_type` to `codec`, or removes it (`None`). Payload types above 127 are an error.
+    pub fn set(&mut self, payload_type: u8, codec: Option<Codec>) -> Result<()> {
+        let slot = self
+            .table
+            .get_mut(usize::from(payload_type))
+            .ok_or(Error::Config {
+                field: "payload_type",
+                problem: "must be 0..=127",
+            })?;
+        *slot = codec;
+        Ok(())
+    }
+
+    /// The codec of `payload_type`, if accepted.
+    pub fn get(&self, payload_type: u8) -> Option<Codec> {
+        self.table.get(usize::from(payload_type)).copied().flatten()
+    }
+
+    /// The accepted payload types and their codecs, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u8, Codec)> + '_ {
+        self.table
+            .iter()
+            .enumerate()
+            .filter_map(|(pt, c)| c.map(|c| (pt as u8, c)))
     }
 }
 
@@ -127,7 +205,7 @@ pub struct RtpPacketInfo {
     pub ssrc: u32,
     /// RTP sequence number.
     pub sequence: u16,
-    /// RTP timestamp (48 kHz for Opus).
+    /// RTP timestamp (on the codec's clock: 48 kHz for Opus, 8 kHz for G.711).
     pub timestamp: u32,
     /// Marker bit.
     pub marker: bool,
@@ -188,6 +266,8 @@ pub struct SessionStats {
     pub packets_received: u64,
     /// Packets ignored (wrong payload type, no stream free, malformed).
     pub packets_ignored: u64,
+    /// Of those, packets whose payload type is not in the receive table.
+    pub unknown_payload_type: u64,
     /// Frames delivered to the inbound ring.
     pub frames_to_bot: u64,
     /// Inbound frames dropped because the bot fell behind.
@@ -211,11 +291,58 @@ pub struct BotEndpoint {
     pub outbound: OutboundProducer,
 }
 
+/// A stream's decoders: both built up front, so a change of codec allocates nothing.
+struct StreamDecoder {
+    codec: Codec,
+    opus: OpusDecoder,
+    g711: G711Decoder,
+}
+
+impl StreamDecoder {
+    fn set_codec(&mut self, codec: Codec) {
+        if codec.is_g711() {
+            // Only G.711 laws reach here, so this cannot fail; it also resets the G.711 state.
+            let _ = self.g711.set_codec(codec);
+        }
+        self.codec = codec;
+    }
+}
+
+impl FrameDecoder for StreamDecoder {
+    fn samples_per_frame(&self) -> usize {
+        self.opus.samples_per_frame()
+    }
+    fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<()> {
+        match self.codec {
+            Codec::Opus => self.opus.decode(packet, out),
+            _ => self.g711.decode(packet, out),
+        }
+    }
+    fn conceal(&mut self, out: &mut [i16]) -> Result<()> {
+        match self.codec {
+            Codec::Opus => self.opus.conceal(out),
+            _ => self.g711.conceal(out),
+        }
+    }
+    fn decode_fec(&mut self, next_packet: &[u8], out: &mut [i16]) -> Result<()> {
+        match self.codec {
+            Codec::Opus => self.opus.decode_fec(next_packet, out),
+            _ => self.g711.decode_fec(next_packet, out),
+        }
+    }
+    fn is_dtx(&self, packet: &[u8]) -> bool {
+        match self.codec {
+            Codec::Opus => FrameDecoder::is_dtx(&self.opus, packet),
+            _ => self.g711.is_dtx(packet),
+        }
+    }
+}
+
 struct Stream {
     source_id: Option<u32>,
     last_packet: Duration,
     jitter: JitterBuffer,
-    decoder: OpusDecoder,
+    decoder: StreamDecoder,
     resampler: Option<FrameResampler>,
     decoded: [i16; MAX_FRAME_SAMPLES],
     frame: [i16; MAX_FRAME_SAMPLES],
@@ -226,12 +353,23 @@ struct Stream {
 
 impl Stream {
     fn new(cfg: &SessionConfig) -> Result<Self> {
-        let (decoder, resampler) = match cfg.rate.opus_native() {
+        let (opus, resampler) = match cfg.rate.opus_native() {
             Some(_) => (OpusDecoder::new(cfg.rate)?, None),
             None => (
                 OpusDecoder::new(SampleRate::HZ_48000)?,
                 Some(FrameResampler::new(SampleRate::HZ_48000, cfg.rate)?),
             ),
+        };
+        // G.711 decodes at the Opus decoder's rate, so both share the playout engine and the resampler after it.
+        let decode_rate = if resampler.is_some() {
+            SampleRate::HZ_48000
+        } else {
+            cfg.rate
+        };
+        let decoder = StreamDecoder {
+            codec: Codec::Opus,
+            opus,
+            g711: G711Decoder::new(Codec::Pcmu, decode_rate)?,
         };
         let playout = PlayoutEngine::new(
             decoder.samples_per_frame() as u32 * 50,
@@ -249,6 +387,14 @@ impl Stream {
             level: -127.0,
             playout,
         })
+    }
+
+    /// Switches the stream's codec (its jitter buffer restarts on the new clock; no allocation).
+    fn set_codec(&mut self, codec: Codec) {
+        if codec != self.decoder.codec {
+            self.jitter.set_codec(codec);
+            self.decoder.set_codec(codec);
+        }
     }
 
     /// Pulls this tick's frame (the tick due at `deadline`) through the playout engine. Returns decode errors
@@ -342,6 +488,11 @@ impl MediaSession {
                 problem: "must be shorter than 20 ms",
             });
         }
+        let mut cfg = cfg;
+        if cfg.receive_codecs.get(cfg.payload_type).is_none() {
+            // Also rejects a payload type above 127.
+            cfg.receive_codecs.set(cfg.payload_type, Some(cfg.codec))?;
+        }
         let streams = (0..cfg.max_streams)
             .map(|_| Stream::new(&cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -354,7 +505,7 @@ impl MediaSession {
         };
         cfg.encoder.validate()?;
         let fec = FecController::new(cfg.fec);
-        let pacer = SendPacer::new(
+        let mut pacer = SendPacer::new(
             start + cfg.tick_phase,
             encode_rate,
             fec.apply(cfg.encoder),
@@ -363,6 +514,7 @@ impl MediaSession {
             cfg.initial_sequence,
             cfg.initial_timestamp,
         )?;
+        pacer.set_codec(cfg.codec, cfg.payload_type)?;
         let (inbound_p, inbound_c) =
             inbound(cfg.inbound_capacity_frames, cfg.rate, cfg.max_unmixed)?;
         let (outbound_p, outbound_c) = outbound(cfg.outbound_capacity_frames, cfg.rate)?;
@@ -397,9 +549,49 @@ impl MediaSession {
         ))
     }
 
-    /// The configuration.
+    /// The configuration (with the send codec, payload type and receive table in force).
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// The send codec and payload type in force.
+    pub fn send_codec(&self) -> (Codec, u8) {
+        self.pacer.codec()
+    }
+
+    /// Switches the send codec and payload type from the next packet on (e.g. after a re-INVITE). Both encoders exist
+    /// from the start: no allocation. Sequence numbers continue; the RTP timestamp continues in the new codec's ticks
+    /// (160 per packet for G.711, 960 for Opus); the next audible packet carries the marker. The receive table is not
+    /// changed (see [`MediaSession::set_receive_payload_type`]). A payload type above 127 is rejected.
+    pub fn set_send_codec(&mut self, codec: Codec, payload_type: u8) -> Result<()> {
+        self.pacer.set_codec(codec, payload_type)?;
+        self.cfg.codec = codec;
+        self.cfg.payload_type = payload_type;
+        Ok(())
+    }
+
+    /// The received payload types accepted and their codecs.
+    pub fn receive_codecs(&self) -> &ReceiveCodecs {
+        &self.cfg.receive_codecs
+    }
+
+    /// Accepts received packets of `payload_type` as `codec` from now on (replacing an earlier mapping), e.g. when a
+    /// QUIC edge declares a flow's payload type after the session started. A payload type above 127 is rejected.
+    pub fn set_receive_payload_type(&mut self, payload_type: u8, codec: Codec) -> Result<()> {
+        self.cfg.receive_codecs.set(payload_type, Some(codec))
+    }
+
+    /// Stops accepting `payload_type` (its packets are ignored and counted from now on).
+    pub fn remove_receive_payload_type(&mut self, payload_type: u8) {
+        let _ = self.cfg.receive_codecs.set(payload_type, None);
+    }
+
+    /// The codec the stream of `source_id` is decoding.
+    pub fn stream_codec(&self, source_id: u32) -> Option<Codec> {
+        self.streams
+            .iter()
+            .find(|s| s.source_id == Some(source_id))
+            .map(|s| s.decoder.codec)
     }
 
     /// Counters.
@@ -419,7 +611,7 @@ impl MediaSession {
     }
 
     /// Delay the receive path adds for `source_id` on top of the network: the jitter buffer's current level plus the
-    /// resampler's delay when the bot's rate is not an Opus rate. Use it to relate frame timestamps to send times.
+    /// resampler's delay when the bot's rate is not an Opus rate, plus the 8 kHz conversion's for G.711. Use it to relate frame timestamps to send times.
     pub fn receive_delay(&self, source_id: u32) -> Option<Duration> {
         let s = self
             .streams
@@ -429,7 +621,13 @@ impl MediaSession {
         let resampler = s.resampler.as_ref().map_or(Duration::ZERO, |r| {
             Duration::from_secs_f64(r.delay_samples() as f64 / f64::from(self.cfg.rate.hz()))
         });
-        Some(jitter + resampler)
+        let g711 = if s.decoder.codec.is_g711() {
+            let hz = (s.decoder.samples_per_frame() * 50) as f64;
+            Duration::from_secs_f64(s.decoder.g711.delay_samples() as f64 / hz)
+        } else {
+            Duration::ZERO
+        };
+        Some(jitter + resampler + g711)
     }
 
     /// The outbound encoder's settings in force.
@@ -508,13 +706,15 @@ impl MediaSession {
         self.events.push_back(e);
     }
 
-    /// Handles one received RTP packet with its Opus `payload`. Never fails: bad packets are counted and dropped.
+    /// Handles one received RTP packet with its `payload` (Opus or G.711, per the receive table). Never fails: bad
+    /// packets are counted and dropped.
     pub fn handle_packet(&mut self, now: Duration, rtp: &RtpPacketInfo, payload: &[u8]) {
         self.stats.packets_received += 1;
-        if rtp.payload_type != self.cfg.payload_type {
+        let Some(codec) = self.cfg.receive_codecs.get(rtp.payload_type) else {
             self.stats.packets_ignored += 1;
+            self.stats.unknown_payload_type += 1;
             return;
-        }
+        };
         let source = rtp.source_id.unwrap_or(rtp.ssrc);
         let idx = match self
             .streams
@@ -542,7 +742,9 @@ impl MediaSession {
                 }
                 let s = &mut self.streams[i];
                 s.source_id = Some(source);
+                s.set_codec(codec);
                 s.jitter.restart();
+                s.decoder.g711.reset();
                 s.playout.restart();
                 if let Some(r) = &mut s.resampler {
                     r.reset();
@@ -552,6 +754,8 @@ impl MediaSession {
             }
         };
         let s = &mut self.streams[idx];
+        // The source changed codec (a re-INVITE, a PT switch): restart its jitter buffer on the new clock.
+        s.set_codec(codec);
         s.last_packet = now;
         if s.jitter
             .insert(now, rtp.sequence, rtp.timestamp, payload, rtp.audio_level)

@@ -100,3 +100,47 @@ pub fn alaw_decode_slice(bytes: &[u8], out: &mut [i16]) -> usize {
     }
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_and_silence_codes() {
+        for b in 0..=255u8 {
+            // 0x7f is µ-law's negative zero, which decodes to 0 and comes back as positive zero (0xff).
+            if b != 0x7f {
+                assert_eq!(ulaw_encode(ulaw_decode(b)), b, "µ-law {b:#04x}");
+            }
+            assert_eq!(alaw_encode(alaw_decode(b)), b, "A-law {b:#04x}");
+        }
+        // Digital silence as sent on the wire.
+        assert_eq!(ulaw_encode(0), 0xff);
+        assert_eq!(alaw_encode(0), 0xd5);
+        // Full scale stays full scale with the right sign.
+        assert_eq!(ulaw_decode(ulaw_encode(i16::MAX)), 32124);
+        assert_eq!(ulaw_decode(ulaw_encode(i16::MIN)), -32124);
+        assert_eq!(alaw_decode(alaw_encode(i16::MAX)), 32256);
+        assert_eq!(alaw_decode(alaw_encode(i16::MIN)), -32256);
+    }
+
+    #[test]
+    fn quantisation_error_is_logarithmic() {
+        // The error of a round trip is at most half a step of the segment, about 1/32 of the magnitude (+ small).
+        for s in (-32000i32..32000).step_by(7) {
+            let s = s as i16;
+            let u = i32::from(ulaw_decode(ulaw_encode(s)));
+            let a = i32::from(alaw_decode(alaw_encode(s)));
+            let bound = i32::from(s).abs() / 16 + 16;
+            assert!((u - i32::from(s)).abs() <= bound, "µ-law {s} -> {u}");
+            assert!((a - i32::from(s)).abs() <= bound, "A-law {s} -> {a}");
+        }
+        let pcm = [0i16, 1000, -1000, 20000];
+        let mut bytes = [0u8; 4];
+        let mut back = [0i16; 4];
+        assert_eq!(ulaw_encode_slice(&pcm, &mut bytes), 4);
+        assert_eq!(ulaw_decode_slice(&bytes, &mut back), 4);
+        assert_eq!(alaw_encode_slice(&pcm, &mut bytes[..2]), 2);
+        assert_eq!(alaw_decode_slice(&bytes[..2], &mut back), 2);
+    }
+}
