@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mediaproc_blob::MediaSessionConfig;
 use mediaproc_net::{MediaServer, RtpUdpConfig, RtpUdpEndpoint, ServerConfig, TlsSource};
-use mediaproc_pipeline::{EncoderOverrides, MediaSession, SampleRate, SessionConfig};
+use mediaproc_pipeline::{Codec, EncoderOverrides, MediaSession, SampleRate, SessionConfig};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -376,17 +376,17 @@ impl Engine {
         ]);
 
         // The RTP/UDP edge first: binding can fail on a bad address, and nothing else is registered yet.
-        let (rtp_endpoint, udp, payload_type) = match &plan.rtp {
-            None => (None, None, QUIC_OPUS_PAYLOAD_TYPE),
-            Some(rtp) if rtp.codec != RtpCodec::Opus => {
-                return Err(DaemonError::CodecNotSupported(
-                    "rtp.codec: the media pipeline transcodes Opus only so far; G.711 is on the wire \
-                     format list but not yet in the daemon"
-                        .to_owned(),
-                ));
-            }
+        let (rtp_endpoint, udp, payload_type, codec) = match &plan.rtp {
+            None => (None, None, QUIC_OPUS_PAYLOAD_TYPE, Codec::Opus),
             Some(rtp) => {
+                let codec = match rtp.codec {
+                    RtpCodec::Opus => Codec::Opus,
+                    RtpCodec::Pcmu => Codec::Pcmu,
+                    RtpCodec::Pcma => Codec::Pcma,
+                };
                 let mut config = RtpUdpConfig::opus(rtp.local, rtp.payload_type);
+                // The RTP clock of the edge's jitter and RTCP: 48 kHz Opus, 8 kHz G.711.
+                config.codec = codec.into();
                 config.remote = rtp.remote;
                 config.source = rtp.source;
                 config.rebind_packets =
@@ -398,7 +398,12 @@ impl Engine {
                 let offset = endpoint
                     .clock_origin()
                     .saturating_duration_since(self.origin);
-                (Some(endpoint), Some((session, offset)), rtp.payload_type)
+                (
+                    Some(endpoint),
+                    Some((session, offset)),
+                    rtp.payload_type,
+                    codec,
+                )
             }
         };
         let rtp_local = rtp_endpoint.as_ref().map(RtpUdpEndpoint::local_addr);
@@ -418,6 +423,7 @@ impl Engine {
             max_unmixed: if unmixed { 4 } else { 0 },
             ssrc: rand_u32(),
             payload_type,
+            codec,
             initial_sequence: rand_u32() as u16,
             initial_timestamp: rand_u32(),
             ..SessionConfig::default()

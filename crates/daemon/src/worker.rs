@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use mediaproc_net::server::{QuicSession, SessionEvent, TxWaker};
 use mediaproc_net::{PacketMeta, SessionStatsSnapshot, UdpSession};
 use mediaproc_pipeline::{
-    BotEndpoint, EncoderOverrides, Event, FecMode, JitterStats, MediaSession, Output,
-    ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
+    BotEndpoint, Codec as AudioCodec, EncoderOverrides, Event, FecMode, JitterStats, MediaSession,
+    Output, ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
 };
-use mediaproc_wire::control::{Codec, Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
+use mediaproc_wire::control::{Direction as FlowDirection, FlowDecl, MediaKind, NO_MSI};
 use mediaproc_wire::rtp::{AudioLevel, RtpPacket, TelephoneEvent};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -72,6 +72,8 @@ struct RenderFlow {
     /// The flow's declared payload type: its packets are Opus whatever number the edge chose; packets with
     /// another payload type are ignored and counted.
     payload_type: u8,
+    /// RTP clock of the flow's codec in kHz (48 Opus, 8 G.711): RFC 4733 event durations are in its units.
+    clock_khz: u32,
     /// SSRC of the flow's last audio packet: the pipeline's key for a stream without a media source id.
     ssrc: Option<u32>,
 }
@@ -103,11 +105,13 @@ impl NetSide {
         }
     }
 
-    fn open_flow(&mut self, flow: &FlowDecl) {
-        // Audio is Opus for now (proto/SPEC.md §4.1); a G.711 flow is not taken and its packets count as unknown.
-        if flow.media != MediaKind::Audio || flow.codec != Codec::Opus {
-            return;
+    /// Takes an audio flow (Opus, PCMU, PCMA; proto/SPEC.md §4.1); returns its codec when it was taken as a
+    /// render flow or as the send flow. Other media and codecs are not taken: their packets count as unknown.
+    fn open_flow(&mut self, flow: &FlowDecl) -> Option<AudioCodec> {
+        if flow.media != MediaKind::Audio {
+            return None;
         }
+        let codec = AudioCodec::try_from(flow.codec).ok()?;
         match flow.direction {
             FlowDirection::Render => {
                 self.render_flows.retain(|f| f.id != flow.flow_id);
@@ -116,14 +120,19 @@ impl NetSide {
                         id: flow.flow_id,
                         msi: flow.msi,
                         payload_type: flow.payload_type,
+                        clock_khz: codec.rtp_clock_hz() / 1000,
                         ssrc: None,
                     });
+                    return Some(codec);
                 }
+                None
             }
             FlowDirection::Source => {
                 if self.send_flow.is_none() || Some(flow.context) == self.source_context {
                     self.send_flow = Some((flow.flow_id, flow.payload_type));
+                    return Some(codec);
                 }
+                None
             }
         }
     }
@@ -332,6 +341,29 @@ impl WorkerSession {
         }
     }
 
+    /// A flow the edge declared: its codec and payload type reach the pipeline (received packets are decoded by
+    /// the flow's codec; our audio is encoded with the source flow's).
+    fn open_flow(&mut self, flow: &FlowDecl) {
+        let Some(codec) = self.net.open_flow(flow) else {
+            return;
+        };
+        // Errors only for a payload type above 127, which the control-message parser already refuses.
+        match flow.direction {
+            FlowDirection::Render => {
+                let _ = self
+                    .media
+                    .set_receive_payload_type(flow.payload_type, codec);
+            }
+            FlowDirection::Source => {
+                let (current, payload_type) = self.media.send_codec();
+                if current != codec {
+                    // The number stays the session's; the QUIC packet gets the flow's in place when it is queued.
+                    let _ = self.media.set_send_codec(codec, payload_type);
+                }
+            }
+        }
+    }
+
     fn handle_net_events(&mut self) {
         loop {
             let event = match self.net.quic.events.try_recv() {
@@ -343,7 +375,7 @@ impl WorkerSession {
                     self.net.render_flows.clear();
                     self.net.send_flow = None;
                     for flow in &flows {
-                        self.net.open_flow(flow);
+                        self.open_flow(flow);
                     }
                     self.live.set_state(SessionState::Active);
                     tracing::info!(session = %self.id, %remote, flows = flows.len(), "edge attached");
@@ -354,7 +386,7 @@ impl WorkerSession {
                     self.live.set_state(SessionState::EdgeDetached);
                     tracing::info!(session = %self.id, reason, "edge detached");
                 }
-                SessionEvent::FlowOpened(flow) => self.net.open_flow(&flow),
+                SessionEvent::FlowOpened(flow) => self.open_flow(&flow),
                 SessionEvent::FlowClosed { flow_id } => self.net.close_flow(flow_id),
                 SessionEvent::Roster(participants) => {
                     let roster: Vec<_> = participants
@@ -390,8 +422,8 @@ impl WorkerSession {
             };
             let flow = self.net.render_flows[index];
             let source = (flow.msi != NO_MSI).then_some(flow.msi);
-            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, Some(flow.payload_type))
-            {
+            let declared = Some((flow.payload_type, flow.clock_khz));
+            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, declared) {
                 self.net.render_flows[index].ssrc = Some(ssrc);
             }
         }
@@ -416,8 +448,13 @@ impl WorkerSession {
         meta: PacketMeta,
         clock_offset: Duration,
         source_id: Option<u32>,
-        declared_payload_type: Option<u8>,
+        declared: Option<(u8, u32)>,
     ) -> Option<u32> {
+        // The RTP clock of the stream in kHz: the QUIC flow's codec, or the session's (RTP/UDP edge).
+        let clock_khz = declared.map_or_else(
+            || self.media.send_codec().0.rtp_clock_hz() / 1000,
+            |(_, khz)| khz,
+        );
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
             self.counters.rtcp += 1;
@@ -433,8 +470,8 @@ impl WorkerSession {
                 if event.end && self.last_dtmf_timestamp != Some(rtp.timestamp) {
                     self.last_dtmf_timestamp = Some(rtp.timestamp);
                     self.counters.dtmf += 1;
-                    // Opus flows use a 48 kHz RTP clock (proto/SPEC.md §4.3).
-                    let duration_ms = (u32::from(event.duration) / 48) as u16;
+                    // In the audio's RTP clock units (proto/SPEC.md §4.3): 48 kHz Opus, 8 kHz G.711.
+                    let duration_ms = (u32::from(event.duration) / clock_khz.max(1)) as u16;
                     self.send_bot(BotEvent::Dtmf {
                         digit: dtmf_digit(event.event),
                         duration_ms,
@@ -443,16 +480,13 @@ impl WorkerSession {
             }
             return None;
         }
-        // A QUIC flow's packets carry the payload type its declaration named (proto/SPEC.md §4.1); the pipeline
-        // knows Opus by the session's own number. Any other payload type on the flow is ignored and counted.
-        let payload_type = match declared_payload_type {
-            Some(declared) if rtp.payload_type == declared => self.media.config().payload_type,
-            Some(_) => {
-                self.counters.ignored_payload_type += 1;
-                return None;
-            }
-            None => rtp.payload_type,
-        };
+        // A QUIC flow's packets carry the payload type its declaration named (proto/SPEC.md §4.1), which the pipeline
+        // decodes by the flow's codec (set when the flow opened); any other payload type on the flow is ignored.
+        if matches!(declared, Some((declared, _)) if rtp.payload_type != declared) {
+            self.counters.ignored_payload_type += 1;
+            return None;
+        }
+        let payload_type = rtp.payload_type;
         let audio_level = rtp
             .extension
             .and_then(|ext| ext.find(AUDIO_LEVEL_EXTENSION_ID))

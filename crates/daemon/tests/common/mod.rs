@@ -118,6 +118,16 @@ pub async fn connect_edge_with_payload_type(
     session: &Value,
     payload_type: u8,
 ) -> Result<Edge, mediaproc_net::NetError> {
+    connect_edge_with(daemon, session, payload_type, Codec::Opus).await
+}
+
+/// [`connect_edge`] with both flows declared with `payload_type` and `codec`.
+pub async fn connect_edge_with(
+    daemon: &RunningDaemon,
+    session: &Value,
+    payload_type: u8,
+    codec: Codec,
+) -> Result<Edge, mediaproc_net::NetError> {
     let blob: Value = serde_json::from_str(session["blob"].as_str().unwrap()).unwrap();
     let fingerprint = parse_fingerprint(session["certificateSha256"].as_str().unwrap()).unwrap();
     let conn = EdgeConnection::connect(&EdgeConfig {
@@ -139,7 +149,7 @@ pub async fn connect_edge_with_payload_type(
         context,
         msi,
         payload_type,
-        codec: Codec::Opus,
+        codec,
     };
     let token = session["edgeToken"].as_str().unwrap().as_bytes().to_vec();
     let mut flows = vec![flow(RENDER_FLOW, Direction::Render, render, SPEAKER_MSI)];
