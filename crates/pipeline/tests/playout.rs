@@ -186,3 +186,67 @@ fn dtx_plays_comfort_noise() {
         .count();
     assert_eq!(zero_frames, 0, "{s:?}");
 }
+
+#[test]
+fn diag_harness_conditions() {
+    for (name, net) in [
+        (
+            "pairs",
+            NetConfig {
+                pairs: true,
+                ..NetConfig::default()
+            },
+        ),
+        (
+            "pairs+jit15",
+            NetConfig {
+                pairs: true,
+                jitter_ms: 15.0,
+                ..NetConfig::default()
+            },
+        ),
+        (
+            "loss5+jit15",
+            NetConfig {
+                loss: Loss::Random(0.05),
+                jitter_ms: 15.0,
+                ..NetConfig::default()
+            },
+        ),
+        (
+            "jit15",
+            NetConfig {
+                jitter_ms: 15.0,
+                ..NetConfig::default()
+            },
+        ),
+    ] {
+        for seed in [11u64, 12] {
+            let src = source(false, 0.0);
+            let (session, trace) = run(&src, net, seed, Duration::from_secs(30), true);
+            let s = session.stream_stats(7).unwrap();
+            let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
+            let ops = timescale_ops(&trace, 320, 200);
+            let d: Vec<u32> = trace.delays[200..].iter().map(|d| d.1).collect();
+            let t: Vec<u32> = trace.delays[200..].iter().map(|d| d.2).collect();
+            println!(
+                "{name} s{seed}: ops {ops:?} step {:.1} mean {:.3} p10 {:.3} delay avg {} max {} target min {} max {}; acc {} dec {} conc {} merges {} under {} late {} lost {} fec {}",
+                rep.max_lag_step_ms,
+                rep.mean,
+                rep.p10,
+                d.iter().sum::<u32>() / d.len() as u32,
+                d.iter().max().unwrap(),
+                t.iter().min().unwrap(),
+                t.iter().max().unwrap(),
+                s.accelerated_ms,
+                s.decelerated_ms,
+                s.concealed_ms,
+                s.merges,
+                s.underruns,
+                s.late,
+                s.lost,
+                s.fec_recovered
+            );
+        }
+    }
+}
