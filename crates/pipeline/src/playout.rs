@@ -18,6 +18,12 @@
 //! below [`QUIET_MIN_MS`] (hysteresis: no turn-taking under jitter). After each operation the remembered levels
 //! shift with it, so the window describes the new timeline at once.
 //!
+//! **In speech** (audio that is not quiet) the decision is stricter, because every period removed from or inserted
+//! into a vowel is a step of the timeline: an accelerate needs an excess of [`VOICED_ACCELERATE_FRAMES`], a
+//! preemptive expand a deficit of [`VOICED_EXPAND_FRACTION`], and both wait [`VOICED_GAP_TICKS`] after any other
+//! change of the timeline (time-scaling, concealment, merge), so a jittery or lossy path moves speech by one period
+//! at a time and never right after a concealment; quiet audio (pauses, unvoiced stretches) takes the rest.
+//!
 //! * **Normal**: play decoded audio as it is.
 //! * **Accelerate**: remove one pitch period (up to the excess) from the future samples where the correlation of
 //!   two periods is above [`VOICED_CORRELATION`] — or, where the audio is quiet (below the session's
@@ -27,7 +33,11 @@
 //! * **Preemptive expand**: insert one period under the same conditions.
 //! * **Expand**: the frame is missing (loss, or an underrun): libopus concealment continues the signal. For a loss
 //!   it fills the lost frame's 20 ms; for an underrun only what the tick lacks (rounded up to libopus's 2.5 ms
-//!   steps), so the late packet still plays and the timeline moves by no more than the shortfall.
+//!   steps), so the late packet still plays and the timeline moves by no more than the shortfall. If the awaited
+//!   frame turns out lost (the jitter buffer moves past it when a later one arrives first — at a level of a frame
+//!   or two most losses look like an underrun at their tick), the shortfall concealment stood in for a whole frame:
+//!   the engine fills the rest of it from the next packet's in-band FEC (the frame's unplayed end; concealment if
+//!   more than a frame is missing) before that packet, so the timeline does not jump back within speech.
 //! * **Merge**: the first decoded audio after concealment is aligned to a periodic continuation of the concealment
 //!   and cross-faded into it ([`tsm::merge`]).
 //! * **Comfort noise**: DTX gaps, pauses and re-buffering play [`ComfortNoise`] at the last background level.
