@@ -239,3 +239,27 @@ fn harness_pairs_keep_a_steady_target_and_no_speech_time_scaling() {
         assert!(avg <= 40, "delay {avg} ms");
     }
 }
+
+#[test]
+#[ignore = "diagnostic: prints the ffmpeg-like chunked sender's figures"]
+fn diag_chunked_sender() {
+    for (seed, loss) in [(21u64, 0.0), (22, 0.05)] {
+        let net = NetConfig {
+            chunk_ms: 128.0,
+            jitter_ms: 15.0 * loss * 20.0,
+            loss: if loss > 0.0 {
+                Loss::Random(loss)
+            } else {
+                Loss::None
+            },
+            ..NetConfig::default()
+        };
+        let src = source(false, 0.0);
+        let (session, trace) = run(&src, net, seed, Duration::from_secs(30), true);
+        let s = session.stream_stats(7).unwrap();
+        let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
+        let ops = timescale_ops(&trace, 320, 200);
+        let t: Vec<u32> = trace.delays.iter().step_by(50).map(|d| d.2).collect();
+        println!("chunked loss {loss}: {rep:?} {ops:?} targets/s {t:?}; {s:?}");
+    }
+}

@@ -93,6 +93,9 @@ pub struct NetConfig {
     pub dtx: bool,
     /// The sender sends packets in pairs every 40 ms (as ffmpeg does): each even packet waits for the next one.
     pub pairs: bool,
+    /// The sender reads its input in chunks of this many ms and sends each chunk's packets at once when it has read
+    /// it (ffmpeg `-re` on a 16 kHz WAV: 4096 samples, 128 ms, a burst of 6–7 packets); 0 = off.
+    pub chunk_ms: f64,
 }
 
 impl Default for NetConfig {
@@ -106,6 +109,7 @@ impl Default for NetConfig {
             drift_ppm: 0.0,
             dtx: false,
             pairs: false,
+            chunk_ms: 0.0,
         }
     }
 }
@@ -253,6 +257,12 @@ pub fn run(
                     if net.pairs && sent % 2 == 0 {
                         // Held until its partner is sent one period later.
                         d += period_ns / 1e6;
+                    }
+                    if net.chunk_ms > 0.0 {
+                        // Sent when the chunk holding the frame's end has been read.
+                        let t = sent as f64 * period_ns / 1e6;
+                        let read = ((t + 20.0) / net.chunk_ms).ceil() * net.chunk_ms;
+                        d += read - t;
                     }
                     if rng.f64() < net.reorder {
                         d += 30.0 + rng.f64() * 30.0;
