@@ -24,10 +24,13 @@ import urllib.request
 import websockets
 
 
-def create_session(api, token, rtp_remote):
+def create_session(api, token, rtp_remote, rtp_source=""):
     body = {"bot": "websocket"}
     if rtp_remote:
         body["rtp"] = {"local": "127.0.0.1:0", "remote": rtp_remote, "payloadType": 96}
+        if rtp_source:
+            # Strict RTP: with a fixed remote only packets from it (or from `source`) are taken.
+            body["rtp"]["source"] = rtp_source
     request = urllib.request.Request(
         f"{api}/v1/sessions",
         data=json.dumps(body).encode(),
@@ -54,7 +57,7 @@ async def run(args):
         session, url = {}, args.media_url
     else:
         token = os.environ.get("MEDIAPROC_API_TOKEN") or args.token
-        session = create_session(args.api, token, args.rtp_remote)
+        session = create_session(args.api, token, args.rtp_remote, args.rtp_source)
         print("session   ", session["sessionId"])
         print("blob      ", session["blob"])
         print("mediaConfig", json.dumps(session["mediaConfig"]))
@@ -106,6 +109,8 @@ def main():
     parser.add_argument("--api", default="http://127.0.0.1:8080", help="mediaproc serve control API")
     parser.add_argument("--token", default="", help="API token (default: $MEDIAPROC_API_TOKEN)")
     parser.add_argument("--rtp-remote", default="", help="also send the session's audio as RTP to HOST:PORT")
+    parser.add_argument("--rtp-source", default="",
+                        help="the HOST:PORT the far end sends its RTP from, when not --rtp-remote (strict RTP)")
     parser.add_argument("--media-url", default="", help="join an existing session's WebSocket (URL with ?token=)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to run")
     parser.add_argument("--min-frames", type=int, default=1, help="exit 1 unless at least this many frames were echoed")

@@ -10,6 +10,8 @@ bin=${MEDIAPROC_BIN:-$root/target/debug/mediaproc}
 work=$(mktemp -d)
 api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 back_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# GStreamer sends from another socket than it receives on: the session takes RTP only from this one (strict RTP).
+send_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export MEDIAPROC_API_TOKEN=example-token-$$
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -42,7 +44,7 @@ gst-launch-1.0 -e udpsrc address=127.0.0.1 port=$back_port \
 receiver=$!
 pids+=($receiver)
 
-python3 "$here/echo_bot.py" --api http://127.0.0.1:$api_port --rtp-remote 127.0.0.1:$back_port --seconds 8 \
+python3 "$here/echo_bot.py" --api http://127.0.0.1:$api_port --rtp-remote 127.0.0.1:$back_port --rtp-source 127.0.0.1:$send_port --seconds 8 \
   --min-frames 150 --ready-file "$work/ready" >"$work/bot.log" 2>&1 &
 bot=$!
 for _ in $(seq 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
@@ -50,7 +52,8 @@ rtp=$(cat "$work/ready")
 [ -n "$rtp" ] || { echo "example: the bot did not connect"; cat "$work/bot.log" "$work/serve.log"; exit 1; }
 gst-launch-1.0 filesrc location="$work/in.wav" ! wavparse ! audioconvert ! audioresample \
   ! audio/x-raw,format=S16LE,rate=48000,channels=1 ! opusenc frame-size=20 bitrate=32000 audio-type=voice \
-  ! rtpopuspay pt=96 ! udpsink host=${rtp%:*} port=${rtp##*:} >"$work/send.log" 2>&1
+  ! rtpopuspay pt=96 ! udpsink host=${rtp%:*} port=${rtp##*:} bind-address=127.0.0.1 bind-port=$send_port \
+  >"$work/send.log" 2>&1
 status=0
 wait $bot || status=$?
 kill -INT $receiver 2>/dev/null || true

@@ -21,6 +21,12 @@
 //! below [`QUIET_MIN_MS`] (hysteresis: no turn-taking under jitter). After each operation the remembered levels
 //! shift with it, so the window describes the new timeline at once.
 //!
+//! **In speech** (audio that is not quiet) the decision is stricter, because every period removed from or inserted
+//! into a vowel is a step of the timeline: an accelerate needs an excess of [`VOICED_ACCELERATE_FRAMES`], a
+//! preemptive expand a deficit of [`VOICED_EXPAND_FRACTION`], and both wait [`VOICED_GAP_TICKS`] after any other
+//! change of the timeline (time-scaling, concealment, merge), so a jittery or lossy path moves speech by one period
+//! at a time and never right after a concealment; quiet audio (pauses, unvoiced stretches) takes the rest.
+//!
 //! * **Normal**: play decoded audio as it is.
 //! * **Accelerate**: remove one pitch period (up to the excess) from the future samples where the correlation of
 //!   two periods is above [`VOICED_CORRELATION`] — or, where the audio is quiet (below the session's
@@ -31,7 +37,11 @@
 //! * **Expand**: the frame is missing (loss, or an underrun): the decoder's concealment ([`FrameDecoder::conceal`]:
 //!   libopus PLC, or G.711 pitch repetition) continues the signal. For a loss
 //!   it fills the lost frame's 20 ms; for an underrun only what the tick lacks (rounded up to libopus's 2.5 ms
-//!   steps), so the late packet still plays and the timeline moves by no more than the shortfall.
+//!   steps), so the late packet still plays and the timeline moves by no more than the shortfall. If the awaited
+//!   frame turns out lost (the jitter buffer moves past it when a later one arrives first — at a level of a frame
+//!   or two most losses look like an underrun at their tick), the shortfall concealment stood in for a whole frame:
+//!   the engine fills the rest of it from the next packet's in-band FEC (the frame's unplayed end; concealment if
+//!   more than a frame is missing) before that packet, so the timeline does not jump back within speech.
 //! * **Merge**: the first decoded audio after concealment is aligned to a periodic continuation of the concealment
 //!   and cross-faded into it ([`tsm::merge`]).
 //! * **Comfort noise**: DTX gaps, pauses and re-buffering play [`ComfortNoise`] at the last background level.
@@ -61,6 +71,17 @@ pub const LEVEL_WINDOW_TICKS: usize = 50;
 pub const START_FRACTION: f32 = 0.5;
 /// Shortest splice at a quiet point, and the excess or deficit below which an operation stops (1 ms).
 pub const QUIET_MIN_MS: f32 = 1.0;
+/// In speech (audio that is not quiet) an accelerate starts only when the excess reaches this many frames: the
+/// level of a jittery or bursty path wanders by up to a frame, and every period removed from a vowel is a step of
+/// the timeline the listener may hear. Quiet audio takes the [`START_FRACTION`] threshold.
+pub const VOICED_ACCELERATE_FRAMES: f32 = 1.0;
+/// In speech a preemptive expand starts only when the deficit reaches this fraction of a frame (quiet audio: any
+/// deficit).
+pub const VOICED_EXPAND_FRACTION: f32 = 0.5;
+/// Ticks after any change of the timeline (time-scaling, concealment, merge) before a period may be removed from or
+/// inserted into speech (100 ms): one period at a time, never two periods or a period right after a merge within
+/// the span a listener (or a lag tracker) hears as one jump.
+pub const VOICED_GAP_TICKS: u32 = 5;
 /// libopus conceals in steps of 2.5 ms.
 const CONCEAL_STEP_MS: u32 = 5; // in half milliseconds
 
@@ -115,6 +136,12 @@ pub struct PlayoutEngine {
     level_pos: usize,
     accelerating: bool,
     expanding: bool,
+    /// Ticks since the timeline last changed (time-scaling, concealment or merge).
+    since_change: u32,
+    /// Samples of underrun concealment played while the jitter buffer holds the missing frame, and its loss
+    /// count then: if the frame turns out lost, the concealment stood in for whole frames (see [`Self::pull`]).
+    held: usize,
+    held_lost: u64,
     /// The audio at the end of the buffer is concealment: merge the next decoded audio into it.
     concealed_tail: bool,
     cng: ComfortNoise,
@@ -159,6 +186,9 @@ impl PlayoutEngine {
             level_pos: 0,
             accelerating: false,
             expanding: false,
+            since_change: 0,
+            held: 0,
+            held_lost: 0,
             concealed_tail: false,
             cng: ComfortNoise::new(sample_rate_hz),
             avg_db: f32::NAN,
@@ -180,6 +210,9 @@ impl PlayoutEngine {
         self.level_count = 0;
         self.accelerating = false;
         self.expanding = false;
+        self.since_change = 0;
+        self.held = 0;
+        self.held_lost = 0;
         self.concealed_tail = false;
         self.cng.reset();
         self.avg_db = f32::NAN;
@@ -262,52 +295,109 @@ impl PlayoutEngine {
         out: &mut TickOutcome,
     ) -> Option<Operation> {
         let spf = self.spf;
-        if !self.reserve(spf) {
-            return None;
+        // A held underrun that the jitter buffer has since declared lost (a later frame arrived first): the
+        // concealment played so far stood in for the lost frames. Fill what it lacks of them before the next
+        // packet, so the timeline does not jump back by the unplayed part of a frame in the middle of speech.
+        let mut complete = 0usize;
+        if self.held > 0 && !jb.holding() {
+            let lost = jb.stats().lost;
+            if lost > self.held_lost {
+                let frames = (lost - self.held_lost).min(2) as usize;
+                complete = (frames * spf).saturating_sub(self.held);
+            }
+        }
+        if !self.reserve(3 * spf) {
+            complete = 0;
+            if !self.reserve(spf) {
+                return None;
+            }
         }
         let start = self.len;
-        let (op, r, n) = {
-            let dst = &mut self.buf[start..start + spf];
-            match jb.pop_at(now) {
-                Playout::Idle => return None,
-                Playout::Packet {
-                    payload,
-                    audio_level,
-                } => {
-                    out.audio_level = audio_level;
-                    let dtx = dec.is_dtx(payload);
-                    let r = dec.decode(payload, dst);
-                    if r.is_ok() {
-                        self.cng.observe(dst, dtx);
+        let hz = self.hz;
+        let (op, r, n) = match jb.pop_at(now) {
+            Playout::Idle => return None,
+            Playout::Packet {
+                payload,
+                audio_level,
+            } => {
+                out.audio_level = audio_level;
+                self.held = 0;
+                let mut pre = 0;
+                if complete > 0 {
+                    // The last lost frame from the packet's in-band FEC (concealment if it has none), of which
+                    // only the unplayed end is kept; more concealment first if over a frame is missing.
+                    let conceal_part = complete.saturating_sub(spf);
+                    let mut ok = true;
+                    if conceal_part > 0 {
+                        let step = (hz * CONCEAL_STEP_MS / 2000) as usize;
+                        let c = conceal_part.div_ceil(step) * step;
+                        ok = dec.conceal(&mut self.buf[start..start + c]).is_ok();
+                        pre = c;
+                    }
+                    let fec = &mut self.buf[start + pre..start + pre + spf];
+                    if ok && dec.decode_fec(payload, fec).is_ok() {
+                        let keep = complete - conceal_part;
+                        let from = start + pre + spf - keep;
+                        self.buf.copy_within(from..from + keep, start + pre);
+                        pre += keep;
+                    }
+                    self.concealed += pre as u64;
+                }
+                let dst = &mut self.buf[start + pre..start + pre + spf];
+                let dtx = dec.is_dtx(payload);
+                let r = dec.decode(payload, dst);
+                if r.is_ok() {
+                    self.cng.observe(dst, dtx);
+                }
+                if pre > 0 && r.is_ok() {
+                    // Merge into the completion, then play the packet after it.
+                    (Operation::Normal, r, pre + spf)
+                } else {
+                    if pre > 0 {
+                        self.buf.copy_within(start + pre..start + pre + spf, start);
                     }
                     (Operation::Normal, r, spf)
                 }
-                Playout::Fec { next_payload } => {
-                    (Operation::Normal, dec.decode_fec(next_payload, dst), spf)
-                }
-                Playout::Conceal => {
-                    if jb.holding() && self.last_db < QUIET_DBOV {
-                        // Nothing arrived after quiet audio: most likely the sender went into DTX without telling
-                        // (its first comfort packets are not sent): background noise, not a concealed vowel.
-                        self.cng.fill(dst);
-                        (Operation::ComfortNoise, Ok(()), spf)
-                    } else {
-                        // An underrun conceals only the shortfall (the frame is still awaited); a loss, the whole
-                        // frame.
-                        let n = if jb.holding() {
-                            let step = (self.hz * CONCEAL_STEP_MS / 2000) as usize;
-                            need.div_ceil(step).max(1) * step
-                        } else {
-                            spf
-                        }
-                        .min(spf);
-                        (Operation::Expand, dec.conceal(&mut dst[..n]), n)
-                    }
-                }
-                Playout::Silence => {
+            }
+            Playout::Fec { next_payload } => {
+                self.held = 0;
+                let dst = &mut self.buf[start..start + spf];
+                (Operation::Normal, dec.decode_fec(next_payload, dst), spf)
+            }
+            Playout::Conceal => {
+                let dst = &mut self.buf[start..start + spf];
+                if jb.holding() && self.last_db < QUIET_DBOV {
+                    // Nothing arrived after quiet audio: most likely the sender went into DTX without telling
+                    // (its first comfort packets are not sent): background noise, not a concealed vowel.
+                    self.held = 0;
                     self.cng.fill(dst);
                     (Operation::ComfortNoise, Ok(()), spf)
+                } else {
+                    // An underrun conceals only the shortfall (the frame is still awaited); a loss, the whole
+                    // frame.
+                    let n = if jb.holding() {
+                        let step = (hz * CONCEAL_STEP_MS / 2000) as usize;
+                        need.div_ceil(step).max(1) * step
+                    } else {
+                        spf
+                    }
+                    .min(spf);
+                    if jb.holding() {
+                        if self.held == 0 {
+                            self.held_lost = jb.stats().lost;
+                        }
+                        self.held += n;
+                    } else {
+                        self.held = 0;
+                    }
+                    (Operation::Expand, dec.conceal(&mut dst[..n]), n)
                 }
+            }
+            Playout::Silence => {
+                self.held = 0;
+                let dst = &mut self.buf[start..start + spf];
+                self.cng.fill(dst);
+                (Operation::ComfortNoise, Ok(()), spf)
             }
         };
         let mut op = op;
@@ -376,6 +466,8 @@ impl PlayoutEngine {
         let playing = jb.is_active();
         let mut want_accel = 0i64;
         let mut want_expand = 0i64;
+        let mut excess = 0i64;
+        let mut deficit = 0i64;
         if playing {
             self.push_level(level);
             let window = &self.levels[..self.level_count];
@@ -384,11 +476,11 @@ impl PlayoutEngine {
                 .fold((i64::MAX, i64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
             let start = (spf as f32 * START_FRACTION) as i64;
             let stop = self.quiet_min as i64;
-            let excess = hi - target;
+            excess = hi - target;
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);
             // Any deficit counts: a level short of the target by a single sample needs its next packet a tick
             // earlier, i.e. has a whole frame less margin. (An accelerate never takes the level below the target.)
-            let deficit = target - hi;
+            deficit = target - hi;
             self.expanding = deficit > 0;
             if self.accelerating {
                 // Never below a frame at the emptiest recent tick.
@@ -400,6 +492,7 @@ impl PlayoutEngine {
         self.last_level = level;
         // Decode what this tick needs; an accelerate wants two frames so long periods fit.
         let mut fresh_audio = false;
+        let mut changed = false;
         let mut last_op = Operation::Idle;
         loop {
             let want = if want_accel > 0 && jb.next_ready() {
@@ -415,6 +508,7 @@ impl PlayoutEngine {
                 None => break,
                 Some(op) => {
                     fresh_audio |= matches!(op, Operation::Normal | Operation::Merge);
+                    changed |= matches!(op, Operation::Expand | Operation::Merge);
                     last_op = op;
                     if matches!(op, Operation::ComfortNoise) {
                         // A gap: the levels before it say nothing about the next talkspurt.
@@ -430,8 +524,18 @@ impl PlayoutEngine {
                 break;
             }
         }
+        // In speech: one period at a time, well apart from other changes of the timeline, and only for a clear
+        // excess or deficit; quiet audio takes any (the splice is inaudible there).
+        let quiet = self.is_quiet(&self.buf[self.play..self.len]);
+        let voiced_ok = !changed && self.since_change >= VOICED_GAP_TICKS;
+        let accel_ok =
+            quiet || (voiced_ok && excess as f32 >= VOICED_ACCELERATE_FRAMES * spf as f32);
+        let expand_ok =
+            quiet || (voiced_ok && deficit as f32 >= VOICED_EXPAND_FRACTION * spf as f32);
         if fresh_audio && !self.concealed_tail {
-            if want_accel >= self.quiet_min as i64 {
+            if want_accel >= self.quiet_min as i64 && !accel_ok {
+                // Wait for a quiet stretch or a clear excess.
+            } else if want_accel >= self.quiet_min as i64 {
                 let removed = self.accelerate(want_accel as usize);
                 if removed > 0 {
                     last_op = Operation::Accelerate;
@@ -443,10 +547,19 @@ impl PlayoutEngine {
                         }
                     }
                 }
-            } else if want_expand > 0 && self.expand(want_expand as usize) > 0 {
+            } else if want_expand > 0 && expand_ok && self.expand(want_expand as usize) > 0 {
                 last_op = Operation::PreemptiveExpand;
             }
         }
+        changed |= matches!(
+            last_op,
+            Operation::Accelerate | Operation::PreemptiveExpand | Operation::Merge
+        );
+        self.since_change = if changed {
+            0
+        } else {
+            self.since_change.saturating_add(1)
+        };
         let avail = self.future().min(spf);
         if avail == 0 {
             res.operation = Operation::Idle;

@@ -6,8 +6,8 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use mediaproc_pipeline::{
-    EncoderSettings, MAX_PAYLOAD, MediaSession, OpusEncoder, Output, ReceivedAudio, RtpPacketInfo,
-    SampleRate, SessionConfig,
+    EncoderSettings, JitterStats, MAX_PAYLOAD, MediaSession, OpusEncoder, Output, ReceivedAudio,
+    RtpPacketInfo, SampleRate, SessionConfig,
 };
 
 /// SplitMix64: small, seeded, deterministic.
@@ -93,6 +93,9 @@ pub struct NetConfig {
     pub dtx: bool,
     /// The sender sends packets in pairs every 40 ms (as ffmpeg does): each even packet waits for the next one.
     pub pairs: bool,
+    /// The sender reads its input in chunks of this many ms and sends each chunk's packets at once when it has read
+    /// it (ffmpeg `-re` on a 16 kHz WAV: 4096 samples, 128 ms, a burst of 6–7 packets); 0 = off.
+    pub chunk_ms: f64,
 }
 
 impl Default for NetConfig {
@@ -106,6 +109,7 @@ impl Default for NetConfig {
             drift_ppm: 0.0,
             dtx: false,
             pairs: false,
+            chunk_ms: 0.0,
         }
     }
 }
@@ -185,6 +189,9 @@ pub struct Trace {
     pub missing: u64,
     /// Time the first frame reached the bot.
     pub first_frame_at: Option<Duration>,
+    /// The stream's statistics after each tick (with `keep_audio`), aligned with `audio`'s frames once delivery
+    /// started: the time-scale operations of a tick are the differences of consecutive entries.
+    pub stats: Vec<JitterStats>,
 }
 
 /// Runs `source` from one sender through the network into a `MediaSession` for `duration`.
@@ -251,6 +258,12 @@ pub fn run(
                         // Held until its partner is sent one period later.
                         d += period_ns / 1e6;
                     }
+                    if net.chunk_ms > 0.0 {
+                        // Sent when the chunk holding the frame's end has been read.
+                        let t = sent as f64 * period_ns / 1e6;
+                        let read = ((t + 20.0) / net.chunk_ms).ceil() * net.chunk_ms;
+                        d += read - t;
+                    }
                     if rng.f64() < net.reorder {
                         d += 30.0 + rng.f64() * 30.0;
                     }
@@ -302,6 +315,9 @@ pub fn run(
             }
             trace.frames += got;
             if let Some(s) = session.stream_stats(7) {
+                if keep_audio && got > 0 {
+                    trace.stats.push(s);
+                }
                 trace
                     .delays
                     .push((trace.frames, s.current_delay_ms, s.target_delay_ms));
@@ -683,4 +699,42 @@ pub fn playout_report(reference: &[i16], spf: usize, audio: &[i16], skip: usize)
         percentile(&cs, 0.1)
     };
     rep
+}
+
+/// Time-scale operations (accelerate or preemptive expand, from the per-tick statistics) of a run, split by whether
+/// the frame played at that tick is speech (RMS above 600, the voiced threshold of [`playout_report`]) or not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeScaleOps {
+    /// Ticks with an accelerate or preemptive expand while speech plays.
+    pub in_speech: usize,
+    /// The ms they removed or added.
+    pub in_speech_ms: u64,
+    /// Ticks with an operation in quiet audio.
+    pub in_quiet: usize,
+    /// Speech ticks counted.
+    pub speech_ticks: usize,
+}
+
+/// Counts the time-scale operations of `trace` from frame `skip_frames` on (see [`TimeScaleOps`]).
+pub fn timescale_ops(trace: &Trace, spf: usize, skip_frames: usize) -> TimeScaleOps {
+    let mut r = TimeScaleOps::default();
+    for k in skip_frames.max(1)..trace.stats.len() {
+        let Some(frame) = trace.audio.get(k * spf..(k + 1) * spf) else {
+            break;
+        };
+        let (a, b) = (&trace.stats[k - 1], &trace.stats[k]);
+        let ms = (b.accelerated_ms - a.accelerated_ms) + (b.decelerated_ms - a.decelerated_ms);
+        let e = frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / spf as f64;
+        let speech = e > 600.0f64.powi(2);
+        r.speech_ticks += usize::from(speech);
+        if ms > 0 {
+            if speech {
+                r.in_speech += 1;
+                r.in_speech_ms += ms;
+            } else {
+                r.in_quiet += 1;
+            }
+        }
+    }
+    r
 }
