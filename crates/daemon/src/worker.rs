@@ -450,11 +450,6 @@ impl WorkerSession {
         source_id: Option<u32>,
         declared: Option<(u8, u32)>,
     ) -> Option<u32> {
-        // The RTP clock of the stream in kHz: the QUIC flow's codec, or the session's (RTP/UDP edge).
-        let clock_khz = declared.map_or_else(
-            || self.media.send_codec().0.rtp_clock_hz() / 1000,
-            |(_, khz)| khz,
-        );
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
             self.counters.rtcp += 1;
@@ -470,7 +465,12 @@ impl WorkerSession {
                 if event.end && self.last_dtmf_timestamp != Some(rtp.timestamp) {
                     self.last_dtmf_timestamp = Some(rtp.timestamp);
                     self.counters.dtmf += 1;
-                    // In the audio's RTP clock units (proto/SPEC.md §4.3): 48 kHz Opus, 8 kHz G.711.
+                    // In the audio's RTP clock units (proto/SPEC.md §4.3): 48 kHz Opus, 8 kHz G.711 — the QUIC
+                    // flow's codec, or the session's on the RTP/UDP edge.
+                    let clock_khz = declared.map_or_else(
+                        || self.media.send_codec().0.rtp_clock_hz() / 1000,
+                        |(_, khz)| khz,
+                    );
                     let duration_ms = (u32::from(event.duration) / clock_khz.max(1)) as u16;
                     self.send_bot(BotEvent::Dtmf {
                         digit: dtmf_digit(event.event),

@@ -344,24 +344,7 @@ pub fn window_correlations(
     let mut i = 10 * spf as usize;
     while i + win < audio.len() {
         let out = &audio[i..i + win];
-        let corr_at = |lag: i64| -> (f64, f64) {
-            let (mut xy, mut yy, mut xx) = (0.0, 0.0, 0.0);
-            for (k, &o) in out.iter().enumerate() {
-                let s = looped(reference, i as i64 + k as i64 + lag);
-                let o = f64::from(o);
-                xy += s * o;
-                yy += o * o;
-                xx += s * s;
-            }
-            (
-                if xx <= 0.0 || yy <= 0.0 {
-                    0.0
-                } else {
-                    xy / (xx * yy).sqrt()
-                },
-                xx,
-            )
-        };
+        let corr_at = |lag: i64| window_corr(reference, out, i, lag);
         let mut best = (f64::MIN, 0i64, 0.0);
         for kf in -60..=8 {
             let step = if fine > 0 { 4 } else { 1 };
@@ -386,6 +369,25 @@ pub fn window_correlations(
         i += step;
     }
     res
+}
+
+/// Normalised correlation of the window `out` (starting at `i` of the output) with the looped `reference` at
+/// `reference[i + lag..]`, and the reference's energy there (windows where the reference is quiet are skipped).
+fn window_corr(reference: &[i16], out: &[i16], i: usize, lag: i64) -> (f64, f64) {
+    let (mut xy, mut yy, mut xx) = (0.0, 0.0, 0.0);
+    for (k, &o) in out.iter().enumerate() {
+        let s = looped(reference, i as i64 + k as i64 + lag);
+        let o = f64::from(o);
+        xy += s * o;
+        yy += o * o;
+        xx += s * s;
+    }
+    let c = if xx <= 0.0 || yy <= 0.0 {
+        0.0
+    } else {
+        xy / (xx * yy).sqrt()
+    };
+    (c, xx)
 }
 
 pub fn mean(v: &[f64]) -> f64 {
@@ -522,22 +524,7 @@ pub fn tracked_correlations(
     let mut prev: Option<i64> = None;
     while i + win < audio.len() {
         let out = &audio[i..i + win];
-        let corr_at = |lag: i64| -> (f64, f64) {
-            let (mut xy, mut yy, mut xx) = (0.0, 0.0, 0.0);
-            for (k, &o) in out.iter().enumerate() {
-                let s = looped(reference, i as i64 + k as i64 + lag);
-                let o = f64::from(o);
-                xy += s * o;
-                yy += o * o;
-                xx += s * s;
-            }
-            let c = if xx <= 0.0 || yy <= 0.0 {
-                0.0
-            } else {
-                xy / (xx * yy).sqrt()
-            };
-            (c, xx)
-        };
+        let corr_at = |lag: i64| window_corr(reference, out, i, lag);
         let search = |from: i64, to: i64, by: i64| {
             let mut best = (f64::MIN, 0i64, 0.0);
             let mut lag = from;
