@@ -88,7 +88,7 @@ class Edge(QuicConnectionProtocol):
         self.source_flow = 1
         self.pt = 96
         self.udp_pt = 96
-        self.counts = {"udpIn": 0, "datagramsOut": 0, "datagramsIn": 0, "udpOut": 0, "otherFlow": 0,
+        self.counts = {"udpIn": 0, "rtcpOut": 0, "datagramsOut": 0, "datagramsIn": 0, "udpOut": 0, "otherFlow": 0,
                        "ptOut": {}, "ptIn": {}, "errors": []}
 
     def send_ctrl(self, data: bytes):
@@ -157,6 +157,12 @@ class UdpIn(asyncio.DatagramProtocol):
         edge = self.edge_ref()
         if edge is not None and edge.attached.is_set():
             edge.counts["udpIn"] += 1
+            if len(data) >= 2 and 192 <= data[1] <= 223:
+                # The far end's RTCP reports on the MP's stream: SPEC section 4.5 carries them on the source flow.
+                edge.counts["rtcpOut"] += 1
+                edge._quic.send_datagram_frame(varint(edge.source_flow) + data)
+                edge.transmit()
+                return
             if len(data) >= 2 and (data[1] & 0x7F) == edge.udp_pt and edge.udp_pt != edge.pt:
                 data = data[:1] + bytes([(data[1] & 0x80) | edge.pt]) + data[2:]
             edge.send_rtp(0, data)

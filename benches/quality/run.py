@@ -63,9 +63,10 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
     os.makedirs(logdir, exist_ok=True)
     out_wav = os.path.join(logdir, "received.wav")
     # Same seed for both echo paths: the same sender's packets meet the same fate.
-    # mediaproc's RTP/UDP echo gets RTCP receiver reports from the far end (its adaptive FEC follows them); the
-    # GStreamer echo has no RTCP session and keeps its fixed FEC setting.
-    rr = args.rtcp_rr_ms / 1000 if echo.name == "mediaproc" else 0.0
+    # mediaproc's echo gets RTCP receiver reports from the far end on both edges (its adaptive FEC follows them;
+    # the QUIC edge forwards them on the source flow, SPEC section 4.5); the GStreamer echo has no RTCP session and
+    # keeps its fixed FEC setting.
+    rr = args.rtcp_rr_ms / 1000 if echo.name in ("mediaproc", "quic") else 0.0
     relay = R.Relay(imp, imp_out, seed=f"{args.seed}/{scenario}/{sender}", rr_interval=rr).start()
     procs = []
     try:
