@@ -194,17 +194,23 @@ async fn load_edge_multiplexes_sessions_on_one_connection() {
     let http = reqwest::Client::new();
     let counters = Arc::new(mediaproc_callsim::load::LoadCounters::default());
     let trust = ServerTrust::PinnedSha256(parse_fingerprint(&daemon.certificate_sha256).unwrap());
-    let (server, name) = (targets[0].server, targets[0].server_name.clone());
-    mediaproc_callsim::load::run_load(
-        server,
-        &name,
-        trust,
-        &targets,
+    let calls: Vec<_> = targets
+        .into_iter()
+        .map(|target| mediaproc_callsim::load::LoadCall { target, rtp: None })
+        .collect();
+    let report = mediaproc_callsim::load::run_load(
+        mediaproc_callsim::load::LoadTransport::Quic {
+            trust,
+            calls_per_connection: 5,
+        },
+        &calls,
         Duration::from_secs(2),
         counters.clone(),
     )
     .await
     .unwrap();
+    // The probe calls' tone bursts come back: one round trip a second each.
+    assert!(!report.rtt_ms.is_empty(), "no echo round trip measured");
     let sent = counters.sent.load(std::sync::atomic::Ordering::Relaxed);
     let received = counters.received.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(sent, 5 * 100, "five calls, 2 s of 20 ms packets each");

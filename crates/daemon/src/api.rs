@@ -366,8 +366,25 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
         "workers": loads.len(),
         "workerLoad": loads,
         "lateTicks": load.late_ticks().iter().sum::<u64>(),
+        "tickLateness": lateness_json(load),
         "draining": state.engine.draining(),
     }))
+}
+
+/// How late session ticks started since the daemon began: quantiles (bucket bounds, ms) and the raw buckets, so
+/// a client can take the difference of two readings (`mediaproc load` does).
+fn lateness_json(load: &crate::health::LoadMonitor) -> Value {
+    use crate::health::{LATENESS_BUCKETS_US, lateness_quantile_us};
+    let (counts, max, _) = load.lateness();
+    let ms = |q: f64| lateness_quantile_us(&counts, max, q).map(|us| us as f64 / 1000.0);
+    json!({
+        "p50Ms": ms(0.5),
+        "p99Ms": ms(0.99),
+        "p999Ms": ms(0.999),
+        "maxMs": max as f64 / 1000.0,
+        "bucketsUs": LATENESS_BUCKETS_US,
+        "counts": counts,
+    })
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

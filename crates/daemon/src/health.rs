@@ -16,6 +16,80 @@ pub enum HealthStatus {
     Overloaded,
 }
 
+/// Upper bounds (µs) of the tick-lateness histogram's buckets; a last bucket takes everything above.
+/// Roughly three per decade from 50 µs to 1 s: fine where a healthy worker is, coarse where it hurts.
+pub const LATENESS_BUCKETS_US: [u64; 14] = [
+    50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+    1_000_000,
+];
+
+/// How late session ticks ran (the time from a tick's deadline to its start), counted per bucket by the worker
+/// that ran them: one relaxed atomic add per tick, no lock, no allocation.
+#[derive(Debug)]
+pub struct LatenessHistogram {
+    counts: [AtomicU64; LATENESS_BUCKETS_US.len() + 1],
+    max_us: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Default for LatenessHistogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_us: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatenessHistogram {
+    /// Counts one tick that started `us` µs after its deadline.
+    pub fn record(&self, us: u64) {
+        let bucket = LATENESS_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Adds this histogram's counts to `into` (one per bucket, the last for everything above) and returns its
+    /// maximum and sum (µs).
+    pub fn add_to(&self, into: &mut [u64; LATENESS_BUCKETS_US.len() + 1]) -> (u64, u64) {
+        for (sum, count) in into.iter_mut().zip(&self.counts) {
+            *sum += count.load(Ordering::Relaxed);
+        }
+        (
+            self.max_us.load(Ordering::Relaxed),
+            self.sum_us.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The bucket bound (µs) below which a share `q` (0..=1) of the counted ticks lies; `None` when nothing was counted.
+/// The last bucket reports `max_us`.
+pub fn lateness_quantile_us(
+    counts: &[u64; LATENESS_BUCKETS_US.len() + 1],
+    max_us: u64,
+    q: f64,
+) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(
+                LATENESS_BUCKETS_US
+                    .get(i)
+                    .map_or(max_us, |&b| b.min(max_us)),
+            );
+        }
+    }
+    Some(max_us)
+}
+
 /// Worker load, published by the workers without locks (one atomic per worker, written once a second).
 #[derive(Debug)]
 pub struct LoadMonitor {
@@ -23,6 +97,8 @@ pub struct LoadMonitor {
     busy_ppm: Vec<AtomicU32>,
     /// Per worker: ticks that ran more than one frame late, in total.
     late_ticks: Vec<AtomicU64>,
+    /// Per worker: how late every session tick ran.
+    lateness: Vec<LatenessHistogram>,
     heavily_loaded_at: f64,
     overloaded_at: f64,
 }
@@ -33,6 +109,7 @@ impl LoadMonitor {
         LoadMonitor {
             busy_ppm: (0..workers).map(|_| AtomicU32::new(0)).collect(),
             late_ticks: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            lateness: (0..workers).map(|_| LatenessHistogram::default()).collect(),
             heavily_loaded_at,
             overloaded_at,
         }
@@ -60,6 +137,26 @@ impl LoadMonitor {
             .iter()
             .map(|slot| slot.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Worker `index` counts a session tick that started `us` µs after its deadline.
+    pub fn record_lateness(&self, index: usize, us: u64) {
+        if let Some(histogram) = self.lateness.get(index) {
+            histogram.record(us);
+        }
+    }
+
+    /// Tick lateness of all workers: counts per bucket of [`LATENESS_BUCKETS_US`] (and one above), the maximum
+    /// and the sum (µs).
+    pub fn lateness(&self) -> ([u64; LATENESS_BUCKETS_US.len() + 1], u64, u64) {
+        let mut counts = [0; LATENESS_BUCKETS_US.len() + 1];
+        let (mut max, mut sum) = (0, 0);
+        for histogram in &self.lateness {
+            let (m, s) = histogram.add_to(&mut counts);
+            max = max.max(m);
+            sum += s;
+        }
+        (counts, max, sum)
     }
 
     /// The state from the busiest worker (a session lands on one worker, so the worst one decides).
@@ -94,5 +191,31 @@ mod tests {
         // Out-of-range workers are ignored rather than panicking.
         monitor.publish(9, 1.0, 0);
         assert_eq!(monitor.status(), HealthStatus::Normal);
+    }
+
+    #[test]
+    fn lateness_quantiles_come_from_the_buckets_of_all_workers() {
+        let monitor = LoadMonitor::new(2, 0.7, 0.9);
+        assert_eq!(monitor.lateness().1, 0);
+        let (counts, max, _) = monitor.lateness();
+        assert_eq!(lateness_quantile_us(&counts, max, 0.5), None);
+        // 98 prompt ticks on worker 0, one 3 ms late and one 2 s late on worker 1.
+        for _ in 0..98 {
+            monitor.record_lateness(0, 30);
+        }
+        monitor.record_lateness(1, 3_000);
+        monitor.record_lateness(1, 2_000_000);
+        monitor.record_lateness(7, 1); // no such worker: ignored
+        let (counts, max, sum) = monitor.lateness();
+        assert_eq!(counts.iter().sum::<u64>(), 100);
+        assert_eq!(max, 2_000_000);
+        assert_eq!(sum, 98 * 30 + 3_000 + 2_000_000);
+        assert_eq!(lateness_quantile_us(&counts, max, 0.5), Some(50));
+        assert_eq!(lateness_quantile_us(&counts, max, 0.99), Some(5_000));
+        assert_eq!(lateness_quantile_us(&counts, max, 1.0), Some(2_000_000));
+        // A bound never exceeds the largest value seen.
+        let mut one = [0; LATENESS_BUCKETS_US.len() + 1];
+        one[3] = 1;
+        assert_eq!(lateness_quantile_us(&one, 300, 0.5), Some(300));
     }
 }

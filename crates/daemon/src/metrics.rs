@@ -42,6 +42,31 @@ impl Out {
     fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.metric("counter", name, help, value);
     }
+
+    /// A Prometheus histogram in seconds from bucket bounds in µs, per-bucket counts (the last: above them all) and
+    /// the sum of the values in µs.
+    fn histogram_seconds(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds_us: &[u64],
+        counts: &[u64],
+        sum_us: u64,
+    ) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in bounds_us.iter().zip(counts) {
+            cumulative += count;
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let total: u64 = counts.iter().sum();
+        let sum = sum_us as f64 / 1e6;
+        let _ = writeln!(
+            self.0,
+            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
+        );
+    }
 }
 
 /// Renders the daemon's metrics.
@@ -100,6 +125,14 @@ pub fn render(engine: &Engine, http: &HttpCounters) -> String {
         "mediaproc_late_ticks_total",
         "Media ticks run more than a frame late.",
         load.late_ticks().iter().sum(),
+    );
+    let (lateness, _, lateness_sum_us) = load.lateness();
+    out.histogram_seconds(
+        "mediaproc_tick_lateness_seconds",
+        "How late session ticks started after their deadline.",
+        &crate::health::LATENESS_BUCKETS_US,
+        &lateness,
+        lateness_sum_us,
     );
 
     // Every drop of every session, daemon-wide (they are also in each session's statistics).

@@ -810,6 +810,10 @@ pub fn run(
             session.handle_net_events();
             session.drain_packets();
             let now = origin.elapsed();
+            let due = session.media.poll_timeout();
+            if now >= due {
+                load.record_lateness(index, (now - due).as_micros() as u64);
+            }
             let (quic, _) = session.tick(now);
             if quic {
                 // Wakes only the connection this session is attached to.

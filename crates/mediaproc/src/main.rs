@@ -51,25 +51,44 @@ enum Command {
     Demo(DemoArgs),
     /// The other side: an emulated Graph calls endpoint whose media edge speaks for participants.
     Callsim(CallsimArgs),
-    /// Many calls through an in-process daemon on one edge connection; prints worker load and late ticks.
+    /// Many calls against a daemon in its own process: its CPU per call-tick next to bare libopus, latency, losses.
     Load(LoadArgs),
 }
 
 /// Flags of `mediaproc load`.
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Calls to run at once.
-    #[arg(long, default_value_t = 50)]
-    sessions: usize,
-    /// How long.
+    /// Calls to run at once (`--sessions` is an alias).
+    #[arg(long, visible_alias = "sessions", default_value_t = 50)]
+    calls: usize,
+    /// How long the calls stream (the first 2 s are start-up: shown, not measured).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
-    /// echo (duplex: every call decodes and encodes) or silent (listen-only: decode, nothing to encode).
-    #[arg(long, default_value = "echo", value_parser = ["echo", "silent"])]
+    /// Who answers: echo (duplex, built in), record (listen-only, writes WAV), silent (listen-only, no bot
+    /// connected), websocket (an out-of-process echo bot over the bot WebSocket, driven by this tool).
+    #[arg(long, default_value = "echo", value_parser = ["echo", "record", "silent", "websocket"])]
     bot: String,
-    /// Media worker threads (0 = one per core).
+    /// How the load edge reaches the daemon: quic (mpUri) or rtp (plain RTP/UDP, a socket per call).
+    #[arg(long, default_value = "quic", value_parser = ["quic", "rtp"])]
+    edge: String,
+    /// QUIC only: calls multiplexed on one connection (1 = a connection per call).
+    #[arg(long, default_value_t = 200)]
+    calls_per_connection: usize,
+    /// Media worker threads of the daemon this tool starts (0 = one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Use a daemon that is already running (its control API address) instead of starting one.
+    #[arg(long, value_name = "ADDR")]
+    api: Option<std::net::SocketAddr>,
+    /// API token of the daemon given by --api [env: MEDIAPROC_API_TOKEN].
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Process id of the daemon given by --api, to measure its CPU time and memory (Linux /proc).
+    #[arg(long, value_name = "PID")]
+    daemon_pid: Option<u32>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Flags of `mediaproc callsim`.
