@@ -56,7 +56,7 @@ enum Command {
 }
 
 /// Flags of `mediaproc load`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct LoadArgs {
     /// Calls to run at once (`--sessions` is an alias).
     #[arg(long, visible_alias = "sessions", default_value_t = 50)]
@@ -89,6 +89,13 @@ struct LoadArgs {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Raise the number of calls until one would see a late tick or the daemon passes --max-cpu of the cores, for
+    /// each bot (record, silent, echo, websocket) on --edge; reports calls per core.
+    #[arg(long)]
+    find_capacity: bool,
+    /// The share of the cores the daemon may use at capacity.
+    #[arg(long, default_value_t = 0.7)]
+    max_cpu: f64,
 }
 
 /// Flags of `mediaproc callsim`.

@@ -9,11 +9,12 @@
 
 mod bare;
 mod bots;
+mod capacity;
 mod daemon;
 mod report;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mediaproc_blob::MediaSessionConfig;
@@ -30,6 +31,8 @@ use report::{Measured, StreamTotals};
 const WARMUP_SECONDS: u64 = 2;
 /// Largest run.
 const MAX_CALLS: usize = 2000;
+/// Set by `--find-capacity`: runs print no per-second progress (each prints one line of its own).
+static QUIET: AtomicBool = AtomicBool::new(false);
 
 pub fn run(args: &LoadArgs) -> Result<(), Failure> {
     if args.calls == 0 || args.calls > MAX_CALLS {
@@ -43,6 +46,34 @@ pub fn run(args: &LoadArgs) -> Result<(), Failure> {
     if args.calls_per_connection == 0 {
         return Err(Failure::usage("--calls-per-connection must be at least 1"));
     }
+    if !(0.0 < args.max_cpu && args.max_cpu <= 1.0) {
+        return Err(Failure::usage(
+            "--max-cpu must be a share of the cores in (0, 1]",
+        ));
+    }
+    if args.find_capacity {
+        return capacity::find(args);
+    }
+    let measured = run_once(args)?;
+    measured.print();
+    if let Some(path) = &args.json {
+        write_json(path, &measured.json())?;
+    }
+    Ok(())
+}
+
+/// Writes a report.
+fn write_json(path: &std::path::Path, value: &Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|err| Failure::invalid(format!("json: {err}")))?;
+    std::fs::write(path, text + "\n")
+        .map_err(|err| Failure::invalid(format!("{}: {err}", path.display())))?;
+    output::line(&format!("wrote {}", path.display()));
+    Ok(())
+}
+
+/// One load run: a daemon (started for it, or `--api`), the calls, the report.
+fn run_once(args: &LoadArgs) -> Result<Measured, Failure> {
     let daemon = match args.api {
         Some(api) => {
             let token = args
@@ -141,7 +172,7 @@ async fn create_sessions(
             media_url: session["mediaUrl"].as_str().unwrap_or_default().to_owned(),
             bot_token: session["botToken"].as_str().unwrap_or_default().to_owned(),
         });
-        if (i + 1) % 100 == 0 {
+        if (i + 1) % 100 == 0 && !QUIET.load(Ordering::Relaxed) {
             output::line(&format!("  {} of {} sessions created", i + 1, args.calls));
         }
     }
@@ -159,7 +190,7 @@ async fn health(http: &reqwest::Client, daemon: &Daemon) -> Value {
     }
 }
 
-async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<(), Failure> {
+async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
     let fail = |what: &str, err: String| Failure::invalid(format!("{what}: {err}"));
     let http = reqwest::Client::new();
     let first_health = health(&http, daemon).await;
@@ -204,19 +235,21 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<(), Failure> {
         } => args.calls.div_ceil(calls_per_connection),
         _ => args.calls,
     };
-    output::line(&format!(
-        "load         {} calls ({} bot) on {} ({}), {} s, daemon workers {}, bare libopus {bare:.1} µs per call-tick",
-        args.calls,
-        args.bot,
-        args.edge,
-        if args.edge == "rtp" {
-            "a socket per call".to_owned()
-        } else {
-            format!("{connections} connection(s)")
-        },
-        args.seconds,
-        first_health["workers"],
-    ));
+    if !QUIET.load(Ordering::Relaxed) {
+        output::line(&format!(
+            "load         {} calls ({} bot) on {} ({}), {} s, daemon workers {}, bare libopus {bare:.1} µs per call-tick",
+            args.calls,
+            args.bot,
+            args.edge,
+            if args.edge == "rtp" {
+                "a socket per call".to_owned()
+            } else {
+                format!("{connections} connection(s)")
+            },
+            args.seconds,
+            first_health["workers"],
+        ));
+    }
 
     let counters = Arc::new(LoadCounters::default());
     let calls: Vec<LoadCall> = sessions.iter().map(|s| s.call.clone()).collect();
@@ -257,17 +290,19 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<(), Failure> {
         if let Some(rss) = daemon.pid.and_then(daemon::rss_bytes) {
             rss_peak = rss_peak.max(rss);
         }
-        output::line(&format!(
-            "{s:>4} s       in {:>6} pkt/s  out {:>6} pkt/s  daemon CPU {cpu_share} of {cores} core(s)  {}  late ticks {late}{}",
-            sent - last.0,
-            received - last.1,
-            h["status"].as_str().unwrap_or("?"),
-            if s <= WARMUP_SECONDS {
-                "  (start-up)"
-            } else {
-                ""
-            },
-        ));
+        if !QUIET.load(Ordering::Relaxed) {
+            output::line(&format!(
+                "{s:>4} s       in {:>6} pkt/s  out {:>6} pkt/s  daemon CPU {cpu_share} of {cores} core(s)  {}  late ticks {late}{}",
+                sent - last.0,
+                received - last.1,
+                h["status"].as_str().unwrap_or("?"),
+                if s <= WARMUP_SECONDS {
+                    "  (start-up)"
+                } else {
+                    ""
+                },
+            ));
+        }
         if s == WARMUP_SECONDS {
             window_start = Some((started.elapsed(), cpu.clone()));
             late_at_start = late;
@@ -372,13 +407,5 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<(), Failure> {
         bots_echoed: bot_counters.echoed.load(Ordering::Relaxed),
         bots_failed: bot_counters.failed.load(Ordering::Relaxed),
     };
-    measured.print();
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&measured.json())
-            .map_err(|err| fail("json", err.to_string()))?;
-        std::fs::write(path, text + "\n")
-            .map_err(|err| fail(&format!("{}", path.display()), err.to_string()))?;
-        output::line(&format!("wrote {}", path.display()));
-    }
-    Ok(())
+    Ok(measured)
 }
