@@ -360,28 +360,36 @@ impl Drop for PortLease {
 async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     let load = state.engine.load();
     let loads = load.loads();
+    let (lateness, lateness_max, _) = load.lateness();
+    let (to_worker, to_bot) = (
+        load.packet_to_worker.snapshot(),
+        load.tick_to_bot.snapshot(),
+    );
     Json(json!({
         "status": load.status(),
         "sessions": state.engine.session_count(),
         "workers": loads.len(),
         "workerLoad": loads,
         "lateTicks": load.late_ticks().iter().sum::<u64>(),
-        "tickLateness": lateness_json(load),
+        "tickLateness": histogram_json(&lateness, lateness_max),
+        "handOffs": {
+            "packetToWorker": histogram_json(&to_worker.counts, to_worker.max_us),
+            "tickToBot": histogram_json(&to_bot.counts, to_bot.max_us),
+        },
         "draining": state.engine.draining(),
     }))
 }
 
-/// How late session ticks started since the daemon began: quantiles (bucket bounds, ms) and the raw buckets, so
-/// a client can take the difference of two readings (`mediaproc load` does).
-fn lateness_json(load: &crate::health::LoadMonitor) -> Value {
+/// A latency histogram since the daemon began: quantiles (bucket bounds, ms) and the raw buckets, so a client can
+/// take the difference of two readings (`mediaproc load` does).
+fn histogram_json(counts: &[u64; crate::health::BUCKETS], max_us: u64) -> Value {
     use crate::health::{LATENESS_BUCKETS_US, lateness_quantile_us};
-    let (counts, max, _) = load.lateness();
-    let ms = |q: f64| lateness_quantile_us(&counts, max, q).map(|us| us as f64 / 1000.0);
+    let ms = |q: f64| lateness_quantile_us(counts, max_us, q).map(|us| us as f64 / 1000.0);
     json!({
         "p50Ms": ms(0.5),
         "p99Ms": ms(0.99),
         "p999Ms": ms(0.999),
-        "maxMs": max as f64 / 1000.0,
+        "maxMs": max_us as f64 / 1000.0,
         "bucketsUs": LATENESS_BUCKETS_US,
         "counts": counts,
     })

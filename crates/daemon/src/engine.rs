@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::DaemonError;
 use crate::health::{HealthStatus, LoadMonitor};
 use crate::request::{BotKind, RtpCodec, SessionPlan};
-use crate::session::{BotPort, DropCounters, LiveSession};
+use crate::session::{BotPort, DropCounters, FrameSignal, LiveSession};
 use crate::worker::{NetSide, WorkerCommand, WorkerSession};
 
 /// Events queued for a bot before it drains them; when full, new events are dropped and counted.
@@ -436,10 +436,15 @@ impl Engine {
             .map_err(|err| DaemonError::InvalidSession(format!("encoder: {err}")))?;
 
         let (event_tx, event_rx) = mpsc::channel(BOT_EVENT_CAPACITY);
+        let frames = Arc::new(FrameSignal::default());
         let port = BotPort {
             endpoint,
             events: event_rx,
+            frames: frames.clone(),
         };
+        // Bots outside the worker that answer frame by frame (WebSocket, in-process) are signalled each tick and get
+        // half a tick to answer before the tick's send half runs.
+        let bridge = matches!(plan.bot, BotKind::WebSocket | BotKind::InProcess).then_some(frames);
         let new_live = |port| Arc::new(LiveSession::new(port, self.drops.clone()));
         let (in_worker_bot, live, bot_task) = match &plan.bot {
             BotKind::WebSocket | BotKind::InProcess => (None, new_live(Some(port)), None),
@@ -468,7 +473,8 @@ impl Engine {
         let net = NetSide::new(quic, udp, source_context);
         let worker = self.pick_worker();
         let session =
-            WorkerSession::new(id, media, net, in_worker_bot, event_tx, live.clone(), rate);
+            WorkerSession::new(id, media, net, in_worker_bot, event_tx, live.clone(), rate)
+                .with_bridge(bridge);
         if self.workers[worker]
             .try_send(WorkerCommand::Add(Box::new(session)))
             .is_err()

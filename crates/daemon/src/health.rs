@@ -16,18 +16,23 @@ pub enum HealthStatus {
     Overloaded,
 }
 
-/// Upper bounds (µs) of the tick-lateness histogram's buckets; a last bucket takes everything above.
-/// Roughly three per decade from 50 µs to 1 s: fine where a healthy worker is, coarse where it hurts.
+/// Upper bounds (µs) of the latency histograms' buckets (tick lateness, hand-offs); a last bucket takes everything
+/// above. Roughly three per decade from 50 µs to 1 s: fine where a healthy worker is, coarse where it hurts.
 pub const LATENESS_BUCKETS_US: [u64; 14] = [
     50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
     1_000_000,
 ];
+/// Buckets of a latency histogram: one per bound and one above.
+pub const BUCKETS: usize = LATENESS_BUCKETS_US.len() + 1;
 
-/// How late session ticks ran (the time from a tick's deadline to its start), counted per bucket by the worker
-/// that ran them: one relaxed atomic add per tick, no lock, no allocation.
+fn bucket_of(us: u64) -> usize {
+    LATENESS_BUCKETS_US.partition_point(|&bound| bound < us)
+}
+
+/// A latency histogram many threads add to: relaxed atomic adds, no lock, no allocation.
 #[derive(Debug)]
 pub struct LatenessHistogram {
-    counts: [AtomicU64; LATENESS_BUCKETS_US.len() + 1],
+    counts: [AtomicU64; BUCKETS],
     max_us: AtomicU64,
     sum_us: AtomicU64,
 }
@@ -43,17 +48,27 @@ impl Default for LatenessHistogram {
 }
 
 impl LatenessHistogram {
-    /// Counts one tick that started `us` µs after its deadline.
+    /// Counts one value of `us` µs.
     pub fn record(&self, us: u64) {
-        let bucket = LATENESS_BUCKETS_US.partition_point(|&bound| bound < us);
-        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.counts[bucket_of(us)].fetch_add(1, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
+    /// Adds a whole local histogram (a session's values since its last publish).
+    pub fn merge(&self, local: &LocalHistogram) {
+        for (count, add) in self.counts.iter().zip(&local.counts) {
+            if *add > 0 {
+                count.fetch_add(*add, Ordering::Relaxed);
+            }
+        }
+        self.max_us.fetch_max(local.max_us, Ordering::Relaxed);
+        self.sum_us.fetch_add(local.sum_us, Ordering::Relaxed);
+    }
+
     /// Adds this histogram's counts to `into` (one per bucket, the last for everything above) and returns its
     /// maximum and sum (µs).
-    pub fn add_to(&self, into: &mut [u64; LATENESS_BUCKETS_US.len() + 1]) -> (u64, u64) {
+    pub fn add_to(&self, into: &mut [u64; BUCKETS]) -> (u64, u64) {
         for (sum, count) in into.iter_mut().zip(&self.counts) {
             *sum += count.load(Ordering::Relaxed);
         }
@@ -62,15 +77,45 @@ impl LatenessHistogram {
             self.sum_us.load(Ordering::Relaxed),
         )
     }
+
+    /// A copy of the counts, the maximum and the sum.
+    pub fn snapshot(&self) -> LocalHistogram {
+        let mut local = LocalHistogram::default();
+        let (max, sum) = self.add_to(&mut local.counts);
+        local.max_us = max;
+        local.sum_us = sum;
+        local
+    }
 }
 
-/// The bucket bound (µs) below which a share `q` (0..=1) of the counted ticks lies; `None` when nothing was counted.
-/// The last bucket reports `max_us`.
-pub fn lateness_quantile_us(
-    counts: &[u64; LATENESS_BUCKETS_US.len() + 1],
-    max_us: u64,
-    q: f64,
-) -> Option<u64> {
+/// A latency histogram one thread owns (a session's, in its worker): plain adds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LocalHistogram {
+    /// Values per bucket of [`LATENESS_BUCKETS_US`], the last for everything above.
+    pub counts: [u64; BUCKETS],
+    /// Largest value, µs.
+    pub max_us: u64,
+    /// Sum of the values, µs.
+    pub sum_us: u64,
+}
+
+impl LocalHistogram {
+    /// Counts one value of `us` µs.
+    pub fn record(&mut self, us: u64) {
+        self.counts[bucket_of(us)] += 1;
+        self.max_us = self.max_us.max(us);
+        self.sum_us += us;
+    }
+
+    /// The bucket bound (µs) below which a share `q` (0..=1) of the values lies; `None` when empty.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        lateness_quantile_us(&self.counts, self.max_us, q)
+    }
+}
+
+/// The bucket bound (µs) below which a share `q` (0..=1) of the counted values lies; `None` when nothing was
+/// counted. Never above `max_us` (the last bucket reports it).
+pub fn lateness_quantile_us(counts: &[u64; BUCKETS], max_us: u64, q: f64) -> Option<u64> {
     let total: u64 = counts.iter().sum();
     if total == 0 {
         return None;
@@ -99,6 +144,10 @@ pub struct LoadMonitor {
     late_ticks: Vec<AtomicU64>,
     /// Per worker: how late every session tick ran.
     lateness: Vec<LatenessHistogram>,
+    /// Every session: a packet's arrival at the socket → the worker took it from the receive ring.
+    pub packet_to_worker: LatenessHistogram,
+    /// Every session: a tick's deadline → its frame in the bot's inbound ring (decode, mix).
+    pub tick_to_bot: LatenessHistogram,
     heavily_loaded_at: f64,
     overloaded_at: f64,
 }
@@ -110,6 +159,8 @@ impl LoadMonitor {
             busy_ppm: (0..workers).map(|_| AtomicU32::new(0)).collect(),
             late_ticks: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             lateness: (0..workers).map(|_| LatenessHistogram::default()).collect(),
+            packet_to_worker: LatenessHistogram::default(),
+            tick_to_bot: LatenessHistogram::default(),
             heavily_loaded_at,
             overloaded_at,
         }
@@ -148,8 +199,8 @@ impl LoadMonitor {
 
     /// Tick lateness of all workers: counts per bucket of [`LATENESS_BUCKETS_US`] (and one above), the maximum
     /// and the sum (µs).
-    pub fn lateness(&self) -> ([u64; LATENESS_BUCKETS_US.len() + 1], u64, u64) {
-        let mut counts = [0; LATENESS_BUCKETS_US.len() + 1];
+    pub fn lateness(&self) -> ([u64; BUCKETS], u64, u64) {
+        let mut counts = [0; BUCKETS];
         let (mut max, mut sum) = (0, 0);
         for histogram in &self.lateness {
             let (m, s) = histogram.add_to(&mut counts);
@@ -214,8 +265,25 @@ mod tests {
         assert_eq!(lateness_quantile_us(&counts, max, 0.99), Some(5_000));
         assert_eq!(lateness_quantile_us(&counts, max, 1.0), Some(2_000_000));
         // A bound never exceeds the largest value seen.
-        let mut one = [0; LATENESS_BUCKETS_US.len() + 1];
+        let mut one = [0; BUCKETS];
         one[3] = 1;
         assert_eq!(lateness_quantile_us(&one, 300, 0.5), Some(300));
+    }
+
+    #[test]
+    fn a_local_histogram_merges_into_the_shared_one() {
+        let mut local = LocalHistogram::default();
+        assert_eq!(local.quantile_us(0.5), None);
+        for us in [10, 60, 60, 4_000] {
+            local.record(us);
+        }
+        assert_eq!(local.quantile_us(0.5), Some(100));
+        assert_eq!(local.quantile_us(1.0), Some(4_000));
+        let shared = LatenessHistogram::default();
+        shared.merge(&local);
+        shared.merge(&local);
+        let both = shared.snapshot();
+        assert_eq!(both.counts.iter().sum::<u64>(), 8);
+        assert_eq!((both.max_us, both.sum_us), (4_000, 2 * 4_130));
     }
 }

@@ -134,6 +134,27 @@ pub fn render(engine: &Engine, http: &HttpCounters) -> String {
         &lateness,
         lateness_sum_us,
     );
+    for (name, help, histogram) in [
+        (
+            "mediaproc_packet_to_worker_seconds",
+            "From a packet's arrival at the socket to the media worker taking it from the receive ring.",
+            &load.packet_to_worker,
+        ),
+        (
+            "mediaproc_tick_to_bot_seconds",
+            "From a tick's deadline to its frame in the bot's inbound ring (decode, mix).",
+            &load.tick_to_bot,
+        ),
+    ] {
+        let h = histogram.snapshot();
+        out.histogram_seconds(
+            name,
+            help,
+            &crate::health::LATENESS_BUCKETS_US,
+            &h.counts,
+            h.sum_us,
+        );
+    }
 
     // Every drop of every session, daemon-wide (they are also in each session's statistics).
     for kind in Dropped::ALL {

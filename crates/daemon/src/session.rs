@@ -27,6 +27,41 @@ pub struct BotPort {
     pub endpoint: BotEndpoint,
     /// Events from the worker.
     pub events: mpsc::Receiver<BotEvent>,
+    /// Raised by the worker each tick, once the frame for the bot is in the inbound ring.
+    pub frames: Arc<FrameSignal>,
+}
+
+/// "A tick's frame is in the inbound ring": the worker raises it without a lock (an atomic flag and an atomic
+/// waker), the WebSocket bridge awaits it instead of polling. Ticks raised while nobody waits collapse into one.
+#[derive(Debug, Default)]
+pub struct FrameSignal {
+    raised: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl FrameSignal {
+    /// Raises the signal and wakes the task waiting for it, if any.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Waits until the signal is raised (returns at once if it was since the last wait), and lowers it.
+    pub async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: do not miss it.
+            if self.raised.swap(false, Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 /// An event for a bot.

@@ -22,8 +22,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::health::LoadMonitor;
-use crate::session::{BotEvent, Dropped, LiveSession, SessionState};
+use crate::health::{LoadMonitor, LocalHistogram};
+use crate::session::{BotEvent, Dropped, FrameSignal, LiveSession, SessionState};
 
 /// Longest sleep of a worker, so receive rings and control events are drained promptly between ticks.
 pub const MAX_IDLE: Duration = Duration::from_millis(5);
@@ -167,7 +167,32 @@ pub struct WorkerSession {
     udp_ssrc: Option<u32>,
     /// RTCP loss reports about our stream already given to the encoder's FEC control (QUIC, RTP/UDP).
     loss_reports_seen: (u64, u64),
+    /// A bot outside the worker that answers frame by frame (WebSocket bridge, in-process bot): raised when the
+    /// tick's frame is in the inbound ring.
+    bridge: Option<Arc<FrameSignal>>,
+    /// With a bridge: when the pending tick's send half may run, and whether it must then. The send half runs half a
+    /// tick after the deadline if the bot's answer is there by then (it goes out 10 ms sooner than after the next
+    /// tick), else at the next tick's deadline, where it ran before: the answer never waits longer than without the
+    /// early look.
+    send_at: Option<(Duration, bool)>,
+    /// The worker's clock origin (set when the worker takes the session): hand-off timestamps.
+    origin: Option<Instant>,
+    /// Hand-off latencies since the session started, and since its last publish (added to the daemon's then).
+    latency: HandOffs,
+    latency_pending: HandOffs,
 }
+
+/// Where a frame waits inside the daemon, per session (plain counts: the worker owns them).
+#[derive(Debug, Default, Clone, Copy)]
+struct HandOffs {
+    /// A packet's arrival at the socket → the worker took it from the receive ring.
+    packet_to_worker: LocalHistogram,
+    /// A tick's deadline → its frame in the bot's inbound ring.
+    tick_to_bot: LocalHistogram,
+}
+
+/// How long after a tick's deadline a bridge's bot has to answer for the answer to go out at once.
+const BRIDGE_ANSWER_WINDOW: Duration = Duration::from_millis(10);
 
 /// The network layer's cumulative counters as last counted, so each publish adds only the delta and the
 /// daemon-wide totals keep what ended sessions dropped.
@@ -331,7 +356,24 @@ impl WorkerSession {
             net_seen: NetSeen::default(),
             udp_ssrc: None,
             loss_reports_seen: (0, 0),
+            bridge: None,
+            send_at: None,
+            origin: None,
+            latency: HandOffs::default(),
+            latency_pending: HandOffs::default(),
         }
+    }
+
+    /// Signals `bridge` each tick and runs the tick's send half [`BRIDGE_ANSWER_WINDOW`] after its deadline.
+    pub fn with_bridge(mut self, bridge: Option<Arc<FrameSignal>>) -> Self {
+        self.bridge = bridge;
+        self
+    }
+
+    /// When this session next needs the worker: its next tick, or the pending send half.
+    fn next_deadline(&self) -> Duration {
+        self.send_at
+            .map_or_else(|| self.media.poll_timeout(), |(at, _)| at)
     }
 
     fn send_bot(&self, event: BotEvent) {
@@ -409,7 +451,7 @@ impl WorkerSession {
     }
 
     /// Hands every queued packet to the pipeline with its arrival time.
-    fn drain_packets(&mut self) {
+    fn drain_packets(&mut self, now: Duration) {
         while let Some(meta) = self.net.quic.rx.pop(&mut self.packet[..]) {
             let Some(index) = self
                 .net
@@ -423,7 +465,7 @@ impl WorkerSession {
             let flow = self.net.render_flows[index];
             let source = (flow.msi != NO_MSI).then_some(flow.msi);
             let declared = Some((flow.payload_type, flow.clock_khz));
-            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, declared) {
+            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, declared, now) {
                 self.net.render_flows[index].ssrc = Some(ssrc);
             }
         }
@@ -434,7 +476,7 @@ impl WorkerSession {
                     self.udp_seen = true;
                     self.live.set_state(SessionState::Active);
                 }
-                if let Some(ssrc) = self.deliver(meta, offset, None, None) {
+                if let Some(ssrc) = self.deliver(meta, offset, None, None, now) {
                     self.udp_ssrc = Some(ssrc);
                 }
             }
@@ -449,6 +491,7 @@ impl WorkerSession {
         clock_offset: Duration,
         source_id: Option<u32>,
         declared: Option<(u8, u32)>,
+        now: Duration,
     ) -> Option<u32> {
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
@@ -502,6 +545,9 @@ impl WorkerSession {
             source_id,
         };
         let arrival = Duration::from_nanos(meta.time_ns) + clock_offset;
+        let waited = now.saturating_sub(arrival).as_micros() as u64;
+        self.latency.packet_to_worker.record(waited);
+        self.latency_pending.packet_to_worker.record(waited);
         self.media.handle_packet(arrival, &info, rtp.payload);
         Some(rtp.ssrc)
     }
@@ -509,15 +555,45 @@ impl WorkerSession {
     /// Runs due ticks and queues their output. Returns (sent on QUIC, sent on UDP).
     fn tick(&mut self, now: Duration) -> (bool, bool) {
         let mut sent = (false, false);
-        while self.media.poll_timeout() <= now {
-            // The tick in two halves, so the in-worker echo answers within the same tick (20 ms sooner).
-            if !self.media.handle_receive(now) {
-                break;
-            }
-            if let Some(echo) = &mut self.echo {
-                while echo.inbound.pop(&mut self.frame) {
-                    if echo.outbound.push(self.frame.mixed()).is_ok() {
-                        self.counters.echo_frames += 1;
+        loop {
+            match self.send_at {
+                Some((at, _)) if now < at => break,
+                // Half a tick on and no answer yet: look again at the next tick's deadline, and send then.
+                Some((at, false)) if self.media.bot_frames_queued() == 0 => {
+                    self.send_at = Some((at + BRIDGE_ANSWER_WINDOW, true));
+                    continue;
+                }
+                // The bot's answer is there (or its time is up): the send half runs now.
+                Some(_) => self.send_at = None,
+                None => {
+                    let due = self.media.poll_timeout();
+                    if due > now {
+                        break;
+                    }
+                    // The tick in two halves, so the in-worker echo answers within the same tick (20 ms sooner).
+                    if !self.media.handle_receive(now) {
+                        break;
+                    }
+                    if let Some(origin) = self.origin {
+                        let handed = origin.elapsed().saturating_sub(due).as_micros() as u64;
+                        self.latency.tick_to_bot.record(handed);
+                        self.latency_pending.tick_to_bot.record(handed);
+                    }
+                    if let Some(echo) = &mut self.echo {
+                        while echo.inbound.pop(&mut self.frame) {
+                            if echo.outbound.push(self.frame.mixed()).is_ok() {
+                                self.counters.echo_frames += 1;
+                            }
+                        }
+                    }
+                    if let Some(bridge) = &self.bridge {
+                        bridge.raise();
+                        let at = due + BRIDGE_ANSWER_WINDOW;
+                        // A worker running late sends at once rather than later still.
+                        if at > now {
+                            self.send_at = Some((at, false));
+                            break;
+                        }
                     }
                 }
             }
@@ -645,11 +721,14 @@ impl WorkerSession {
         );
     }
 
-    fn publish(&mut self, now: Duration) {
+    fn publish(&mut self, now: Duration, load: &LoadMonitor) {
         if now < self.next_publish {
             return;
         }
         self.next_publish = now + PUBLISH_INTERVAL;
+        let pending = std::mem::take(&mut self.latency_pending);
+        load.packet_to_worker.merge(&pending.packet_to_worker);
+        load.tick_to_bot.merge(&pending.tick_to_bot);
         let stats = self.media.stats();
         let net = self.net.quic.stats.snapshot();
         let udp_net = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
@@ -733,6 +812,10 @@ impl WorkerSession {
             },
             "rtpUdp": udp,
             "streams": streams,
+            "latency": {
+                "packetToWorkerMs": histogram_json(&self.latency.packet_to_worker),
+                "tickToBotMs": histogram_json(&self.latency.tick_to_bot),
+            },
         }));
     }
 
@@ -746,6 +829,12 @@ impl WorkerSession {
         });
         self.live.mark_ended();
     }
+}
+
+/// A hand-off histogram as `{p50, p99, max}` in ms (quantiles are bucket upper bounds; `null` before a value).
+fn histogram_json(h: &LocalHistogram) -> Value {
+    let ms = |q: f64| h.quantile_us(q).map(|us| us as f64 / 1000.0);
+    json!({"p50": ms(0.5), "p99": ms(0.99), "max": h.max_us as f64 / 1000.0})
 }
 
 /// RFC 4733 event code → DTMF character.
@@ -775,7 +864,10 @@ pub fn run(
     loop {
         loop {
             match commands.try_recv() {
-                Ok(WorkerCommand::Add(session)) => sessions.push(*session),
+                Ok(WorkerCommand::Add(mut session)) => {
+                    session.origin = Some(origin);
+                    sessions.push(*session);
+                }
                 Ok(WorkerCommand::Encoder(id, encoder)) => {
                     if let Some(session) = sessions.iter_mut().find(|s| s.id == id) {
                         // A value the codec still refuses changes nothing (the parser checked the ranges).
@@ -808,9 +900,9 @@ pub fn run(
         let woke = origin.elapsed();
         for session in &mut sessions {
             session.handle_net_events();
-            session.drain_packets();
+            session.drain_packets(origin.elapsed());
             let now = origin.elapsed();
-            let due = session.media.poll_timeout();
+            let due = session.next_deadline();
             if now >= due {
                 load.record_lateness(index, (now - due).as_micros() as u64);
             }
@@ -819,7 +911,7 @@ pub fn run(
                 // Wakes only the connection this session is attached to.
                 session.net.quic.waker.wake();
             }
-            session.publish(now);
+            session.publish(now, &load);
         }
         let done = origin.elapsed();
         busy += done.saturating_sub(woke);
@@ -836,7 +928,7 @@ pub fn run(
         }
         let next = sessions
             .iter()
-            .map(|s| s.media.poll_timeout())
+            .map(WorkerSession::next_deadline)
             .min()
             .unwrap_or(done + MAX_IDLE);
         let wait = next.saturating_sub(origin.elapsed()).min(MAX_IDLE);

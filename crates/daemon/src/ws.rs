@@ -25,8 +25,6 @@ use crate::session::{BotEvent, BotPort, Dropped, LiveSession};
 pub const UNMIXED_MAGIC: &[u8; 4] = b"UMX1";
 /// Bytes before the PCM in an unmixed-audio message.
 pub const UNMIXED_HEADER_LEN: usize = 16;
-/// How often the bridge forwards frames from the inbound ring (half a frame keeps the added latency ≤ 10 ms).
-pub const FORWARD_INTERVAL: Duration = Duration::from_millis(10);
 /// Audio the bridge holds beyond the session's outbound queue before it stops reading the socket (2 s at 16 kHz):
 /// a `clear` sent behind a burst is still read, and applied at once, while less than this is held.
 pub const HELD_BYTES_LIMIT: usize = 64_000;
@@ -238,13 +236,13 @@ async fn bridge(
         base: 0,
         marks: VecDeque::new(),
     };
-    let mut tick = tokio::time::interval(FORWARD_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The worker raises this once the tick's frame is in the inbound ring: forwarded at once, no polling.
+    let frames = port.frames.clone();
     let mut next_ping = Instant::now() + limits.ping_interval;
     let mut pong_due: Option<Instant> = None;
     let gone = 'session: loop {
         tokio::select! {
-            _ = tick.tick() => {
+            () = frames.wait() => {
                 held.flush(frame_bytes, &mut samples_in, &mut port);
                 while port.endpoint.inbound.pop(&mut frame) {
                     for (chunk, sample) in pcm_out.chunks_exact_mut(2).zip(frame.mixed()) {

@@ -283,15 +283,20 @@ async fn healthz_turns_overloaded_under_load_and_new_sessions_get_503() {
     daemon.shutdown().await;
 }
 
-/// Checks the Prometheus text format: HELP/TYPE comments, then `name{labels} value` samples with numeric values.
+/// Checks the Prometheus text format: HELP/TYPE comments, then `name{labels} value` samples with numeric values;
+/// a histogram's samples are `name_bucket{le="…"}`, `name_sum` and `name_count`.
 fn check_prometheus(text: &str) {
-    let mut typed = std::collections::HashSet::new();
+    let mut typed = std::collections::HashMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split(' ');
             let name = parts.next().unwrap();
-            assert!(matches!(parts.next(), Some("gauge" | "counter")), "{line}");
-            typed.insert(name.to_owned());
+            let kind = parts.next();
+            assert!(
+                matches!(kind, Some("gauge" | "counter" | "histogram")),
+                "{line}"
+            );
+            typed.insert(name.to_owned(), kind.unwrap().to_owned());
         } else if line.starts_with("# HELP ") || line.is_empty() {
         } else {
             let (series, value) = line.rsplit_once(' ').unwrap();
@@ -300,7 +305,20 @@ fn check_prometheus(text: &str) {
                 name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "{line}"
             );
-            assert!(typed.contains(name), "sample before its TYPE: {line}");
+            let histogram = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (typed.get(base).map(String::as_str) == Some("histogram")).then_some(*suffix)
+            });
+            match histogram {
+                Some("_bucket") => {
+                    assert!(series.contains("{le=\""), "a bucket without le: {line}")
+                }
+                Some(_) => {}
+                None => assert!(
+                    typed.get(name).is_some_and(|kind| kind != "histogram"),
+                    "sample before its TYPE: {line}"
+                ),
+            }
             assert!(value.parse::<f64>().is_ok(), "{line}");
             if let Some(labels) = series.strip_prefix(name) {
                 assert!(

@@ -630,6 +630,12 @@ impl MediaSession {
         Some(jitter + resampler + g711)
     }
 
+    /// Frames the bot has queued in the outbound ring and the session has not taken yet (a driver may run the send
+    /// half early once the bot's answer is there).
+    pub fn bot_frames_queued(&self) -> usize {
+        self.outbound.queued_frames()
+    }
+
     /// The outbound encoder's settings in force.
     pub fn encoder_settings(&self) -> EncoderSettings {
         self.pacer.encoder_settings()

@@ -268,6 +268,7 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
     let mut window_end = None;
     let mut late_at_start = 0u64;
     let (mut lateness_start, mut lateness_end) = (Value::Null, Value::Null);
+    let (mut hand_offs_start, mut hand_offs_end) = (Value::Null, Value::Null);
     let mut rss_peak = 0u64;
     for s in 1..=args.seconds {
         second.tick().await;
@@ -307,10 +308,12 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
             window_start = Some((started.elapsed(), cpu.clone()));
             late_at_start = late;
             lateness_start = h["tickLateness"].clone();
+            hand_offs_start = h["handOffs"].clone();
         }
         if s == args.seconds {
             window_end = Some((started.elapsed(), cpu.clone(), late));
             lateness_end = h["tickLateness"].clone();
+            hand_offs_end = h["handOffs"].clone();
         }
         last = (sent, received, cpu);
     }
@@ -395,6 +398,14 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         bare_codec_us_per_call_tick: bare,
         late_ticks,
         lateness: report::Lateness::between(&lateness_start, &lateness_end),
+        packet_to_worker: report::Lateness::between(
+            &hand_offs_start["packetToWorker"],
+            &hand_offs_end["packetToWorker"],
+        ),
+        tick_to_bot: report::Lateness::between(
+            &hand_offs_start["tickToBot"],
+            &hand_offs_end["tickToBot"],
+        ),
         rtt_ms: edge_report.rtt_ms,
         sent: counters.sent.load(Ordering::Relaxed),
         received: counters.received.load(Ordering::Relaxed),

@@ -39,8 +39,9 @@ impl StreamTotals {
     }
 }
 
-/// Tick lateness over the measured window, in ms: quantiles from the difference of two `/healthz` readings of the
-/// daemon's `tickLateness` buckets (each quantile is its bucket's upper bound), and the daemon's largest lateness.
+/// A daemon latency histogram over the measured window, in ms: quantiles from the difference of two `/healthz`
+/// readings of its buckets (`tickLateness`, `handOffs.*`; each quantile is its bucket's upper bound), and the
+/// daemon's largest value since it started.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Lateness {
     pub p50: Option<f64>,
@@ -114,6 +115,9 @@ pub struct Measured {
     pub bare_codec_us_per_call_tick: f64,
     pub late_ticks: Option<u64>,
     pub lateness: Lateness,
+    /// Packet arrival → the worker took it; tick deadline → frame in the bot's ring.
+    pub packet_to_worker: Lateness,
+    pub tick_to_bot: Lateness,
     pub rtt_ms: Vec<f64>,
     pub sent: u64,
     pub received: u64,
@@ -150,6 +154,16 @@ impl Measured {
         } else {
             self.totals.lost as f64 / expected as f64
         }
+    }
+
+    /// Packet in → frame to the bot, jitter-buffer hold excluded: the two hand-offs' quantiles added (each an upper
+    /// bound of its stage).
+    fn in_to_bot(&self) -> (Option<f64>, Option<f64>) {
+        let add = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
+        (
+            add(self.packet_to_worker.p50, self.tick_to_bot.p50),
+            add(self.packet_to_worker.p99, self.tick_to_bot.p99),
+        )
     }
 
     fn rtt(&self) -> (Option<f64>, Option<f64>) {
@@ -210,6 +224,16 @@ impl Measured {
                 self.late_ticks
                     .map_or("n/a".to_owned(), |l| format!("{l} (> a frame late)")),
             ),
+            ("packet in → bot".to_owned(), {
+                let (p50, p99) = self.in_to_bot();
+                format!(
+                    "p50 ≤ {}  p99 ≤ {}  (to the worker p99 ≤ {}, tick to the bot's ring p99 ≤ {}; jitter-buffer hold excluded)",
+                    ms(p50),
+                    ms(p99),
+                    ms(self.packet_to_worker.p99),
+                    ms(self.tick_to_bot.p99)
+                )
+            }),
             (
                 "echo round trip".to_owned(),
                 format!(
@@ -269,6 +293,8 @@ impl Measured {
 
     pub fn json(&self) -> Value {
         let (p50, p99) = self.rtt();
+        let (in50, in99) = self.in_to_bot();
+        let stage = |l: &Lateness| json!({"p50": l.p50, "p99": l.p99, "max": l.max});
         json!({
             "calls": self.calls,
             "seconds": self.seconds,
@@ -290,9 +316,10 @@ impl Measured {
             },
             "late_ticks": self.late_ticks,
             "latency_ms": {
-                // TODO(issue 10, deliverable 3): per-frame hand-off timestamps in the daemon.
-                "in_to_bot_p50": null,
-                "in_to_bot_p99": null,
+                "in_to_bot_p50": in50,
+                "in_to_bot_p99": in99,
+                "packet_to_worker": stage(&self.packet_to_worker),
+                "tick_to_bot": stage(&self.tick_to_bot),
                 "echo_rtt_p50": p50,
                 "echo_rtt_p99": p99,
             },
