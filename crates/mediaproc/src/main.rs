@@ -71,6 +71,10 @@ struct LoadArgs {
     /// How the load edge reaches the daemon: quic (mpUri) or rtp (plain RTP/UDP, a socket per call).
     #[arg(long, default_value = "quic", value_parser = ["quic", "rtp"])]
     edge: String,
+    /// Who serves the calls: mediaproc, or N third-party processes doing its job at its codec settings
+    /// (gstreamer, ffmpeg: one process per stream; needs --edge rtp and --bot echo or record).
+    #[arg(long, default_value = "mediaproc", value_parser = ["mediaproc", "gstreamer", "ffmpeg"])]
+    peer: String,
     /// QUIC only: calls multiplexed on one connection (1 = a connection per call).
     #[arg(long, default_value_t = 200)]
     calls_per_connection: usize,

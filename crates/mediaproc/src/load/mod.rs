@@ -11,6 +11,7 @@ mod bare;
 mod bots;
 mod capacity;
 mod daemon;
+mod peers;
 mod report;
 
 use std::sync::Arc;
@@ -74,6 +75,13 @@ fn write_json(path: &std::path::Path, value: &Value) -> Result<(), Failure> {
 
 /// One load run: a daemon (started for it, or `--api`), the calls, the report.
 fn run_once(args: &LoadArgs) -> Result<Measured, Failure> {
+    if args.peer != "mediaproc" {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| Failure::invalid(format!("cannot start the runtime: {err}")))?;
+        return runtime.block_on(peers::run(args));
+    }
     let daemon = match args.api {
         Some(api) => {
             let token = args
@@ -386,6 +394,7 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         seconds: args.seconds,
         bot: args.bot.clone(),
         edge: args.edge.clone(),
+        peer: "mediaproc".to_owned(),
         calls_per_connection: if args.edge == "rtp" {
             1
         } else {

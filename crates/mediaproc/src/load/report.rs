@@ -105,6 +105,8 @@ pub struct Measured {
     pub seconds: u64,
     pub bot: String,
     pub edge: String,
+    /// Who served the calls: `mediaproc`, or a third-party peer (`gstreamer`, `ffmpeg`; one process per stream).
+    pub peer: String,
     pub calls_per_connection: usize,
     pub cores: usize,
     /// Length of the measured window (after start-up), in s.
@@ -176,7 +178,8 @@ impl Measured {
         let (p50, p99) = self.rtt();
         output::line("");
         output::line(&format!(
-            "summary      {} calls, {} bot, {} edge{}, {} s ({:.1} s measured), {} core(s)",
+            "summary      {}: {} calls, {} bot, {} edge{}, {} s ({:.1} s measured), {} core(s)",
+            self.peer,
             self.calls,
             self.bot,
             self.edge,
@@ -191,7 +194,11 @@ impl Measured {
         ));
         let rows = [
             (
-                "daemon CPU".to_owned(),
+                if self.peer == "mediaproc" {
+                    "daemon CPU".to_owned()
+                } else {
+                    format!("{} CPU", self.peer)
+                },
                 self.daemon_cpu_us_per_call_tick.map_or(
                     "n/a (no process to measure: --daemon-pid)".to_owned(),
                     |v| format!("{v:.1} µs per call-tick"),
@@ -268,7 +275,12 @@ impl Measured {
                 }),
             ),
         ];
+        // A third-party peer has no daemon statistics: only what the edge and /proc measured.
+        let daemon_only = ["tick lateness", "late ticks", "packet in → bot", "streams"];
         for (name, value) in rows {
+            if self.peer != "mediaproc" && daemon_only.contains(&name.as_str()) {
+                continue;
+            }
             output::line(&format!("  {name:<18} {value}"));
         }
         if self.bot == "websocket" {
@@ -300,6 +312,7 @@ impl Measured {
             "seconds": self.seconds,
             "bot": self.bot,
             "edge": self.edge,
+            "peer": self.peer,
             "calls_per_connection": self.calls_per_connection,
             "cores": self.cores,
             "measured_seconds": self.window_s,
