@@ -1,0 +1,335 @@
+//! The WebRTC edge end to end: headless Chromium (Debian `chromium`, installed by `.ci/run`) talks to the echo bot
+//! through the WHIP endpoint with a WAV file as its microphone; the echo it hears is recorded in the page and
+//! scored here (windowed correlation against what it sent, and their lag: the browser-to-browser round trip), and
+//! `getStats()` gives the network round trip. Plus the signalling's bad inputs and limits, without a browser.
+//!
+//! Without Chromium the browser test prints SKIPPED, and fails when `CI=true`.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const PAGE_SCRIPT: &str = include_str!("webrtc_page.js");
+/// Seconds of echo the browser records.
+const RECORD_SECONDS: u32 = 6;
+/// Time the jitter buffers (the daemon's and the browser's) get to settle before the recording starts.
+const WARMUP_MS: u32 = 2000;
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
+
+/// Talk spurts of the speech-like signal between pauses of varying length, so a lag has one clear answer.
+fn spurts(seconds: u32, rate: u32) -> Vec<i16> {
+    let voice = speech((seconds * rate) as usize, rate);
+    let mut out = vec![0i16; voice.len()];
+    let (mut at, mut seed) = (rate as usize / 5, 7u32);
+    while at < out.len() {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let talk = rate as usize * (250 + (seed >> 16) as usize % 450) / 1000;
+        let pause = rate as usize * (150 + (seed >> 8) as usize % 350) / 1000;
+        let end = (at + talk).min(out.len());
+        out[at..end].copy_from_slice(&voice[at..end]);
+        at = end + pause;
+    }
+    out
+}
+
+fn write_wav(path: &std::path::Path, samples: &[i16], rate: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).unwrap();
+    for &s in samples {
+        writer.write_sample(s).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts headless Chromium on `url` and returns it with its DevTools port.
+async fn start_browser(binary: &str, url: &str, wav: &std::path::Path) -> (Browser, u16) {
+    let profile = temp_dir("chromium-profile");
+    let child = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-loopback-in-peer-connection",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!(
+            "--use-file-for-fake-audio-capture={}",
+            wav.display()
+        ))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let browser = Browser(child);
+    let port_file = profile.join("DevToolsActivePort");
+    for _ in 0..300 {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            if let Some(port) = text.lines().next().and_then(|l| l.trim().parse().ok()) {
+                return (browser, port);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("Chromium did not open its DevTools port");
+}
+
+/// Evaluates `expression` (a promise of a string) in the browser's page and returns its value.
+async fn evaluate(devtools: u16, page_url_prefix: &str, expression: &str) -> String {
+    let mut target = None;
+    for _ in 0..200 {
+        let list: Value = http()
+            .get(format!("http://127.0.0.1:{devtools}/json/list"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        target = list.as_array().into_iter().flatten().find_map(|t| {
+            (t["type"] == "page" && t["url"].as_str().unwrap_or("").starts_with(page_url_prefix))
+                .then(|| t["webSocketDebuggerUrl"].as_str().unwrap().to_owned())
+        });
+        if target.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(target.expect("the page's DevTools target"))
+        .await
+        .unwrap();
+    // The target exists before the page has loaded: wait for the loaded page (a secure context) first.
+    let loaded = "new Promise((resolve) => { const check = () => document.readyState === 'complete' && \
+        location.protocol === 'http:' ? resolve(String(window.isSecureContext)) : setTimeout(check, 50); check(); })";
+    let mut secure = Err(Value::Null);
+    for id in 1..100 {
+        // "Execution context was destroyed" while the navigation commits: ask again.
+        secure = run_script(&mut ws, id, loaded).await;
+        if secure.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        secure,
+        Ok("true".to_owned()),
+        "the page is not a secure context"
+    );
+    run_script(&mut ws, 1000, expression)
+        .await
+        .unwrap_or_else(|reply| panic!("the page script failed: {reply}"))
+}
+
+async fn run_script<S>(ws: &mut S, id: u64, expression: &str) -> Result<String, Value>
+where
+    S: futures_util::Sink<Message>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+    <S as futures_util::Sink<Message>>::Error: std::fmt::Debug,
+{
+    let request = json!({
+        "id": id,
+        "method": "Runtime.evaluate",
+        "params": {"expression": expression, "awaitPromise": true, "returnByValue": true},
+    });
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    while let Some(message) = ws.next().await {
+        let Message::Text(text) = message.unwrap() else {
+            continue;
+        };
+        let reply: Value = serde_json::from_str(&text).unwrap();
+        if reply["id"] == id {
+            return match reply["result"]["result"]["value"].as_str() {
+                Some(value) if reply["result"]["exceptionDetails"].is_null() => {
+                    Ok(value.to_owned())
+                }
+                _ => Err(reply),
+            };
+        }
+    }
+    panic!("DevTools closed before answering");
+}
+
+fn samples(value: &Value) -> Vec<i16> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap_or(0) as i16)
+        .collect()
+}
+
+/// Per 500 ms window with speech: the best lag (0..400 ms) of `received` against `sent`, and the windowed
+/// correlation at it (100 ms parts, each within ±5 ms: Opus shifts phase locally).
+fn window_lags(sent: &[i16], received: &[i16], rate: usize) -> Vec<(f64, usize)> {
+    let window = rate / 2;
+    let max_lag = rate * 2 / 5;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + window + max_lag <= sent.len().min(received.len()) {
+        let part = &sent[start..start + window];
+        if rms(part) > 300.0 {
+            let (_, lag) = best_correlation(part, &received[start..], max_lag);
+            out.push((windowed_correlation(part, &received[start..], lag), lag));
+        }
+        start += window;
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_talks_to_the_echo_bot_through_whip() {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and Chromium is missing (.ci/run installs the Debian package `chromium`)"
+        );
+        println!("SKIPPED: chromium not found (apt-get install chromium)");
+        return;
+    };
+    let _serial = serial().await;
+    let dir = temp_dir("webrtc");
+    let daemon = daemon(&dir).await;
+    let session = create_session(&daemon, json!({"bot": "echo"})).await;
+    let id = session["sessionId"].as_str().unwrap();
+    let token = session["edgeToken"].as_str().unwrap();
+    let wav = dir.join("mic.wav");
+    let source = spurts(8, 48_000);
+    write_wav(&wav, &source, 48_000);
+
+    let page = format!("http://{}/talk", daemon.api_addr);
+    let started = std::time::Instant::now();
+    let (_browser, devtools) = start_browser(binary, &format!("{page}#test"), &wav).await;
+    let script = PAGE_SCRIPT
+        .replace("__SESSION__", id)
+        .replace("__TOKEN__", token)
+        .replace("__SECONDS__", &RECORD_SECONDS.to_string())
+        .replace("__WARMUP_MS__", &WARMUP_MS.to_string());
+    let result: Value = serde_json::from_str(&evaluate(devtools, &page, &script).await).unwrap();
+    assert!(result["error"].is_null(), "{}", result["error"]);
+    let sent = samples(&result["sent"]);
+    let received = samples(&result["received"]);
+    assert!(rms(&sent) > 300.0, "the fake microphone was silent");
+    assert!(
+        rms(&received) > 100.0,
+        "no echo came back (rms {})",
+        rms(&received)
+    );
+
+    let lags = window_lags(&sent, &received, 16_000);
+    assert!(lags.len() >= 4, "too few windows with speech: {lags:?}");
+    let lag_ms: Vec<f64> = lags.iter().map(|(_, l)| *l as f64 / 16.0).collect();
+    let correlations: Vec<f64> = lags.iter().map(|(c, _)| *c).collect();
+    let p50_lag = median(lag_ms.clone());
+    let p50_corr = median(correlations.clone());
+    let ceiling = two_generation_ceiling(&sent);
+    let rtt = median(
+        result["rttMs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect(),
+    );
+    let stats = session_stats(&daemon, &session).await;
+    println!(
+        "webrtc echo: round trip p50 {p50_lag:.1} ms (windows {lag_ms:?}), windowed correlation p50 \
+         {p50_corr:.3} (two Opus generations alone: {ceiling:.3}), getStats RTT p50 {rtt:.2} ms, connect {:.0} ms, \
+         browser jitter buffer {} ms, packets sent {} received {} lost {}, test {:.1} s",
+        result["connectMs"].as_f64().unwrap_or(0.0),
+        result["jitterBufferDelayMs"],
+        result["packetsSent"],
+        result["packetsReceived"],
+        result["packetsLost"],
+        started.elapsed().as_secs_f64(),
+    );
+    println!(
+        "daemon: webrtc {} peer {}",
+        stats["stats"]["webrtc"], stats["webrtc"]
+    );
+    // As the QUIC echo test: within 80 % of what two Opus generations alone leave of the signal.
+    assert!(
+        p50_corr > 0.8 * ceiling,
+        "the echo does not sound like what was sent: {p50_corr:.3} vs ceiling {ceiling:.3}"
+    );
+    // The target on loopback is 60 ms (issue 11; measured figures in docs/webrtc.md). The bound catches a broken
+    // path (a stuck jitter buffer, a lost tick) while leaving room for a loaded 2-core CI machine, where
+    // Chromium's own jitter buffer grows.
+    assert!(p50_lag < 200.0, "echo round trip p50 {p50_lag} ms");
+    assert!(
+        stats["stats"]["webrtc"]["rxPackets"].as_u64().unwrap_or(0) > 100,
+        "{stats}"
+    );
+    assert_eq!(stats["webrtc"]["state"], "connected", "{stats}");
+    assert!(
+        stats["stats"]["echoFrames"].as_u64().unwrap_or(0) > 100,
+        "{stats}"
+    );
+    let notices = stats["notices"].to_string();
+    assert!(notices.contains("webrtcConnected"), "{notices}");
+
+    // WHIP DELETE on the Location ends the peer; the session stays.
+    let location = result["location"].as_str().unwrap();
+    let url = format!("http://{}{location}", daemon.api_addr);
+    let wrong = http()
+        .delete(&url)
+        .bearer_auth("not-the-token-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let deleted = http().delete(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    let again = http().delete(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(again.status(), 404);
+    let after = session_stats(&daemon, &session).await;
+    assert!(after["webrtc"].is_null(), "{after}");
+    assert_ne!(after["state"], "ended", "{after}");
+    daemon.shutdown().await;
+}
