@@ -251,7 +251,19 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         .replace("__TOKEN__", token)
         .replace("__SECONDS__", &RECORD_SECONDS.to_string())
         .replace("__WARMUP_MS__", &WARMUP_MS.to_string());
-    let result: Value = serde_json::from_str(&evaluate(devtools, &page, &script).await).unwrap();
+    // A QUIC edge talks to another echo session at the same time: neither may disturb the other.
+    let quic_session = create_session(&daemon, json!({"bot": "echo"})).await;
+    let quic_source = speech(16_000 * 3, 16_000);
+    let quic_packets = opus_packets(&quic_source, 0x5151);
+    let quic = async {
+        // Starts while the browser connects and warms up, ends within its recording.
+        tokio::time::sleep(Duration::from_millis(WARMUP_MS.into())).await;
+        // Attached only now, so no echo of silence queues up on the edge before it listens.
+        let edge = connect_edge(&daemon, &quic_session).await.unwrap();
+        talk_and_listen(&edge, &quic_packets, Duration::from_millis(600)).await
+    };
+    let (page_result, quic_received) = tokio::join!(evaluate(devtools, &page, &script), quic);
+    let result: Value = serde_json::from_str(&page_result).unwrap();
     assert!(result["error"].is_null(), "{}", result["error"]);
     let sent = samples(&result["sent"]);
     let received = samples(&result["received"]);
@@ -314,6 +326,24 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let notices = stats["notices"].to_string();
     assert!(notices.contains("webrtcConnected"), "{notices}");
 
+    let (_, quic_lag) = best_correlation(&quic_source, &quic_received, 16_000);
+    let quic_windowed = windowed_correlation(&quic_source, &quic_received, quic_lag);
+    let quic_ceiling = two_generation_ceiling(&quic_source);
+    println!(
+        "quic echo beside it: windowed correlation {quic_windowed:.3} (ceiling {quic_ceiling:.3}) at {:.1} ms",
+        quic_lag as f64 / 16.0
+    );
+    assert!(
+        quic_windowed > 0.8 * quic_ceiling,
+        "the QUIC session was disturbed"
+    );
+    let quic_stats = session_stats(&daemon, &quic_session).await;
+    assert!(quic_stats["webrtc"].is_null(), "{quic_stats}");
+    assert_eq!(
+        quic_stats["stats"]["network"]["rxRingDropped"], 0,
+        "{quic_stats}"
+    );
+
     // WHIP DELETE on the Location ends the peer; the session stays.
     let location = result["location"].as_str().unwrap();
     let url = format!("http://{}{location}", daemon.api_addr);
@@ -331,5 +361,261 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let after = session_stats(&daemon, &session).await;
     assert!(after["webrtc"].is_null(), "{after}");
     assert_ne!(after["state"], "ended", "{after}");
+    daemon.shutdown().await;
+}
+
+/// A minimal WebRTC offer (what a browser's looks like, trimmed): one audio m-line with these codecs.
+fn offer(rtpmaps: &str, pts: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         a=fingerprint:sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF {pts}\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+         a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\na=sendrecv\r\n\
+         a=rtcp-mux\r\n{rtpmaps}"
+    )
+}
+
+fn opus_offer() -> String {
+    offer(
+        "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n",
+        "111",
+    )
+}
+
+async fn post_offer(
+    daemon: &mediaproc_daemon::RunningDaemon,
+    session: &Value,
+    sdp: &str,
+) -> (u16, String, Option<String>) {
+    post_offer_as(
+        daemon,
+        session,
+        sdp,
+        session["edgeToken"].as_str().unwrap(),
+        "application/sdp",
+    )
+    .await
+}
+
+async fn post_offer_as(
+    daemon: &mediaproc_daemon::RunningDaemon,
+    session: &Value,
+    sdp: &str,
+    token: &str,
+    content_type: &str,
+) -> (u16, String, Option<String>) {
+    let response = http()
+        .post(format!(
+            "http://{}/v1/sessions/{}/webrtc",
+            daemon.api_addr,
+            session["sessionId"].as_str().unwrap()
+        ))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(sdp.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.text().await.unwrap(), location)
+}
+
+async fn metrics(daemon: &mediaproc_daemon::RunningDaemon) -> String {
+    http()
+        .get(format!("http://{}/metrics", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_offers_are_refused_saying_what_is_wrong() {
+    let _serial = serial().await;
+    let dir = temp_dir("webrtc-bad");
+    let daemon = daemon(&dir).await;
+    let session = create_session(&daemon, json!({"bot": "echo"})).await;
+
+    let (status, body, _) = post_offer(&daemon, &session, "this is not SDP").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("invalid_sdp") && body.contains("SDP"),
+        "{body}"
+    );
+
+    let (status, body, _) = post_offer(&daemon, &session, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("empty"), "{body}");
+
+    let video = offer("a=rtpmap:96 VP8/90000\r\n", "96").replace("m=audio", "m=video");
+    let (status, body, _) = post_offer(&daemon, &session, &video).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no (enabled) audio m-line"), "{body}");
+
+    let pcmu = offer("a=rtpmap:0 PCMU/8000\r\n", "0");
+    let (status, body, _) = post_offer(&daemon, &session, &pcmu).await;
+    assert_eq!(status, 406, "{body}");
+    assert!(
+        body.contains("no_opus") && body.contains("opus/48000/2"),
+        "{body}"
+    );
+
+    let (status, body, _) = post_offer_as(
+        &daemon,
+        &session,
+        &opus_offer(),
+        session["edgeToken"].as_str().unwrap(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("application/sdp"), "{body}");
+
+    // A wrong token and an unknown session look the same.
+    let (status, _, _) = post_offer_as(
+        &daemon,
+        &session,
+        &opus_offer(),
+        "wrong-token-0123456789",
+        "application/sdp",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let mut unknown = session.clone();
+    unknown["sessionId"] = json!(uuid::Uuid::new_v4().to_string());
+    let (status, _, _) = post_offer(&daemon, &unknown, &opus_offer()).await;
+    assert_eq!(status, 401);
+    // The session's bot token is not its edge token.
+    let (status, _, _) = post_offer_as(
+        &daemon,
+        &session,
+        &opus_offer(),
+        session["botToken"].as_str().unwrap(),
+        "application/sdp",
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let text = metrics(&daemon).await;
+    assert_eq!(
+        metric(&text, "mediaproc_webrtc_refused_sdp_total"),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "mediaproc_webrtc_refused_no_opus_total"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "mediaproc_webrtc_answered_total"),
+        0,
+        "{text}"
+    );
+    let stats = session_stats(&daemon, &session).await;
+    assert!(stats["webrtc"].is_null(), "{stats}");
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_capped_replaced_and_a_failed_handshake_keeps_the_session() {
+    let _serial = serial().await;
+    let dir = temp_dir("webrtc-cap");
+    let base = 41_000 + (std::process::id() % 5_000) as u16 * 2;
+    let config = mediaproc_daemon::Config {
+        webrtc_max_peers: 1,
+        webrtc_connect_timeout_ms: 700,
+        webrtc_port_min: base,
+        webrtc_port_max: base + 1,
+        ..test_config(&dir)
+    };
+    let daemon = mediaproc_daemon::start(config).await.unwrap();
+    let a = create_session(&daemon, json!({"bot": "echo"})).await;
+    let b = create_session(&daemon, json!({"bot": "echo"})).await;
+
+    let (status, answer, location) = post_offer(&daemon, &a, &opus_offer()).await;
+    assert_eq!(status, 201, "{answer}");
+    let location = location.unwrap();
+    assert!(location.starts_with(&format!(
+        "/v1/sessions/{}/webrtc/",
+        a["sessionId"].as_str().unwrap()
+    )));
+    assert!(
+        answer.contains("a=ice-lite") && answer.contains("opus/48000/2"),
+        "{answer}"
+    );
+    let port_in_range =
+        (base..=base + 1).any(|p| answer.contains(&format!("127.0.0.1 {p} typ host")));
+    assert!(
+        port_in_range,
+        "candidate outside {base}-{}: {answer}",
+        base + 1
+    );
+
+    // The cap counts peers of other sessions: B is refused while A's peer runs.
+    let (status, body, _) = post_offer(&daemon, &b, &opus_offer()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too_many_webrtc_peers"), "{body}");
+
+    // A second offer on A replaces A's peer.
+    let (status, _, second) = post_offer(&daemon, &a, &opus_offer()).await;
+    assert_eq!(status, 201);
+    let second = second.unwrap();
+    assert_ne!(second, location);
+    let url = |path: &str| format!("http://{}{path}", daemon.api_addr);
+    let token = a["edgeToken"].as_str().unwrap();
+    let old = http()
+        .delete(url(&location))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 404, "the replaced resource is gone");
+
+    // Nobody completes ICE: the peer fails at the deadline, with a notice; the session is kept.
+    let mut stats = session_stats(&daemon, &a).await;
+    for _ in 0..100 {
+        if stats["notices"].to_string().contains("webrtcFailed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = session_stats(&daemon, &a).await;
+    }
+    let notices = stats["notices"].to_string();
+    assert!(
+        notices.contains("webrtcFailed") && notices.contains("did not complete"),
+        "{notices}"
+    );
+    assert_eq!(stats["webrtc"]["state"], "failed", "{stats}");
+    assert_ne!(stats["state"], "ended");
+    let text = metrics(&daemon).await;
+    assert_eq!(metric(&text, "mediaproc_webrtc_failed_total"), 1, "{text}");
+    assert_eq!(
+        metric(&text, "mediaproc_webrtc_replaced_total"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "mediaproc_webrtc_refused_full_total"),
+        1,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "mediaproc_webrtc_peers"), 0, "{text}");
+
+    // A failed peer no longer counts: B gets its peer now, and a new offer revives A.
+    let (status, body, _) = post_offer(&daemon, &b, &opus_offer()).await;
+    assert_eq!(status, 201, "{body}");
     daemon.shutdown().await;
 }
