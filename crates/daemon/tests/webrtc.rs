@@ -619,3 +619,99 @@ async fn peers_are_capped_replaced_and_a_failed_handshake_keeps_the_session() {
     assert_eq!(status, 201, "{body}");
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_talk_page_starts_a_session_talks_and_hangs_up() {
+    let Some(binary) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and Chromium is missing (.ci/run installs the Debian package `chromium`)"
+        );
+        println!("SKIPPED: chromium not found (apt-get install chromium)");
+        return;
+    };
+    let _serial = serial().await;
+    let dir = temp_dir("webrtc-page");
+    let daemon = daemon(&dir).await;
+    let wav = dir.join("mic.wav");
+    write_wav(&wav, &spurts(4, 48_000), 48_000);
+    let url = daemon.talk_url();
+    assert!(url.contains("/talk#token="), "{url}");
+    // The page itself holds no token; the API token never appears in it.
+    let html = http()
+        .get(url.split('#').next().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(TOKEN) && !html.contains(url.split("token=").nth(1).unwrap()));
+    // The page token creates page sessions and nothing else.
+    let page_token = url.split("token=").nth(1).unwrap();
+    let sessions_with_page_token = http()
+        .get(format!("http://{}/v1/sessions", daemon.api_addr))
+        .bearer_auth(page_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sessions_with_page_token.status(), 401);
+
+    let (_browser, devtools) = start_browser(binary, &url, &wav).await;
+    let script = r#"(async () => {
+        const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+        document.querySelector("input[value=tone]").click();
+        document.getElementById("start").click();
+        const state = () => document.getElementById("state").textContent;
+        for (let i = 0; i < 200 && state() !== "connected"; i++) await sleep(50);
+        const connected = state();
+        await sleep(2500);
+        const stats = document.getElementById("stats").innerText;
+        return JSON.stringify({ connected, stats });
+    })()"#;
+    let page = format!("http://{}/talk", daemon.api_addr);
+    let result: Value = serde_json::from_str(&evaluate(devtools, &page, script).await).unwrap();
+    println!("talk page: {result}");
+    assert_eq!(result["connected"], "connected", "{result}");
+    let stats = result["stats"].as_str().unwrap();
+    assert!(
+        stats.contains("network round trip") && stats.contains("tone"),
+        "{stats}"
+    );
+    let list: Value = http()
+        .get(format!("http://{}/v1/sessions", daemon.api_addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"][0]["bot"], "tone", "{list}");
+    let hang_up = r#"(async () => {
+        document.getElementById("stop").click();
+        for (let i = 0; i < 100 && document.getElementById("state").textContent !== "idle"; i++)
+            await new Promise((r) => setTimeout(r, 50));
+        return document.getElementById("state").textContent;
+    })()"#;
+    assert_eq!(evaluate(devtools, &page, hang_up).await, "idle");
+    assert_eq!(
+        daemon_sessions(&daemon).await,
+        0,
+        "hanging up ends the page's session"
+    );
+    daemon.shutdown().await;
+}
+
+async fn daemon_sessions(daemon: &mediaproc_daemon::RunningDaemon) -> usize {
+    let list: Value = http()
+        .get(format!("http://{}/v1/sessions", daemon.api_addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["sessions"].as_array().map_or(0, Vec::len)
+}

@@ -63,6 +63,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         }
         output::line(&format!("control API   http://{}", daemon.api_addr));
         output::line(&format!("mpUri         {}", daemon.mp_uri));
+        output::line(&format!("talk page     {}", daemon.talk_url()));
         output::line(&format!(
             "certificate   sha256 {}",
             daemon.certificate_sha256
@@ -75,7 +76,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
