@@ -715,3 +715,78 @@ async fn daemon_sessions(daemon: &mediaproc_daemon::RunningDaemon) -> usize {
         .unwrap();
     list["sessions"].as_array().map_or(0, Vec::len)
 }
+
+/// Whether Python has aiortc (`.ci/run` installs it from PyPI).
+fn aiortc() -> bool {
+    Command::new("python3")
+        .args(["-c", "import aiortc"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_sends_speech_through_whip_and_hears_the_echo() {
+    if !aiortc() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and Python's aiortc is missing (.ci/run installs it: pip install aiortc)"
+        );
+        println!("SKIPPED: python3 -c 'import aiortc' failed (pip install aiortc)");
+        return;
+    }
+    let _serial = serial().await;
+    let dir = temp_dir("webrtc-aiortc");
+    let daemon = daemon(&dir).await;
+    let session = create_session(&daemon, json!({"bot": "echo"})).await;
+    let source = spurts(3, 16_000);
+    let source_path = dir.join("source.raw");
+    let out_path = dir.join("received.raw");
+    let bytes: Vec<u8> = source.iter().flat_map(|s| s.to_le_bytes()).collect();
+    std::fs::write(&source_path, bytes).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip_aiortc.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(script)
+        .args(["--base", &format!("http://{}", daemon.api_addr)])
+        .args(["--session", session["sessionId"].as_str().unwrap()])
+        .args(["--token", session["edgeToken"].as_str().unwrap()])
+        .arg("--source")
+        .arg(&source_path)
+        .arg("--out")
+        .arg(&out_path)
+        .args(["--seconds", "4"]);
+    // The client runs its own event loop; the daemon's runtime keeps serving on the other thread.
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "aiortc client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["connected"], "connected", "{summary}");
+    assert_eq!(summary["deleteStatus"], 200, "{summary}");
+    let raw = std::fs::read(&out_path).unwrap();
+    let received: Vec<i16> = raw
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let (_, lag) = best_correlation(&source, &received, 16_000);
+    let windowed = windowed_correlation(&source, &received, lag);
+    let ceiling = two_generation_ceiling(&source);
+    println!(
+        "aiortc echo: windowed correlation {windowed:.3} (ceiling {ceiling:.3}) at {:.1} ms (aiortc's own \
+         buffering included)",
+        lag as f64 / 16.0
+    );
+    assert!(
+        windowed > 0.8 * ceiling,
+        "the echo does not sound like what aiortc sent"
+    );
+    daemon.shutdown().await;
+}
