@@ -51,9 +51,9 @@ pub struct PeerSlot {
 }
 
 impl PeerSlot {
-    /// True while the peer's task runs (connecting or connected).
+    /// True while the peer is connecting or connected.
     pub fn is_live(&self) -> bool {
-        !self.peer.is_finished()
+        self.peer.is_live()
     }
 
     /// The peer for `GET /v1/sessions/{id}`.

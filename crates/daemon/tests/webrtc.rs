@@ -564,6 +564,29 @@ async fn peers_are_capped_replaced_and_a_failed_handshake_keeps_the_session() {
         base + 1
     );
 
+    // Strangers' datagrams at the peer's port (not STUN/DTLS/SRTP of this peer) are refused and counted.
+    let port = (base..=base + 1)
+        .find(|p| answer.contains(&format!("127.0.0.1 {p} typ host")))
+        .unwrap();
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..64u8 {
+        let garbage: Vec<u8> = (0..(i as usize * 7 % 200 + 1))
+            .map(|j| (j as u8).wrapping_mul(i) ^ 0x80)
+            .collect();
+        stranger.send_to(&garbage, ("127.0.0.1", port)).unwrap();
+    }
+    let mut rejected = 0;
+    for _ in 0..100 {
+        rejected = session_stats(&daemon, &a).await["webrtc"]["rejectedDatagrams"]
+            .as_u64()
+            .unwrap_or(0);
+        if rejected >= 32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rejected >= 32, "rejected {rejected}");
+
     // The cap counts peers of other sessions: B is refused while A's peer runs.
     let (status, body, _) = post_offer(&daemon, &b, &opus_offer()).await;
     assert_eq!(status, 503, "{body}");

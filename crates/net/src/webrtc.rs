@@ -54,6 +54,8 @@ pub const PEER_EVENT_CAPACITY: usize = 16;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often str0m reports statistics (round trip, loss) into the session's counters.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// The reason of a close the peer's owner asked for (dropping the [`WebRtcPeer`]).
+const CLOSED_BY_OWNER: &str = "closed by the daemon (DELETE, a newer offer, or the session ended)";
 /// Largest datagram read from the socket (above any MTU WebRTC uses).
 const DATAGRAM_BUFFER: usize = 2048;
 
@@ -273,11 +275,12 @@ impl WebRtcPeer {
                 .map_err(|e| NetError::Sdp(format!("host candidate {ip}: {e}")))?;
             rtc.add_local_candidate(candidate);
         }
+        let mids: Vec<Mid> = offer.media_lines.iter().map(|m| m.mid()).collect();
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| NetError::Sdp(e.to_string()))?;
-        let (mid, opus_pt) = negotiated_audio(&rtc).ok_or(NetError::NoOpus(
+        let (mid, opus_pt) = negotiated_audio(&rtc, &mids).ok_or(NetError::NoOpus(
             "the offer's audio m-line was not accepted with Opus".into(),
         ))?;
         let info = Arc::new(PeerInfo::default());
@@ -345,9 +348,12 @@ impl WebRtcPeer {
         &self.info
     }
 
-    /// True once the peer's task ended (failed or closed).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+    /// True while the peer is connecting or connected (it holds a port and counts against a peer cap).
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.info.state(),
+            PeerState::Connecting | PeerState::Connected
+        ) && !self.task.is_finished()
     }
 }
 
@@ -387,8 +393,8 @@ pub fn check_offer(offer: &str) -> Result<SdpOffer, NetError> {
     }))
 }
 
-/// The audio media the answer accepted and its Opus payload type.
-fn negotiated_audio(rtc: &Rtc) -> Option<(Mid, u8)> {
+/// The audio media (of the offer's `mids`) the answer accepted, and its Opus payload type.
+fn negotiated_audio(rtc: &Rtc, mids: &[Mid]) -> Option<(Mid, u8)> {
     let opus: Vec<u8> = rtc
         .codec_config()
         .params()
@@ -396,9 +402,7 @@ fn negotiated_audio(rtc: &Rtc) -> Option<(Mid, u8)> {
         .filter(|p| p.spec().codec == Codec::Opus)
         .map(|p| *p.pt())
         .collect();
-    // The answer's mids are the offer's; str0m keeps only the ones it accepted.
-    for index in 0..16u8 {
-        let mid = Mid::from(index.to_string().as_str());
+    for &mid in mids {
         if let Some(media) = rtc.media(mid) {
             if media.kind() == MediaKind::Audio && !media.disabled() {
                 if let Some(pt) = media
@@ -515,10 +519,11 @@ impl Driver {
                 () = closing.as_mut() => {
                     self.rtc.disconnect();
                     let _ = self.drain();
-                    break Stop::Closed("closed by the daemon".into());
+                    break Stop::Closed(CLOSED_BY_OWNER.into());
                 }
             }
         };
+        let by_owner = matches!(stop, Stop::Closed(ref r) if r == CLOSED_BY_OWNER);
         let event = match stop {
             Stop::Failed(reason) => {
                 self.info.set_state(PeerState::Failed);
@@ -530,6 +535,33 @@ impl Driver {
             }
         };
         self.emit(event);
+        if by_owner {
+            return;
+        }
+        // The port and the WebRTC state go now; the worker may still queue packets until its owner replaces or
+        // removes the peer: they are taken and counted (`tx_dropped`) rather than left to overflow the ring.
+        let Driver {
+            mut tx,
+            stats,
+            rtc,
+            sock,
+            ..
+        } = self;
+        drop((rtc, sock));
+        let mut buf = [0u8; MAX_PACKET_LEN];
+        loop {
+            tokio::select! {
+                () = woken.as_mut() => {
+                    woken.set(wake.notified());
+                    woken.as_mut().enable();
+                }
+                _ = poll.tick() => {}
+                () = closing.as_mut() => return,
+            }
+            while tx.pop(&mut buf).is_some() {
+                inc(&stats.tx_dropped);
+            }
+        }
     }
 
     fn emit(&self, event: PeerEvent) {
