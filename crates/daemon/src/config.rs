@@ -121,7 +121,8 @@ pub struct Config {
     /// ICE and DTLS must complete within this many milliseconds of the answer, or the peer fails (a session
     /// notice; the session is kept).
     pub webrtc_connect_timeout_ms: u64,
-    /// Serve the talk page at `/talk` and its session-scoped page API (`/v1/talk/…`).
+    /// Serve the talk page at `/talk` and its page API (`/v1/talk/…`, behind a page token generated at start;
+    /// `mediaproc demo --browser` turns it on). Off by default: the page token may create built-in-bot sessions.
     pub talk_page: bool,
     /// Worker load (share of the 20 ms tick spent working) from which `/healthz` says HeavilyLoaded.
     pub heavily_loaded_at: f64,
@@ -173,7 +174,7 @@ impl Default for Config {
             webrtc_port_max: 0,
             webrtc_max_peers: 32,
             webrtc_connect_timeout_ms: millis(mediaproc_net::webrtc::CONNECT_TIMEOUT),
-            talk_page: true,
+            talk_page: false,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
         }

@@ -145,13 +145,16 @@ impl RunningDaemon {
         Ok((api::created_body(&self.state, &entry), port))
     }
 
-    /// The talk page's URL, with its page token in the fragment (browsers never send a fragment to the server).
-    pub fn talk_url(&self) -> String {
-        format!(
-            "{}/talk#token={}",
-            self.state.api_base,
-            self.state.engine.page_token()
-        )
+    /// The talk page's URL, with its page token in the fragment (browsers never send a fragment to the server);
+    /// `None` unless `talk_page` is on.
+    pub fn talk_url(&self) -> Option<String> {
+        self.state.engine.config().talk_page.then(|| {
+            format!(
+                "{}/talk#token={}",
+                self.state.api_base,
+                self.state.engine.page_token()
+            )
+        })
     }
 
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),

@@ -312,8 +312,8 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     );
     // The target on loopback is 60 ms (issue 11; measured figures in docs/webrtc.md). The bound catches a broken
     // path (a stuck jitter buffer, a lost tick) while leaving room for a loaded 2-core CI machine, where
-    // Chromium's own jitter buffer grows.
-    assert!(p50_lag < 200.0, "echo round trip p50 {p50_lag} ms");
+    // Chromium's own jitter buffer grows (203 ms seen once at load average 6 on 2 cores; 65-80 ms unloaded).
+    assert!(p50_lag < 300.0, "echo round trip p50 {p50_lag} ms");
     assert!(
         stats["stats"]["webrtc"]["rxPackets"].as_u64().unwrap_or(0) > 100,
         "{stats}"
@@ -526,6 +526,14 @@ async fn bad_offers_are_refused_saying_what_is_wrong() {
     );
     let stats = session_stats(&daemon, &session).await;
     assert!(stats["webrtc"].is_null(), "{stats}");
+    // The talk page is off unless configured.
+    assert!(daemon.talk_url().is_none());
+    let page = http()
+        .get(format!("http://{}/talk", daemon.api_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
     daemon.shutdown().await;
 }
 
@@ -655,10 +663,14 @@ async fn the_talk_page_starts_a_session_talks_and_hangs_up() {
     };
     let _serial = serial().await;
     let dir = temp_dir("webrtc-page");
-    let daemon = daemon(&dir).await;
+    let config = mediaproc_daemon::Config {
+        talk_page: true,
+        ..test_config(&dir)
+    };
+    let daemon = mediaproc_daemon::start(config).await.unwrap();
     let wav = dir.join("mic.wav");
     write_wav(&wav, &spurts(4, 48_000), 48_000);
-    let url = daemon.talk_url();
+    let url = daemon.talk_url().unwrap();
     assert!(url.contains("/talk#token="), "{url}");
     // The page itself holds no token; the API token never appears in it.
     let html = http()

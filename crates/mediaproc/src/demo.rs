@@ -51,7 +51,7 @@ async fn browser(args: &DemoArgs) -> Result<(), Failure> {
     output::line(
         "open this page in Chrome or Chromium (Firefox needs a non-loopback address, see docs/webrtc.md), pick a bot, allow the microphone, talk:",
     );
-    output::line(&format!("  {}", daemon.talk_url()));
+    output::line(&format!("  {}", daemon.talk_url().unwrap_or_default()));
     output::line("Ctrl-C ends the demo.");
     crate::serve::shutdown_signal().await;
     daemon.shutdown().await;

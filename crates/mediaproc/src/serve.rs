@@ -63,7 +63,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         }
         output::line(&format!("control API   http://{}", daemon.api_addr));
         output::line(&format!("mpUri         {}", daemon.mp_uri));
-        output::line(&format!("talk page     {}", daemon.talk_url()));
+        if let Some(url) = daemon.talk_url() {
+            output::line(&format!("talk page     {url}"));
+        }
         output::line(&format!(
             "certificate   sha256 {}",
             daemon.certificate_sha256
