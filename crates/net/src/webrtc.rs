@@ -790,6 +790,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_audio_and_video_offer_gets_audio_and_a_rejected_video_line() {
+        // What a WHIP encoder (OBS) offers: audio and video, bundled.
+        let sdp = offer("a=rtpmap:111 opus/48000/2\r\n", "111")
+            .replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 1")
+            + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\na=sendonly\r\n\
+             a=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\n";
+        let accepted = WebRtcPeer::accept(&sdp, &WebRtcConfig::loopback(111))
+            .await
+            .unwrap();
+        let video = accepted
+            .answer
+            .split("m=")
+            .find(|m| m.starts_with("video"))
+            .unwrap_or("");
+        assert!(video.starts_with("video 0 "), "{}", accepted.answer);
+        assert_eq!(accepted.peer.info().opus_payload_type(), 111);
+    }
+
+    #[tokio::test]
     async fn a_full_port_range_is_refused() {
         let hold = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = hold.local_addr().unwrap().port();
