@@ -375,6 +375,7 @@ async fn talk_create(
     }
     let entry = state.engine.open_session(plan).await?;
     let id = entry.id;
+    state.engine.mark_page_session(id);
     let ws_base = state.api_base.replacen("http", "ws", 1);
     let mut body = json!({
         "sessionId": id,
@@ -389,13 +390,29 @@ async fn talk_create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// A session the talk page created, with its edge token (no other session answers here).
+fn authorize_page_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Arc<SessionEntry>, ApiError> {
+    if !state.engine.config().talk_page {
+        return Err(ApiError(DaemonError::RouteNotFound));
+    }
+    let entry = authorize_edge(state, headers, id)?;
+    if !state.engine.is_page_session(entry.id) {
+        return Err(ApiError(DaemonError::SessionNotFound(id.to_owned())));
+    }
+    Ok(entry)
+}
+
 /// The page's live statistics, with the session's edge token.
 async fn talk_show(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let entry = authorize_edge(&state, &headers, &id)?;
+    let entry = authorize_page_session(&state, &headers, &id)?;
     let mut body = summary(&entry);
     body["stats"] = entry.live.stats_json();
     body["notices"] = entry.live.notices_json();
@@ -409,7 +426,7 @@ async fn talk_delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let entry = authorize_edge(&state, &headers, &id)?;
+    let entry = authorize_page_session(&state, &headers, &id)?;
     state.engine.end_session(entry.id).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -138,6 +138,8 @@ pub struct Engine {
     pub webrtc: Arc<WebRtcCounters>,
     /// The talk page's token: it may create built-in-bot sessions through `/v1/talk/…` and nothing else.
     page_token: String,
+    /// Sessions the talk page created (only those answer `/v1/talk/sessions/{id}`).
+    page_sessions: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -210,6 +212,7 @@ impl Engine {
             counters: EngineCounters::default(),
             webrtc: Arc::new(WebRtcCounters::default()),
             page_token: new_token(),
+            page_sessions: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -505,6 +508,22 @@ impl Engine {
         &self.page_token
     }
 
+    /// Marks a session as the talk page's.
+    pub fn mark_page_session(&self, id: Uuid) {
+        self.page_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    /// Whether the talk page created this session.
+    pub fn is_page_session(&self, id: Uuid) -> bool {
+        self.page_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
     /// WebRTC peers running now, over all sessions.
     pub fn webrtc_peers(&self) -> usize {
         self.lock_sessions()
@@ -653,6 +672,10 @@ impl Engine {
             return false;
         };
         self.slots.fetch_sub(1, Ordering::AcqRel);
+        self.page_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         let live = held.entry.live.clone();
         // The flag ends it on the worker's next pass whatever happens to the command; the command only wakes the
         // worker's command loop sooner.

@@ -692,6 +692,30 @@ async fn the_talk_page_starts_a_session_talks_and_hangs_up() {
         .unwrap();
     assert_eq!(sessions_with_page_token.status(), 401);
 
+    // Another session's edge token does not reach it through the page API.
+    let other = create_session(&daemon, json!({"bot": "echo"})).await;
+    let other_id = other["sessionId"].as_str().unwrap();
+    let via_page = http()
+        .delete(format!(
+            "http://{}/v1/talk/sessions/{other_id}",
+            daemon.api_addr
+        ))
+        .bearer_auth(other["edgeToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_page.status(), 404);
+    assert!(
+        http()
+            .delete(format!("http://{}/v1/sessions/{other_id}", daemon.api_addr))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+
     let (_browser, devtools) = start_browser(binary, &url, &wav).await;
     let script = r#"(async () => {
         const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
