@@ -239,9 +239,15 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let session = create_session(&daemon, json!({"bot": "echo"})).await;
     let id = session["sessionId"].as_str().unwrap();
     let token = session["edgeToken"].as_str().unwrap();
-    let wav = dir.join("mic.wav");
-    let source = spurts(8, 48_000);
-    write_wav(&wav, &source, 48_000);
+    // MEDIAPROC_WEBRTC_MIC=FILE.wav plays a file of your own (e.g. espeak-ng speech) instead of the talk spurts.
+    let wav = match std::env::var("MEDIAPROC_WEBRTC_MIC") {
+        Ok(file) => std::path::PathBuf::from(file),
+        Err(_) => {
+            let wav = dir.join("mic.wav");
+            write_wav(&wav, &spurts(8, 48_000), 48_000);
+            wav
+        }
+    };
 
     let page = format!("http://{}/talk", daemon.api_addr);
     let started = std::time::Instant::now();
@@ -274,6 +280,13 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         rms(&received)
     );
 
+    // For scoring by hand (e.g. PESQ-WB with benches/quality/score.py): MEDIAPROC_WEBRTC_DUMP=DIR keeps both sides.
+    if let Ok(dump) = std::env::var("MEDIAPROC_WEBRTC_DUMP") {
+        let dump = std::path::Path::new(&dump);
+        std::fs::create_dir_all(dump).unwrap();
+        write_wav(&dump.join("sent.wav"), &sent, 16_000);
+        write_wav(&dump.join("received.wav"), &received, 16_000);
+    }
     let lags = window_lags(&sent, &received, 16_000);
     assert!(lags.len() >= 4, "too few windows with speech: {lags:?}");
     let lag_ms: Vec<f64> = lags.iter().map(|(_, l)| *l as f64 / 16.0).collect();
