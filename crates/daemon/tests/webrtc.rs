@@ -65,12 +65,14 @@ fn write_wav(path: &std::path::Path, samples: &[i16], rate: u32) {
     writer.finalize().unwrap();
 }
 
-struct Browser(Child);
+/// Headless Chromium and its throw-away profile; both go when it is dropped.
+struct Browser(Child, std::path::PathBuf);
 
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -102,7 +104,7 @@ async fn start_browser(binary: &str, url: &str, wav: &std::path::Path) -> (Brows
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let browser = Browser(child);
+    let browser = Browser(child, profile.clone());
     let port_file = profile.join("DevToolsActivePort");
     for _ in 0..300 {
         if let Ok(text) = std::fs::read_to_string(&port_file) {
