@@ -359,6 +359,18 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         "{quic_stats}"
     );
 
+    // The peer's edge and stream are in /metrics like the other edges'.
+    let text = metrics(&daemon).await;
+    let webrtc_edge = format!("mediaproc_edge_lost_total{{session=\"{id}\",edge=\"webrtc\"}}");
+    assert!(text.contains(&webrtc_edge), "{text}");
+    assert!(text.contains("edge=\"webrtc\",source="), "{text}");
+    assert_eq!(metric(&text, "mediaproc_webrtc_peers"), 1, "{text}");
+    assert_eq!(
+        metric(&text, "mediaproc_webrtc_connected_total"),
+        1,
+        "{text}"
+    );
+
     // WHIP DELETE on the Location ends the peer; the session stays.
     let location = result["location"].as_str().unwrap();
     let url = format!("http://{}{location}", daemon.api_addr);
