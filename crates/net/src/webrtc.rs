@@ -809,6 +809,50 @@ mod tests {
         assert_eq!(accepted.peer.info().opus_payload_type(), 111);
     }
 
+    /// Untrusted offers never panic: every truncation and every dropped line of a valid offer (str0m's parser and
+    /// its negotiation both run), and arbitrary text.
+    #[tokio::test]
+    async fn broken_offers_are_refused_without_panicking() {
+        let valid = offer(
+            "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n",
+            "111",
+        );
+        let lines: Vec<&str> = valid.split_inclusive("\r\n").collect();
+        let mut variants: Vec<String> = (0..valid.len())
+            .step_by(7)
+            .map(|n| valid[..n].to_owned())
+            .collect();
+        for skip in 0..lines.len() {
+            let without: String = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            variants.push(without);
+        }
+        variants.push(valid.replace("opus/48000/2", "opus/0/0"));
+        variants.push(valid.replace("a=rtpmap:111", "a=rtpmap:999"));
+        variants.push(valid.replace("UDP/TLS/RTP/SAVPF 111", "UDP/TLS/RTP/SAVPF"));
+        variants.push(valid.replace("a=setup:actpass", "a=setup:passive"));
+        variants.push(valid.replace("a=ice-pwd:abcdefghijklmnopqrstuvwx", "a=ice-pwd:"));
+        let config = WebRtcConfig::loopback(111);
+        for variant in &variants {
+            let _ = WebRtcPeer::accept(variant, &config).await;
+        }
+        const ALPHABET: &[u8] = b" =\r\nvmoac:0123456789abcdefghijklmnopqrstuvwxyz/";
+        let mut seed = 0x2545_f491_u32;
+        for _ in 0..200 {
+            let text: String = (0..(seed % 300))
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    char::from(ALPHABET[(seed >> 24) as usize % ALPHABET.len()])
+                })
+                .collect();
+            assert!(check_offer(&text).is_err() || text.contains("opus"));
+        }
+    }
+
     #[tokio::test]
     async fn a_full_port_range_is_refused() {
         let hold = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
