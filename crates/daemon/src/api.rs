@@ -20,7 +20,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -63,6 +63,12 @@ impl ApiError {
             DaemonError::NotAWebSocketSession { .. } => {
                 (StatusCode::CONFLICT, "not_a_websocket_session")
             }
+            DaemonError::InvalidSdp(_) => (StatusCode::BAD_REQUEST, "invalid_sdp"),
+            DaemonError::NoOpus(_) => (StatusCode::NOT_ACCEPTABLE, "no_opus"),
+            DaemonError::TooManyPeers { .. } | DaemonError::NoWebRtcPort(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_webrtc_peers")
+            }
+            DaemonError::WebRtcNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             DaemonError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             DaemonError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             DaemonError::TooManySessions { .. } => {
@@ -126,6 +132,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .delete(delete_session),
         )
         .route("/v1/sessions/{id}/media", get(bot_websocket))
+        .route("/v1/sessions/{id}/webrtc", post(webrtc_offer))
+        .route("/v1/sessions/{id}/webrtc/{resource}", delete(webrtc_delete))
+        .route("/talk", get(talk_page))
+        .route("/v1/talk/sessions", post(talk_create))
+        .route("/v1/talk/sessions/{id}", get(talk_show).delete(talk_delete))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(DaemonError::RouteNotFound) })
@@ -245,7 +256,179 @@ async fn show_session(
     body["participants"] = entry.live.participants_json();
     body["stats"] = entry.live.stats_json();
     body["notices"] = entry.live.notices_json();
+    body["webrtc"] = state.engine.webrtc_json(entry.id);
     Ok(Json(body))
+}
+
+/// The session if `headers` carry the API token or the session's edge token; an unknown session and a wrong token
+/// look the same to anyone without the API token.
+fn authorize_edge(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Arc<SessionEntry>, ApiError> {
+    let given = bearer(headers);
+    let api = given.is_some_and(|token| tokens_equal(token, &state.api_token));
+    match state.engine.session(id) {
+        Ok(entry) if api || given.is_some_and(|t| tokens_equal(t, &entry.edge_token)) => Ok(entry),
+        Err(err) if api => Err(err.into()),
+        _ => {
+            state.http.unauthorized.fetch_add(1, Ordering::Relaxed);
+            Err(ApiError(DaemonError::Unauthorized(
+                "send the session's edgeToken (or the API token) as `Authorization: Bearer`",
+            )))
+        }
+    }
+}
+
+/// WHIP (RFC 9725): `POST /v1/sessions/{id}/webrtc` with an SDP offer → `201`, `Location`, the SDP answer.
+async fn webrtc_offer(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let entry = authorize_edge(&state, request.headers(), &id)?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if !content_type.starts_with("application/sdp") {
+        return Err(DaemonError::InvalidSdp(format!(
+            "send the offer with `Content-Type: application/sdp` (got `{content_type}`)"
+        ))
+        .into());
+    }
+    let body = read_body(&state, request).await?;
+    let offer = std::str::from_utf8(&body)
+        .map_err(|e| DaemonError::InvalidSdp(format!("the offer is not UTF-8: {e}")))?;
+    let (resource, answer) = state.engine.attach_webrtc(&entry, offer).await?;
+    let location = format!("/v1/sessions/{}/webrtc/{resource}", entry.id);
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, location),
+            (header::CONTENT_TYPE, "application/sdp".to_owned()),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+/// WHIP `DELETE` on the resource: ends the peer (the session stays).
+async fn webrtc_delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, resource)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let entry = authorize_edge(&state, &headers, &id)?;
+    state.engine.detach_webrtc(entry.id, &resource)?;
+    Ok(StatusCode::OK)
+}
+
+/// The talk page (no secrets in it: its token comes in the URL fragment, which browsers never send).
+async fn talk_page(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if !state.engine.config().talk_page {
+        return Err(ApiError(DaemonError::RouteNotFound));
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        crate::webrtc::TALK_PAGE,
+    )
+        .into_response())
+}
+
+fn authorize_page(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !state.engine.config().talk_page {
+        return Err(ApiError(DaemonError::RouteNotFound));
+    }
+    match bearer(headers) {
+        Some(token) if tokens_equal(token, state.engine.page_token()) => Ok(()),
+        _ => {
+            state.http.unauthorized.fetch_add(1, Ordering::Relaxed);
+            Err(ApiError(DaemonError::Unauthorized(
+                "open the page with the URL `mediaproc demo --browser` or `serve` printed",
+            )))
+        }
+    }
+}
+
+/// `POST /v1/talk/sessions` with the page token: a session for the page — a built-in bot (`echo`, `record`,
+/// `tone`) or a WebSocket bot — answered with session-scoped tokens only.
+async fn talk_create(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize_page(&state, request.headers())?;
+    let body = read_body(&state, request).await?;
+    let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
+    if plan.rtp.is_some() || !matches!(plan.bot.name(), "echo" | "record" | "tone" | "websocket") {
+        return Err(DaemonError::InvalidSession(
+            "the talk page takes `bot`: echo, record, tone or websocket (and no `rtp`)".into(),
+        )
+        .into());
+    }
+    let entry = state.engine.open_session(plan).await?;
+    let id = entry.id;
+    state.engine.mark_page_session(id);
+    let ws_base = state.api_base.replacen("http", "ws", 1);
+    let mut body = json!({
+        "sessionId": id,
+        "bot": entry.bot.name(),
+        "edgeToken": entry.edge_token,
+        "webrtcUrl": format!("/v1/sessions/{id}/webrtc"),
+    });
+    if entry.bot == BotKind::WebSocket {
+        body["botToken"] = entry.bot_token.clone().into();
+        body["mediaUrl"] = format!("{ws_base}/v1/sessions/{id}/media").into();
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A session the talk page created, with its edge token (no other session answers here).
+fn authorize_page_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Arc<SessionEntry>, ApiError> {
+    if !state.engine.config().talk_page {
+        return Err(ApiError(DaemonError::RouteNotFound));
+    }
+    let entry = authorize_edge(state, headers, id)?;
+    if !state.engine.is_page_session(entry.id) {
+        return Err(ApiError(DaemonError::SessionNotFound(id.to_owned())));
+    }
+    Ok(entry)
+}
+
+/// The page's live statistics, with the session's edge token.
+async fn talk_show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let entry = authorize_page_session(&state, &headers, &id)?;
+    let mut body = summary(&entry);
+    body["stats"] = entry.live.stats_json();
+    body["notices"] = entry.live.notices_json();
+    body["webrtc"] = state.engine.webrtc_json(entry.id);
+    Ok(Json(body))
+}
+
+/// The page hangs up: ends its session, with the session's edge token.
+async fn talk_delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let entry = authorize_page_session(&state, &headers, &id)?;
+    state.engine.end_session(entry.id).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PATCH /v1/sessions/{id}`: change what may change while the session runs (today: the encoder).

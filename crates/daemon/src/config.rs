@@ -1,6 +1,6 @@
 //! Daemon configuration: TOML file, then environment, then command-line flags (the binary applies those).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -106,6 +106,24 @@ pub struct Config {
     /// Symmetric RTP/UDP edges: consecutive in-sequence packets from a new address before the edge follows it
     /// (NAT rebinding); a session request's `rtp.rebindPackets` overrides it.
     pub rtp_rebind_packets: u16,
+    /// Address the WebRTC edge's peer sockets bind (`0.0.0.0` for every interface).
+    pub webrtc_bind: IpAddr,
+    /// Addresses the WebRTC edge offers as ICE host candidates; empty = `webrtc_bind` (required when that is
+    /// unspecified: a browser cannot reach `0.0.0.0`).
+    pub webrtc_candidates: Vec<IpAddr>,
+    /// First UDP port of the WebRTC edge's range (one port per peer); 0 together with `webrtc_port_max = 0`
+    /// lets the OS pick.
+    pub webrtc_port_min: u16,
+    /// Last UDP port of the WebRTC edge's range (inclusive).
+    pub webrtc_port_max: u16,
+    /// WebRTC peers the daemon holds at once, over all sessions; more offers are refused with 503.
+    pub webrtc_max_peers: usize,
+    /// ICE and DTLS must complete within this many milliseconds of the answer, or the peer fails (a session
+    /// notice; the session is kept).
+    pub webrtc_connect_timeout_ms: u64,
+    /// Serve the talk page at `/talk` and its page API (`/v1/talk/…`, behind a page token generated at start;
+    /// `mediaproc demo --browser` turns it on). Off by default: the page token may create built-in-bot sessions.
+    pub talk_page: bool,
     /// Worker load (share of the 20 ms tick spent working) from which `/healthz` says HeavilyLoaded.
     pub heavily_loaded_at: f64,
     /// Worker load from which `/healthz` says Overloaded and new sessions are refused with 503.
@@ -150,6 +168,13 @@ impl Default for Config {
             quic_control_write_timeout_ms: millis(server::CONTROL_WRITE_TIMEOUT),
             quic_socket_buffer_bytes: server::SOCKET_BUFFER,
             rtp_rebind_packets: mediaproc_net::udp::REBIND_PACKETS,
+            webrtc_bind: IpAddr::from([127, 0, 0, 1]),
+            webrtc_candidates: Vec::new(),
+            webrtc_port_min: 0,
+            webrtc_port_max: 0,
+            webrtc_max_peers: 32,
+            webrtc_connect_timeout_ms: millis(mediaproc_net::webrtc::CONNECT_TIMEOUT),
+            talk_page: false,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
         }
@@ -251,6 +276,8 @@ impl Config {
                 self.quic_control_write_timeout_ms,
             ),
             ("rtp_rebind_packets", u64::from(self.rtp_rebind_packets)),
+            ("webrtc_max_peers", self.webrtc_max_peers as u64),
+            ("webrtc_connect_timeout_ms", self.webrtc_connect_timeout_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(DaemonError::Config(format!("`{key}` must be above 0")));
@@ -281,7 +308,37 @@ impl Config {
                 "`quic_socket_buffer_bytes` below {QUIC_SOCKET_BUFFER_FLOOR} drops packets in a handshake burst"
             )));
         }
+        if self.webrtc_port_min > self.webrtc_port_max
+            || (self.webrtc_port_min == 0) != (self.webrtc_port_max == 0)
+        {
+            return Err(DaemonError::Config(
+                "`webrtc_port_min`..`webrtc_port_max` must be a range (min <= max), or both 0 for any port"
+                    .to_owned(),
+            ));
+        }
+        if self.webrtc_bind.is_unspecified() && self.webrtc_candidates.is_empty() {
+            return Err(DaemonError::Config(
+                "`webrtc_bind` is unspecified: list the addresses browsers reach in `webrtc_candidates`"
+                    .to_owned(),
+            ));
+        }
+        if let Some(ip) = self.webrtc_candidates.iter().find(|ip| ip.is_unspecified()) {
+            return Err(DaemonError::Config(format!(
+                "`webrtc_candidates` lists {ip}, which no peer can reach"
+            )));
+        }
         Ok(())
+    }
+
+    /// The WebRTC edge's configuration for a session whose pipeline takes Opus on `payload_type`.
+    pub fn webrtc(&self, payload_type: u8) -> mediaproc_net::WebRtcConfig {
+        let mut config = mediaproc_net::WebRtcConfig::loopback(payload_type);
+        config.bind_ip = self.webrtc_bind;
+        config.candidates = self.webrtc_candidates.clone();
+        config.port_min = self.webrtc_port_min;
+        config.port_max = self.webrtc_port_max;
+        config.connect_timeout = Duration::from_millis(self.webrtc_connect_timeout_ms);
+        config
     }
 
     /// The QUIC media endpoint's limits applied to a network configuration.
@@ -304,7 +361,8 @@ impl Config {
             "max_sessions={} quic_max_connections={} quic_max_connections_per_address={} \
              quic_attach_deadline_ms={} quic_max_refused_attaches={} quic_handshake_rate={}/s \
              quic_handshake_burst={} quic_handshake_timeout_ms={} quic_control_queue_capacity={} \
-             quic_control_write_timeout_ms={} quic_socket_buffer_bytes={} rtp_rebind_packets={}",
+             quic_control_write_timeout_ms={} quic_socket_buffer_bytes={} rtp_rebind_packets={} \
+             webrtc_max_peers={} webrtc_ports={}-{}",
             self.max_sessions,
             self.quic_max_connections,
             self.quic_max_connections_per_address,
@@ -317,6 +375,9 @@ impl Config {
             self.quic_control_write_timeout_ms,
             self.quic_socket_buffer_bytes,
             self.rtp_rebind_packets,
+            self.webrtc_max_peers,
+            self.webrtc_port_min,
+            self.webrtc_port_max,
         )
     }
 
@@ -379,6 +440,19 @@ mod tests {
             },
             Config {
                 rtp_rebind_packets: 0,
+                ..Config::default()
+            },
+            Config {
+                webrtc_port_min: 50_010,
+                webrtc_port_max: 50_000,
+                ..Config::default()
+            },
+            Config {
+                webrtc_bind: IpAddr::from([0, 0, 0, 0]),
+                ..Config::default()
+            },
+            Config {
+                webrtc_max_peers: 0,
                 ..Config::default()
             },
         ];

@@ -29,6 +29,7 @@ use crate::error::DaemonError;
 use crate::health::{HealthStatus, LoadMonitor};
 use crate::request::{BotKind, RtpCodec, SessionPlan};
 use crate::session::{BotPort, DropCounters, FrameSignal, LiveSession};
+use crate::webrtc::{PeerSlot, WebRtcCounters};
 use crate::worker::{NetSide, WorkerCommand, WorkerSession};
 
 /// Events queued for a bot before it drains them; when full, new events are dropped and counted.
@@ -81,6 +82,8 @@ struct Held {
     /// Keeps the RTP/UDP endpoint's task alive; dropping it stops the task.
     _rtp: Option<RtpUdpEndpoint>,
     bot_task: Option<bots::BotTask>,
+    /// The session's WebRTC peer, if one answered (dropping it closes the peer).
+    webrtc: Option<PeerSlot>,
 }
 
 /// A reserved session slot; released on drop unless the session was registered.
@@ -131,6 +134,12 @@ pub struct Engine {
     pub drops: Arc<DropCounters>,
     /// Control-plane counters.
     pub counters: EngineCounters,
+    /// WebRTC edge counters.
+    pub webrtc: Arc<WebRtcCounters>,
+    /// The talk page's token: it may create built-in-bot sessions through `/v1/talk/…` and nothing else.
+    page_token: String,
+    /// Sessions the talk page created (only those answer `/v1/talk/sessions/{id}`).
+    page_sessions: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -201,6 +210,9 @@ impl Engine {
             draining: AtomicBool::new(false),
             drops: Arc::new(DropCounters::default()),
             counters: EngineCounters::default(),
+            webrtc: Arc::new(WebRtcCounters::default()),
+            page_token: new_token(),
+            page_sessions: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -305,6 +317,7 @@ impl Engine {
                 worker: started.worker,
                 _rtp: started.rtp,
                 bot_task: started.bot_task,
+                webrtc: None,
             },
         );
         reservation.kept = true;
@@ -496,6 +509,147 @@ impl Engine {
         })
     }
 
+    /// The talk page's token (see `Config::talk_page`).
+    pub fn page_token(&self) -> &str {
+        &self.page_token
+    }
+
+    /// Marks a session as the talk page's.
+    pub fn mark_page_session(&self, id: Uuid) {
+        self.page_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    /// Whether the talk page created this session.
+    pub fn is_page_session(&self, id: Uuid) -> bool {
+        self.page_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
+    /// WebRTC peers running now, over all sessions.
+    pub fn webrtc_peers(&self) -> usize {
+        self.lock_sessions()
+            .values()
+            .filter(|held| held.webrtc.as_ref().is_some_and(PeerSlot::is_live))
+            .count()
+    }
+
+    /// The session's WebRTC peer as JSON (`null` without one).
+    pub fn webrtc_json(&self, id: Uuid) -> Value {
+        self.lock_sessions()
+            .get(&id)
+            .and_then(|held| held.webrtc.as_ref())
+            .map_or(Value::Null, |slot| slot.to_json(id))
+    }
+
+    /// Answers a WebRTC (WHIP) offer for a session: checks the offer and the peer cap, starts the peer and makes
+    /// it the session's packet edge, replacing any previous peer. Returns the resource id and the SDP answer.
+    pub async fn attach_webrtc(
+        &self,
+        entry: &SessionEntry,
+        offer: &str,
+    ) -> Result<(String, String), DaemonError> {
+        let id = entry.id;
+        if entry.rtp_local.is_some() {
+            return Err(DaemonError::InvalidSession(
+                "this session has an RTP/UDP edge; create one without `rtp` for a WebRTC peer"
+                    .into(),
+            ));
+        }
+        let max = self.config.webrtc_max_peers;
+        let others = {
+            let sessions = self.lock_sessions();
+            sessions
+                .iter()
+                .filter(|(other, held)| {
+                    **other != id && held.webrtc.as_ref().is_some_and(PeerSlot::is_live)
+                })
+                .count()
+        };
+        if others >= max {
+            self.webrtc.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(DaemonError::TooManyPeers { max });
+        }
+        let config = self.config.webrtc(QUIC_OPUS_PAYLOAD_TYPE);
+        let accepted = mediaproc_net::WebRtcPeer::accept(offer, &config)
+            .await
+            .map_err(|err| {
+                let (counter, error) = match err {
+                    mediaproc_net::NetError::Sdp(m) => {
+                        (&self.webrtc.refused_sdp, DaemonError::InvalidSdp(m))
+                    }
+                    mediaproc_net::NetError::NoOpus(m) => {
+                        (&self.webrtc.refused_no_opus, DaemonError::NoOpus(m))
+                    }
+                    other @ mediaproc_net::NetError::NoPort { .. } => (
+                        &self.webrtc.refused_full,
+                        DaemonError::NoWebRtcPort(other.to_string()),
+                    ),
+                    other => (
+                        &self.webrtc.refused_sdp,
+                        DaemonError::media("WebRTC", &other),
+                    ),
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                error
+            })?;
+        let resource = Uuid::new_v4().simple().to_string();
+        let offset = accepted
+            .peer
+            .clock_origin()
+            .saturating_duration_since(self.origin);
+        crate::webrtc::forward_events(
+            accepted.events,
+            entry.live.clone(),
+            resource.clone(),
+            self.webrtc.clone(),
+        );
+        let old = {
+            let mut sessions = self.lock_sessions();
+            let held = sessions
+                .get_mut(&id)
+                .ok_or_else(|| DaemonError::SessionNotFound(id.to_string()))?;
+            // Under the lock, so the worker sees the peers in the order the registry holds them.
+            self.workers[held.worker]
+                .try_send(WorkerCommand::WebRtc(
+                    id,
+                    Some(Box::new((accepted.session, offset))),
+                ))
+                .map_err(|_| {
+                    DaemonError::Media("the session's media worker is busy; try again".into())
+                })?;
+            held.webrtc.replace(PeerSlot {
+                resource: resource.clone(),
+                peer: accepted.peer,
+            })
+        };
+        if old.is_some() {
+            self.webrtc.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.webrtc.answered.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(session = %id, resource, replaced = old.is_some(), "WebRTC offer answered");
+        Ok((resource, accepted.answer))
+    }
+
+    /// Ends the session's WebRTC peer if `resource` names it (WHIP `DELETE`).
+    pub fn detach_webrtc(&self, id: Uuid, resource: &str) -> Result<(), DaemonError> {
+        let mut sessions = self.lock_sessions();
+        let held = sessions
+            .get_mut(&id)
+            .ok_or_else(|| DaemonError::SessionNotFound(id.to_string()))?;
+        if held.webrtc.as_ref().map(|slot| slot.resource.as_str()) != Some(resource) {
+            return Err(DaemonError::WebRtcNotFound(resource.to_owned()));
+        }
+        held.webrtc = None;
+        // If the queue is full the peer is closed anyway: its rings simply stop moving.
+        let _ = self.workers[held.worker].try_send(WorkerCommand::WebRtc(id, None));
+        Ok(())
+    }
+
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -524,6 +678,10 @@ impl Engine {
             return false;
         };
         self.slots.fetch_sub(1, Ordering::AcqRel);
+        self.page_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         let live = held.entry.live.clone();
         // The flag ends it on the worker's next pass whatever happens to the command; the command only wakes the
         // worker's command loop sooner.

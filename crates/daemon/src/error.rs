@@ -78,6 +78,24 @@ pub enum DaemonError {
         /// Its bot.
         bot: &'static str,
     },
+    /// A WebRTC offer that does not parse or has no audio.
+    #[error("SDP offer: {0}")]
+    InvalidSdp(String),
+    /// A WebRTC offer without Opus.
+    #[error("no Opus in the offer: {0}")]
+    NoOpus(String),
+    /// `webrtc_max_peers` peers are running.
+    #[error("the daemon runs its maximum of {max} WebRTC peers")]
+    TooManyPeers {
+        /// `webrtc_max_peers`.
+        max: usize,
+    },
+    /// Every port of the WebRTC range is taken.
+    #[error("{0}")]
+    NoWebRtcPort(String),
+    /// No such WebRTC resource on the session.
+    #[error("no WebRTC resource `{0}` on this session")]
+    WebRtcNotFound(String),
     /// Shutdown has begun.
     #[error("the daemon is shutting down")]
     ShuttingDown,

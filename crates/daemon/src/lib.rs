@@ -34,6 +34,7 @@ pub mod health;
 pub mod metrics;
 pub mod request;
 pub mod session;
+pub mod webrtc;
 pub mod worker;
 pub mod ws;
 
@@ -142,6 +143,18 @@ impl RunningDaemon {
             )
         })?;
         Ok((api::created_body(&self.state, &entry), port))
+    }
+
+    /// The talk page's URL, with its page token in the fragment (browsers never send a fragment to the server);
+    /// `None` unless `talk_page` is on.
+    pub fn talk_url(&self) -> Option<String> {
+        self.state.engine.config().talk_page.then(|| {
+            format!(
+                "{}/talk#token={}",
+                self.state.api_base,
+                self.state.engine.page_token()
+            )
+        })
     }
 
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),

@@ -121,6 +121,56 @@ pub fn render(engine: &Engine, http: &HttpCounters) -> String {
         "Session ends the media worker did not confirm in time.",
         c.end_unconfirmed.load(Ordering::Relaxed),
     );
+    let w = &engine.webrtc;
+    out.gauge(
+        "mediaproc_webrtc_peers",
+        "WebRTC peers running (connecting or connected).",
+        engine.webrtc_peers(),
+    );
+    for (name, help, value) in [
+        ("answered", "WebRTC offers answered.", &w.answered),
+        (
+            "refused_sdp",
+            "WebRTC offers refused: malformed SDP or no audio.",
+            &w.refused_sdp,
+        ),
+        (
+            "refused_no_opus",
+            "WebRTC offers refused: no Opus.",
+            &w.refused_no_opus,
+        ),
+        (
+            "refused_full",
+            "WebRTC offers refused: webrtc_max_peers or no free port.",
+            &w.refused_full,
+        ),
+        (
+            "connected",
+            "WebRTC peers that completed ICE and DTLS.",
+            &w.connected,
+        ),
+        (
+            "failed",
+            "WebRTC peers that failed (ICE, DTLS or the connect timeout).",
+            &w.failed,
+        ),
+        (
+            "closed",
+            "WebRTC peers closed (by the peer, the daemon, or lost ICE).",
+            &w.closed,
+        ),
+        (
+            "replaced",
+            "WebRTC peers replaced by a newer offer on their session.",
+            &w.replaced,
+        ),
+    ] {
+        out.counter(
+            &format!("mediaproc_webrtc_{name}_total"),
+            help,
+            value.load(Ordering::Relaxed),
+        );
+    }
     out.counter(
         "mediaproc_late_ticks_total",
         "Media ticks run more than a frame late.",
@@ -318,10 +368,13 @@ fn sessions(out: &mut Out, engine: &Engine) {
             if stats.get("network").is_some_and(Value::is_object) {
                 edges.push((id.clone(), "quic", stats["network"].clone()));
             }
-            if stats.get("rtpUdp").is_some_and(Value::is_object) {
-                edges.push((id.clone(), "rtp_udp", stats["rtpUdp"].clone()));
-                if stats["rtpUdp"]["stream"].is_object() {
-                    streams.push((id.clone(), "rtp_udp", stats["rtpUdp"]["stream"].clone()));
+            // The packet edge: RTP/UDP, or a WebRTC peer (published under its own member).
+            for (member, edge) in [("rtpUdp", "rtp_udp"), ("webrtc", "webrtc")] {
+                if stats.get(member).is_some_and(Value::is_object) {
+                    edges.push((id.clone(), edge, stats[member].clone()));
+                    if stats[member]["stream"].is_object() {
+                        streams.push((id.clone(), edge, stats[member]["stream"].clone()));
+                    }
                 }
             }
             for stream in stats["streams"].as_array().into_iter().flatten() {

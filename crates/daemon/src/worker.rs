@@ -47,6 +47,9 @@ pub enum WorkerCommand {
     Remove(Uuid),
     /// Change a session's encoder settings (validated by the request parser).
     Encoder(Uuid, EncoderOverrides),
+    /// A WebRTC peer became the session's packet edge (its rings, and their clock's offset from the worker's),
+    /// replacing the previous peer; `None` detaches it.
+    WebRtc(Uuid, Option<Box<(UdpSession, Duration)>>),
     /// Stop the thread (after ending all sessions).
     Stop,
 }
@@ -56,6 +59,8 @@ pub enum WorkerCommand {
 pub struct NetSide {
     quic: QuicSession,
     udp: Option<(UdpSession, Duration)>,
+    /// The packet edge in `udp` is a WebRTC peer (its statistics are published as `webrtc`, not `rtpUdp`).
+    udp_is_webrtc: bool,
     source_context: Option<Uuid>,
     /// The render flows the edge declared.
     render_flows: Vec<RenderFlow>,
@@ -99,6 +104,7 @@ impl NetSide {
         NetSide {
             quic,
             udp,
+            udp_is_webrtc: false,
             source_context,
             render_flows: Vec::with_capacity(MAX_FLOWS),
             send_flow: None,
@@ -374,6 +380,21 @@ impl WorkerSession {
     fn next_deadline(&self) -> Duration {
         self.send_at
             .map_or_else(|| self.media.poll_timeout(), |(at, _)| at)
+    }
+
+    /// Puts a WebRTC peer's rings in place of the session's packet edge (or removes them). What the previous
+    /// edge dropped is counted first, so the daemon-wide totals keep it.
+    fn replace_packet_edge(&mut self, edge: Option<(UdpSession, Duration)>) {
+        let quic = self.net.quic.stats.snapshot();
+        let old = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
+        self.count_net_drops(&quic, old.as_ref());
+        // The new edge's counters start at zero: only the QUIC side's counts stay seen.
+        self.count_net_drops(&quic, None);
+        self.net.udp_is_webrtc = edge.is_some();
+        self.net.udp = edge;
+        self.udp_seen = false;
+        self.udp_ssrc = None;
+        self.loss_reports_seen.1 = 0;
     }
 
     fn send_bot(&self, event: BotEvent) {
@@ -744,7 +765,12 @@ impl WorkerSession {
             }
         }
         let c = self.counters;
-        // The RTP/UDP edge's counters and its stream (by SSRC), when the session has one (absent otherwise).
+        // The RTP/UDP (or WebRTC) edge's counters and its stream (by SSRC), when the session has one.
+        let udp_key = if self.net.udp_is_webrtc {
+            "webrtc"
+        } else {
+            "rtpUdp"
+        };
         let udp = udp_net.map(|n| {
             let stream = self
                 .udp_ssrc
@@ -767,10 +793,11 @@ impl WorkerSession {
                 "lost": n.lost,
                 "jitterUs": n.jitter_us,
                 "rtcpRttUs": n.rtcp_rtt_us,
+                "remoteLossPercent": u64::from(n.remote_fraction_lost) * 100 / 256,
                 "stream": stream,
             })
         });
-        self.live.set_stats(json!({
+        let mut stats_json = json!({
             "ticks": stats.ticks,
             "lateTicks": stats.late_ticks,
             "skippedTicks": stats.skipped_ticks,
@@ -810,13 +837,14 @@ impl WorkerSession {
                 // Packets the transmit ring overwrote before the connection sent them (drop-oldest).
                 "txRingDropped": net.tx_ring_dropped,
             },
-            "rtpUdp": udp,
             "streams": streams,
             "latency": {
                 "packetToWorkerMs": histogram_json(&self.latency.packet_to_worker),
                 "tickToBotMs": histogram_json(&self.latency.tick_to_bot),
             },
-        }));
+        });
+        stats_json[udp_key] = udp.unwrap_or(Value::Null);
+        self.live.set_stats(stats_json);
     }
 
     fn end(mut self) {
@@ -872,6 +900,11 @@ pub fn run(
                     if let Some(session) = sessions.iter_mut().find(|s| s.id == id) {
                         // A value the codec still refuses changes nothing (the parser checked the ranges).
                         let _ = session.media.set_encoder_overrides(encoder);
+                    }
+                }
+                Ok(WorkerCommand::WebRtc(id, edge)) => {
+                    if let Some(session) = sessions.iter_mut().find(|s| s.id == id) {
+                        session.replace_packet_edge(edge.map(|e| *e));
                     }
                 }
                 Ok(WorkerCommand::Remove(id)) => {

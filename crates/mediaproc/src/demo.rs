@@ -34,11 +34,38 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     runtime.block_on(demo(args))
 }
 
+/// `demo --browser`: the daemon alone, with its talk page; a person is the far end.
+async fn browser(args: &DemoArgs) -> Result<(), Failure> {
+    let daemon = mediaproc_daemon::start(Config {
+        api: std::net::SocketAddr::from(([127, 0, 0, 1], args.port)),
+        media: "127.0.0.1:0"
+            .parse()
+            .map_err(|e| Failure::invalid(format!("{e}")))?,
+        api_token: Some(format!("demo-{}", uuid::Uuid::new_v4().simple())),
+        recordings_dir: args.recordings.clone(),
+        talk_page: true,
+        ..Config::default()
+    })
+    .await
+    .map_err(|err| fail("daemon")(err.to_string()))?;
+    output::line(
+        "open this page in Chrome or Chromium (Firefox needs a non-loopback address, see docs/webrtc.md), pick a bot, allow the microphone, talk:",
+    );
+    output::line(&format!("  {}", daemon.talk_url().unwrap_or_default()));
+    output::line("Ctrl-C ends the demo.");
+    crate::serve::shutdown_signal().await;
+    daemon.shutdown().await;
+    Ok(())
+}
+
 fn fail(what: &str) -> impl Fn(String) -> Failure + '_ {
     move |err| Failure::invalid(format!("{what}: {err}"))
 }
 
 async fn demo(args: &DemoArgs) -> Result<(), Failure> {
+    if args.browser {
+        return browser(args).await;
+    }
     let recordings_voices = load_recordings(&args.wav)?;
     let api_token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let recordings = args.recordings.clone();

@@ -136,6 +136,13 @@ struct CallsimArgs {
     /// A WAV file for the participants to speak instead of synthetic voices (repeatable: one per participant).
     #[arg(long, value_name = "FILE")]
     wav: Vec<PathBuf>,
+    /// Talk to a bot yourself: start the daemon and print the URL of its talk page (a browser tab over WebRTC);
+    /// runs until Ctrl-C. The other flags do not apply.
+    #[arg(long)]
+    browser: bool,
+    /// With --browser: the control API's port (0 = any free port).
+    #[arg(long, default_value_t = 8080, requires = "browser")]
+    port: u16,
 }
 
 /// Flags of `mediaproc demo`.
@@ -165,6 +172,13 @@ struct DemoArgs {
     /// A WAV file for the participants to speak instead of synthetic voices (repeatable: one per participant).
     #[arg(long, value_name = "FILE")]
     wav: Vec<PathBuf>,
+    /// Talk to a bot yourself: start the daemon and print the URL of its talk page (a browser tab over WebRTC);
+    /// runs until Ctrl-C. The other flags do not apply.
+    #[arg(long)]
+    browser: bool,
+    /// With --browser: the control API's port (0 = any free port).
+    #[arg(long, default_value_t = 8080, requires = "browser")]
+    port: u16,
 }
 
 /// Flags of `mediaproc serve` (they override the config file and the environment).

@@ -63,6 +63,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         }
         output::line(&format!("control API   http://{}", daemon.api_addr));
         output::line(&format!("mpUri         {}", daemon.mp_uri));
+        if let Some(url) = daemon.talk_url() {
+            output::line(&format!("talk page     {url}"));
+        }
         output::line(&format!(
             "certificate   sha256 {}",
             daemon.certificate_sha256
@@ -75,7 +78,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -62,6 +62,20 @@ pub enum NetError {
     /// An I/O error.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A WebRTC offer that does not parse or lacks what the edge needs (an audio m-line).
+    #[error("SDP offer: {0}")]
+    Sdp(String),
+    /// A WebRTC offer without Opus.
+    #[error("no Opus in the offer: {0}")]
+    NoOpus(String),
+    /// Every UDP port of the WebRTC port range is in use.
+    #[error("no free UDP port in the WebRTC port range {first}-{last}")]
+    NoPort {
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+    },
     /// Waiting for the peer timed out.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),

@@ -18,6 +18,8 @@
 //! * [`RtpUdpEndpoint`] — a plain RTP/UDP port per session for third-party tools (symmetric RTP or a
 //!   configured remote), Opus or G.711, with strict RTP ([`SourceGuard`]): strangers' packets are dropped
 //!   and counted, and a symmetric session follows a new address only after a run of in-sequence packets.
+//! * [`WebRtcPeer`] — the WebRTC edge (WHIP signalling in the daemon): str0m, driven sans-IO by one task per
+//!   peer, ICE-lite host candidates, DTLS-SRTP, Opus; it hands the worker the same rings as the RTP/UDP edge.
 //! * [`rtcp`] — the sans-IO RTCP bookkeeping both edges share (reports, RTT, overflow-free arithmetic).
 //! * [`ring`] — the bounded lock-free packet rings that connect the shell to session workers: the network
 //!   side never blocks, and on overflow the **oldest** packet is dropped and counted.
@@ -48,6 +50,7 @@ pub mod server;
 pub mod stats;
 pub mod tls;
 pub mod udp;
+pub mod webrtc;
 
 pub use edge::{EdgeConfig, EdgeConnection, parse_mp_uri};
 pub use error::NetError;
@@ -59,3 +62,4 @@ pub use server::{
 pub use stats::{ConnectionStatsSnapshot, EndpointStats, SessionStats, SessionStatsSnapshot};
 pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint, quic_client_config};
 pub use udp::{RtpUdpConfig, RtpUdpEndpoint, SourceGuard, SourceVerdict, UdpSession};
+pub use webrtc::{AcceptedPeer, PeerEvent, PeerInfo, PeerState, WebRtcConfig, WebRtcPeer};
