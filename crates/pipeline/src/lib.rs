@@ -27,8 +27,9 @@
 //! loudest speakers, like the closed platform's `AudioMediaBuffer`/`UnmixedAudioBuffers`.
 //!
 //! ## Rings and their policies ([`ring`])
-//! Lock-free SPSC rings (`ringbuf`) connect the session to bot logic on another thread, both bounded with named
-//! capacities and allocated up front:
+//! Lock-free SPSC rings connect the session to bot logic on another thread, both bounded with named capacities and
+//! allocated up front (inbound: crossbeam's `ArrayQueue` with `force_push`, the project's one drop-oldest ring
+//! design; outbound: `ringbuf`):
 //! * **inbound** (call → bot, default [`DEFAULT_INBOUND_CAPACITY_FRAMES`] = 1 s): the call never waits for the bot.
 //!   When the bot falls behind the **oldest** frames are dropped and counted; after a stall the bot resumes with
 //!   current audio.
