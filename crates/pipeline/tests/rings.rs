@@ -140,7 +140,10 @@ proptest! {
     fn inbound_ring_matches_drop_oldest_model(
         cap in 1usize..8,
         max_unmixed in 0usize..=MAX_UNMIXED,
-        ops in proptest::collection::vec(prop_oneof![3 => (0usize..=MAX_UNMIXED).prop_map(Some), 2 => Just(None)], 1..300),
+        ops in proptest::collection::vec(
+            prop_oneof![3 => (0usize..=MAX_UNMIXED).prop_map(Some), 2 => Just(None)],
+            1..300,
+        ),
     ) {
         // `Some(k)`: push a frame with k unmixed streams; `None`: the bot pops one. The model is a `VecDeque` that
         // drops its front when full; drops must be counted exactly, at once, and streams beyond `max_unmixed` cut.
