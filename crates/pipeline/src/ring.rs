@@ -5,8 +5,8 @@
 //!   second of audio at once. This is the project's one drop-oldest ring design, shared with `mediaproc-net`'s
 //!   packet rings: a [`crossbeam_queue::ArrayQueue`] filled with [`ArrayQueue::force_push`], which swaps the oldest
 //!   entry out atomically when full and hands it back, so the producer counts the drop exactly, on the spot. A
-//!   frame slot is far larger than a packet (up to 9 streams of 20 ms), so instead of storing frames inline the
-//!   queue carries pre-allocated slots sized for the ring's rate and `max_unmixed`, recycled through a second
+//!   frame is large (up to 9 streams of 20 ms, ~17 KB as a `ReceivedAudio`), so instead of storing frames inline
+//!   the queue carries pre-allocated slots sized for the ring's rate and `max_unmixed`, recycled through a second
 //!   `ArrayQueue` (the free list): the producer takes a free slot, fills it, `force_push`es it and returns a
 //!   displaced slot to the free list; the consumer pops a slot, copies it out and returns it. The pool is sized so
 //!   that the producer always finds a free slot (see [`inbound`]).
