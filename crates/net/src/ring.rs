@@ -5,7 +5,7 @@
 //! a [`crossbeam_queue::ArrayQueue`] filled with [`ArrayQueue::force_push`]. The producer never waits: when the
 //! queue is full, `force_push` swaps the oldest packet out atomically and hands it back, and the producer counts it
 //! as dropped on the spot, so the count is exact and visible through [`RingProbe`] (session statistics, `/metrics`)
-//! before the consumer runs. The consumer only ever sees whole packets, in order, because a slot changes hands
+//! before the consumer runs. The consumer only ever sees whole packets, in order, because a buffer changes hands
 //! whole: there is no torn-read detection to get wrong and no `unsafe` in this module (the lock-free part is
 //! crossbeam's, well reviewed and widely used).
 //!
