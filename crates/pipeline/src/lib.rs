@@ -27,11 +27,12 @@
 //! loudest speakers, like the closed platform's `AudioMediaBuffer`/`UnmixedAudioBuffers`.
 //!
 //! ## Rings and their policies ([`ring`])
-//! Lock-free SPSC rings (`ringbuf`) connect the session to bot logic on another thread, both bounded with named
-//! capacities and allocated up front:
+//! Lock-free SPSC rings connect the session to bot logic on another thread, both bounded with named capacities and
+//! allocated up front (inbound: crossbeam's `ArrayQueue` with `force_push`, the project's one drop-oldest ring
+//! design; outbound: `ringbuf`):
 //! * **inbound** (call → bot, default [`DEFAULT_INBOUND_CAPACITY_FRAMES`] = 1 s): the call never waits for the bot.
 //!   When the bot falls behind the **oldest** frames are dropped and counted; after a stall the bot resumes with
-//!   current audio.
+//!   the newest frames (at most the ring's capacity).
 //! * **outbound** (bot → call, default [`DEFAULT_OUTBOUND_CAPACITY_FRAMES`] = 10 s, for text-to-speech produced faster
 //!   than real time): **backpressure** — [`OutboundProducer::push`] returns [`Error::OutboundFull`].
 //!   [`OutboundProducer::clear`] (barge-in) discards everything queued within the next tick;

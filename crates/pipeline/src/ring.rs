@@ -1,25 +1,29 @@
 //! Bounded single-producer/single-consumer frame rings between the media worker and bot logic.
 //!
 //! * **Inbound** (call → bot, [`inbound`]): the call never waits for the bot. When the ring is full the oldest
-//!   frames are dropped and counted ([`InboundConsumer::dropped`]). A lock-free SPSC producer cannot pop, so the
-//!   producer parks the newest frames in a small staging FIFO ([`INBOUND_STAGING_FRAMES`]) and asks the consumer to
-//!   skip as many of the oldest frames as overflowed; staged frames move into the ring as soon as it has room.
-//!   After a long stall every stale frame in the ring is skipped; the staged (newest) frames reach the bot with the
-//!   producer's next push, i.e. within one tick. In a race with a consumer that is popping at that very instant one
-//!   extra old frame may be skipped.
+//!   frame is dropped and counted ([`InboundConsumer::dropped`]); a bot that fell a whole ring behind resumes with
+//!   the newest [`INBOUND_RESUME_FRAMES`] frames, the stale rest skipped and counted. This is the project's one drop-oldest ring design, shared with `mediaproc-net`'s
+//!   packet rings: a [`crossbeam_queue::ArrayQueue`] filled with [`ArrayQueue::force_push`], which swaps the oldest
+//!   entry out atomically when full and hands it back, so the producer counts the drop exactly, on the spot. A
+//!   frame is large (up to 9 streams of 20 ms, ~17 KB as a `ReceivedAudio`), so instead of storing frames inline
+//!   the queue carries pre-allocated slots sized for the ring's rate and `max_unmixed`, recycled through a second
+//!   `ArrayQueue` (the free list): the producer takes a free slot, fills it, `force_push`es it and returns a
+//!   displaced slot to the free list; the consumer pops a slot, copies it out and returns it. The pool is sized so
+//!   that the producer always finds a free slot (see [`inbound`]).
 //! * **Outbound** (bot → call, [`outbound`]): text-to-speech arrives faster than real time, so the ring holds
 //!   seconds ([`DEFAULT_OUTBOUND_CAPACITY_FRAMES`] = 10 s) and applies backpressure: [`OutboundProducer::push`]
 //!   returns [`Error::OutboundFull`] and the bot retries later. [`OutboundProducer::clear`] (barge-in) discards every
 //!   frame queued before it within the next tick; [`OutboundProducer::mark`] places a named mark between frames,
 //!   reported by the session when the frame before it has been sent (or, flagged `cleared`, when a clear discarded
-//!   it) — the Twilio/Vonage convention.
+//!   it) — the Twilio/Vonage convention. It is built on `ringbuf` (`HeapRb<i16>` for samples plus a mark ring):
+//!   backpressure needs a producer that sees the free room, not one that displaces.
 //!
-//! Both directions are built on `ringbuf` (`HeapRb<i16>` for samples plus a metadata ring). Everything is
-//! allocated when the ring is created; push and pop copy samples and never allocate.
+//! Everything is allocated when a ring is created; push and pop copy samples and never allocate or lock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_queue::ArrayQueue;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 
@@ -28,8 +32,6 @@ use crate::frame::{FrameInfo, MAX_FRAME_SAMPLES, SampleRate};
 
 /// Default inbound capacity: 50 frames = 1 s of audio waiting for the bot.
 pub const DEFAULT_INBOUND_CAPACITY_FRAMES: usize = 50;
-/// Frames the inbound producer can park while the ring is full (newest kept, oldest of them dropped).
-pub const INBOUND_STAGING_FRAMES: usize = 4;
 /// Default outbound capacity: 500 frames = 10 s of bot audio.
 pub const DEFAULT_OUTBOUND_CAPACITY_FRAMES: usize = 500;
 /// Upper bound of unmixed speaker streams carried with each inbound frame.
@@ -166,45 +168,55 @@ struct InboundMeta {
     unmixed_count: u8,
 }
 
-#[derive(Debug, Default)]
+/// One frame in the inbound ring: its metadata and the samples of the mixed stream followed by the unmixed ones,
+/// in a buffer sized once for the ring's rate and `max_unmixed`. Slots are recycled, never allocated per frame.
+#[derive(Debug)]
+struct FrameSlot {
+    meta: InboundMeta,
+    samples: Box<[i16]>,
+}
+
+#[derive(Debug)]
 struct InboundShared {
-    skip_requests: AtomicU64,
+    /// Frames for the bot, oldest first; `force_push` displaces the oldest when full.
+    ready: ArrayQueue<FrameSlot>,
+    /// Empty slots. Its capacity is the whole pool, so returning a slot never fails.
+    free: ArrayQueue<FrameSlot>,
     dropped: AtomicU64,
-    delivered: AtomicU64,
 }
 
 /// Worker side of the inbound ring.
 pub struct InboundProducer {
-    samples: HeapProd<i16>,
-    meta: HeapProd<InboundMeta>,
     shared: Arc<InboundShared>,
-    staging: Box<[ReceivedAudio]>,
-    staging_head: usize,
-    staging_len: usize,
     samples_per_frame: usize,
     max_unmixed: usize,
 }
 
 /// Bot side of the inbound ring.
 pub struct InboundConsumer {
-    samples: HeapCons<i16>,
-    meta: HeapCons<InboundMeta>,
     shared: Arc<InboundShared>,
     samples_per_frame: usize,
+    /// Drops seen at the last pop: more since means the bot fell a whole ring behind.
+    seen_dropped: u64,
 }
+
+/// Frames a bot that fell a whole ring behind resumes with (100 ms): the newest audio, not a second of stale
+/// backlog; the frames before them are skipped and counted as dropped.
+pub const INBOUND_RESUME_FRAMES: usize = 5;
 
 impl std::fmt::Debug for InboundProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboundProducer")
-            .field("queued", &self.meta.occupied_len())
-            .field("staged", &self.staging_len)
+            .field("queued", &self.queued())
+            .field("dropped", &self.dropped())
             .finish()
     }
 }
 impl std::fmt::Debug for InboundConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboundConsumer")
-            .field("queued", &self.meta.occupied_len())
+            .field("queued", &self.queued())
+            .field("dropped", &self.dropped())
             .finish()
     }
 }
@@ -229,111 +241,71 @@ pub fn inbound(
         });
     }
     let spf = rate.samples_per_frame();
-    let (sp, sc) = HeapRb::<i16>::new(capacity_frames * spf * (1 + max_unmixed)).split();
-    let (mp, mc) = HeapRb::<InboundMeta>::new(capacity_frames).split();
-    let shared = Arc::new(InboundShared::default());
-    let staging = (0..INBOUND_STAGING_FRAMES)
-        .map(|_| ReceivedAudio::new(rate))
-        .collect();
+    // Pool = ready capacity + 2. At any instant a slot is in `ready` (at most `capacity_frames`), held by the
+    // consumer while it copies a frame out (at most one), held by the producer while it fills one (at most one:
+    // `force_push` takes the new slot and hands back the displaced one in a single step), or in `free`. So when the
+    // producer goes to take a slot (holding none) at least one is free: it never has to drop the new frame.
+    let pool = capacity_frames + 2;
+    let free = ArrayQueue::new(pool);
+    for _ in 0..pool {
+        let slot = FrameSlot {
+            meta: InboundMeta::default(),
+            samples: vec![0; spf * (1 + max_unmixed)].into_boxed_slice(),
+        };
+        // The queue has room for the whole pool.
+        let _ = free.push(slot);
+    }
+    let shared = Arc::new(InboundShared {
+        ready: ArrayQueue::new(capacity_frames),
+        free,
+        dropped: AtomicU64::new(0),
+    });
     Ok((
         InboundProducer {
-            samples: sp,
-            meta: mp,
             shared: Arc::clone(&shared),
-            staging,
-            staging_head: 0,
-            staging_len: 0,
             samples_per_frame: spf,
             max_unmixed,
         },
         InboundConsumer {
-            samples: sc,
-            meta: mc,
             shared,
             samples_per_frame: spf,
+            seen_dropped: 0,
         },
     ))
 }
 
 impl InboundProducer {
-    fn write(
-        samples: &mut HeapProd<i16>,
-        meta_ring: &mut HeapProd<InboundMeta>,
-        n: usize,
-        max_unmixed: usize,
-        frame: &ReceivedAudio,
-    ) {
-        samples.push_slice(&frame.mixed[..n]);
-        let unmixed_count = frame.unmixed_count.min(max_unmixed);
-        for i in 0..unmixed_count {
-            samples.push_slice(&frame.unmixed[i][..n]);
+    /// Queues a frame for the bot. Never blocks and never fails: if the bot is behind, the oldest frame goes (and
+    /// is counted). Unmixed streams beyond the ring's `max_unmixed` are not forwarded.
+    pub fn push(&mut self, frame: &ReceivedAudio) {
+        let Some(mut slot) = self.shared.free.pop() else {
+            // Unreachable by the pool's sizing (see `inbound`); if it ever happened the frame is lost, and counted.
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let n = self.samples_per_frame;
+        let unmixed_count = frame.unmixed_count.min(self.max_unmixed);
+        let streams = std::iter::once(&frame.mixed).chain(&frame.unmixed[..unmixed_count]);
+        for (dst, src) in slot.samples.chunks_exact_mut(n).zip(streams) {
+            dst.copy_from_slice(&src[..n]);
         }
-        let meta = InboundMeta {
+        slot.meta = InboundMeta {
             info: frame.info,
             active: frame.active,
             active_count: frame.active_count as u8,
             unmixed_ids: frame.unmixed_ids,
             unmixed_count: unmixed_count as u8,
         };
-        // Capacity was checked by the caller; a failure here would only mean a frame is lost, never a panic.
-        let _ = meta_ring.try_push(meta);
-    }
-
-    fn has_room(&self) -> bool {
-        self.meta.vacant_len() > 0
-            && self.samples.vacant_len() >= self.samples_per_frame * (1 + self.max_unmixed)
-    }
-
-    fn flush_staging(&mut self) {
-        while self.staging_len > 0 && self.has_room() {
-            let idx = self.staging_head;
-            Self::write(
-                &mut self.samples,
-                &mut self.meta,
-                self.samples_per_frame,
-                self.max_unmixed,
-                &self.staging[idx],
-            );
-            self.staging_head = (self.staging_head + 1) % INBOUND_STAGING_FRAMES;
-            self.staging_len -= 1;
-        }
-    }
-
-    /// Queues a frame for the bot. Never blocks and never fails: if the bot is behind, the oldest frames go.
-    /// Unmixed streams beyond the ring's `max_unmixed` are not forwarded.
-    pub fn push(&mut self, frame: &ReceivedAudio) {
-        self.flush_staging();
-        if self.staging_len == 0 && self.has_room() {
-            Self::write(
-                &mut self.samples,
-                &mut self.meta,
-                self.samples_per_frame,
-                self.max_unmixed,
-                frame,
-            );
-            return;
-        }
-        // Full: park the frame and ask the consumer to skip one of the oldest frames. If the staging area is full
-        // too (the bot is stalled), its oldest frame goes: the bot resumes with the newest audio.
-        if self.staging_len == INBOUND_STAGING_FRAMES {
-            self.staging_head = (self.staging_head + 1) % INBOUND_STAGING_FRAMES;
-            self.staging_len -= 1;
+        if let Some(old) = self.shared.ready.force_push(slot) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            // `free` has room for every slot of the pool, so this cannot fail.
+            let _ = self.shared.free.push(old);
         }
-        self.shared.skip_requests.fetch_add(1, Ordering::AcqRel);
-        let tail = (self.staging_head + self.staging_len) % INBOUND_STAGING_FRAMES;
-        self.staging[tail].clone_from(frame);
-        self.staging_len += 1;
     }
 
-    /// Moves staged frames into the ring as far as it has room (done by every push as well).
-    pub fn flush(&mut self) {
-        self.flush_staging();
-    }
-
-    /// Frames waiting in the ring and the staging area.
+    /// Frames waiting for the bot (a snapshot while the bot runs).
     pub fn queued(&self) -> usize {
-        self.meta.occupied_len() + self.staging_len
+        self.shared.ready.len()
     }
 
     /// Frames dropped so far because the bot fell behind.
@@ -343,42 +315,42 @@ impl InboundProducer {
 }
 
 impl InboundConsumer {
-    fn skip_one(&mut self) -> bool {
-        match self.meta.try_pop() {
-            Some(m) => {
-                self.samples
-                    .skip(self.samples_per_frame * (1 + usize::from(m.unmixed_count)));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Takes the oldest frame into `out`; false if none is queued.
+    /// Takes the oldest frame into `out`; false if none is queued. After the ring overflowed (frames were dropped
+    /// since the last pop) the bot skips to the newest [`INBOUND_RESUME_FRAMES`] frames.
     pub fn pop(&mut self, out: &mut ReceivedAudio) -> bool {
-        let skips = self.shared.skip_requests.swap(0, Ordering::AcqRel);
-        let mut skipped = 0;
-        while skipped < skips && self.skip_one() {
-            skipped += 1;
+        let dropped = self.shared.dropped.load(Ordering::Acquire);
+        if dropped != self.seen_dropped {
+            let mut skipped = 0;
+            while self.shared.ready.len() > INBOUND_RESUME_FRAMES {
+                let Some(stale) = self.shared.ready.pop() else {
+                    break;
+                };
+                // `free` has room for every slot of the pool, so this cannot fail.
+                let _ = self.shared.free.push(stale);
+                skipped += 1;
+            }
+            self.seen_dropped = self.shared.dropped.fetch_add(skipped, Ordering::AcqRel) + skipped;
         }
-        if skipped > 0 {
-            self.shared.dropped.fetch_add(skipped, Ordering::Relaxed);
-        }
-        let Some(m) = self.meta.try_pop() else {
+        let Some(slot) = self.shared.ready.pop() else {
             return false;
         };
         let n = self.samples_per_frame;
+        let m = slot.meta;
         out.samples_per_frame = n;
         out.info = m.info;
         out.active = m.active;
         out.active_count = usize::from(m.active_count);
         out.unmixed_ids = m.unmixed_ids;
         out.unmixed_count = usize::from(m.unmixed_count);
-        self.samples.pop_slice(&mut out.mixed[..n]);
-        for i in 0..out.unmixed_count {
-            self.samples.pop_slice(&mut out.unmixed[i][..n]);
+        let mut chunks = slot.samples.chunks_exact(n);
+        if let Some(mixed) = chunks.next() {
+            out.mixed[..n].copy_from_slice(mixed);
         }
-        self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+        for (dst, src) in out.unmixed[..out.unmixed_count].iter_mut().zip(chunks) {
+            dst[..n].copy_from_slice(src);
+        }
+        // `free` has room for every slot of the pool, so this cannot fail.
+        let _ = self.shared.free.push(slot);
         true
     }
 
@@ -387,9 +359,9 @@ impl InboundConsumer {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Frames waiting in the ring (staged frames not included).
+    /// Frames waiting for the bot.
     pub fn queued(&self) -> usize {
-        self.meta.occupied_len()
+        self.shared.ready.len()
     }
 }
 
@@ -631,14 +603,13 @@ mod tests {
     fn inbound_overflow_drops_oldest() {
         let rate = SampleRate::HZ_16000;
         let (mut p, mut c) = inbound(5, rate, 0).unwrap();
-        // The bot stalls while 12 frames arrive: 5 fit, 4 are staged, 3 middle ones go.
-        for seq in 0..12 {
+        // The bot stalls while 13 frames arrive: the newest 5 are kept, the 8 oldest go, counted as they go.
+        for seq in 0..13 {
             p.push(&frame(rate, seq));
         }
+        assert_eq!((p.queued(), c.queued()), (5, 5));
+        assert_eq!(p.dropped(), 8);
         let mut out = ReceivedAudio::new(rate);
-        // The stale ring content is skipped; the staged frames arrive with the next push (next tick).
-        assert!(!c.pop(&mut out));
-        p.push(&frame(rate, 12));
         let mut got = Vec::new();
         while c.pop(&mut out) {
             assert!(out.mixed().iter().all(|&s| s == out.info.sequence as i16));
@@ -676,6 +647,58 @@ mod tests {
             assert_eq!(out.unmixed(0).map(|(id, s)| (id, s[0])), Some((7, -3)));
         }
         assert_eq!(c.dropped(), 0);
+    }
+
+    #[test]
+    fn inbound_threads_get_whole_frames_in_order() {
+        // A producer on another thread laps a consumer that polls as fast as it can: every frame it gets is whole
+        // (mixed and unmixed samples and metadata from the same push), in order, and every frame is either
+        // delivered or counted as dropped. A slot shortage would show as a frame missing from both.
+        let rate = SampleRate::HZ_8000;
+        let (mut p, mut c) = inbound(3, rate, 2).unwrap();
+        let n = 50_000u64;
+        let t = std::thread::spawn(move || {
+            let mut f = ReceivedAudio::new(rate);
+            for seq in 0..n {
+                f.info.sequence = seq;
+                f.mixed_mut().fill(seq as i16);
+                f.set_active_speakers(&[seq as u32]);
+                f.clear_unmixed();
+                f.push_unmixed(seq as u32).unwrap().fill(!(seq as i16));
+                f.push_unmixed(1).unwrap().fill(seq as i16 ^ 0x55);
+                p.push(&f);
+            }
+            p
+        });
+        let mut out = ReceivedAudio::new(rate);
+        let mut last = None;
+        let mut got = 0u64;
+        loop {
+            if c.pop(&mut out) {
+                let seq = out.info.sequence;
+                assert!(last.is_none_or(|l| seq > l), "out of order");
+                assert!(out.mixed().iter().all(|&s| s == seq as i16), "torn {seq}");
+                assert_eq!(out.active_speakers(), &[seq as u32]);
+                let (id, s0) = out.unmixed(0).unwrap();
+                assert_eq!(id, seq as u32);
+                assert!(s0.iter().all(|&s| s == !(seq as i16)));
+                assert!(
+                    out.unmixed(1)
+                        .unwrap()
+                        .1
+                        .iter()
+                        .all(|&s| s == seq as i16 ^ 0x55)
+                );
+                last = Some(seq);
+                got += 1;
+            } else if t.is_finished() && c.queued() == 0 {
+                break;
+            }
+        }
+        let p = t.join().unwrap();
+        assert_eq!(last, Some(n - 1));
+        assert_eq!(got + c.dropped(), n);
+        assert_eq!(p.dropped(), c.dropped());
     }
 
     #[test]

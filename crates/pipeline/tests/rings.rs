@@ -1,10 +1,14 @@
 //! Model-based property tests of the outbound ring (bot input is untrusted: any sequence of push, clear, mark and
-//! pop must behave like the simple model and never panic) and of the inbound ring's drop-oldest policy.
+//! pop must behave like the simple model and never panic) and of the inbound ring's drop-oldest policy (any push/pop
+//! sequence behaves like a `VecDeque` that drops its front when full, every drop counted).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 
-use mediaproc_pipeline::{Error, MAX_MARK_NAME_LEN, ReceivedAudio, SampleRate, inbound, outbound};
+use mediaproc_pipeline::{
+    Error, INBOUND_RESUME_FRAMES, MAX_MARK_NAME_LEN, MAX_UNMIXED, ReceivedAudio, SampleRate,
+    inbound, outbound,
+};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -121,19 +125,83 @@ proptest! {
                 }
             }
         }
-        // Drain (the producer flushes its staging area on every tick): the newest frame always arrives, in order,
-        // and every frame is either delivered or counted as dropped.
-        p.push(&f);
-        for _ in 0..4 {
-            p.flush();
-            while c.pop(&mut out) {
-                prop_assert!(last.is_none_or(|l| out.info.sequence >= l));
-                last = Some(out.info.sequence);
-                received += 1;
-            }
+        // Drain: the newest frame always arrives, in order, and every frame is either delivered or counted as
+        // dropped.
+        while c.pop(&mut out) {
+            prop_assert!(last.is_none_or(|l| out.info.sequence > l));
+            last = Some(out.info.sequence);
+            received += 1;
         }
         prop_assert_eq!(p.queued(), 0);
         prop_assert_eq!(last, Some(total - 1));
-        prop_assert_eq!(received + c.dropped(), total + 1);
+        prop_assert_eq!(received + c.dropped(), total);
+    }
+
+    #[test]
+    fn inbound_ring_matches_drop_oldest_model(
+        cap in 1usize..8,
+        max_unmixed in 0usize..=MAX_UNMIXED,
+        ops in proptest::collection::vec(
+            prop_oneof![3 => (0usize..=MAX_UNMIXED).prop_map(Some), 2 => Just(None)],
+            1..300,
+        ),
+    ) {
+        // `Some(k)`: push a frame with k unmixed streams; `None`: the bot pops one. The model is a `VecDeque` that
+        // drops its front when full, and at a pop after a drop keeps only the newest INBOUND_RESUME_FRAMES; drops
+        // must be counted exactly, at once, and streams beyond `max_unmixed` cut.
+        let rate = SampleRate::HZ_8000;
+        let (mut p, mut c) = inbound(cap, rate, max_unmixed).unwrap();
+        let mut model: VecDeque<(u64, usize)> = VecDeque::new();
+        let mut dropped = 0u64;
+        let mut seen_dropped = 0u64;
+        let mut next = 0u64;
+        let mut f = ReceivedAudio::new(rate);
+        let mut out = ReceivedAudio::new(rate);
+        for op in ops {
+            match op {
+                Some(k) => {
+                    f.info.sequence = next;
+                    f.mixed_mut().fill(next as i16);
+                    f.clear_unmixed();
+                    for s in 0..k {
+                        f.push_unmixed(100 + s as u32).unwrap().fill(next as i16 + s as i16 + 1);
+                    }
+                    p.push(&f);
+                    if model.len() == cap {
+                        model.pop_front();
+                        dropped += 1;
+                    }
+                    model.push_back((next, k.min(max_unmixed)));
+                    next += 1;
+                }
+                None => match (c.pop(&mut out), {
+                    if dropped != seen_dropped {
+                        while model.len() > INBOUND_RESUME_FRAMES {
+                            model.pop_front();
+                            dropped += 1;
+                        }
+                        seen_dropped = dropped;
+                    }
+                    model.pop_front()
+                }) {
+                    (true, Some((seq, k))) => {
+                        prop_assert_eq!(out.info.sequence, seq);
+                        prop_assert!(out.mixed().iter().all(|&s| s == seq as i16));
+                        prop_assert_eq!(out.unmixed_len(), k);
+                        for s in 0..k {
+                            let (id, samples) = out.unmixed(s).unwrap();
+                            prop_assert_eq!(id, 100 + s as u32);
+                            prop_assert!(samples.iter().all(|&x| x == seq as i16 + s as i16 + 1));
+                        }
+                    }
+                    (false, None) => {}
+                    (got, want) => prop_assert!(false, "popped {}, model {:?}", got, want),
+                },
+            }
+            prop_assert_eq!(c.queued(), model.len());
+            prop_assert_eq!(p.queued(), model.len());
+            prop_assert_eq!(c.dropped(), dropped);
+            prop_assert_eq!(p.dropped(), dropped);
+        }
     }
 }
