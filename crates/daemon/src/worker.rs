@@ -179,8 +179,12 @@ pub struct WorkerSession {
     /// With a bridge: when the pending tick's send half may run, and whether it must then. The send half runs half a
     /// tick after the deadline if the bot's answer is there by then (it goes out 10 ms sooner than after the next
     /// tick), else at the next tick's deadline, where it ran before: the answer never waits longer than without the
-    /// early look.
+    /// early look. An early send never follows a bot frame sent less than a tick before (after a late answer the
+    /// session stays on the later phase while the bot talks), so the bot's audio is never paced out faster than
+    /// real time.
     send_at: Option<(Duration, bool)>,
+    /// When the last send half ran and whether it carried a frame of the bot's.
+    last_send: Option<(Duration, bool)>,
     /// The worker's clock origin (set when the worker takes the session): hand-off timestamps.
     origin: Option<Instant>,
     /// Hand-off latencies since the session started, and since its last publish (added to the daemon's then).
@@ -364,6 +368,7 @@ impl WorkerSession {
             loss_reports_seen: (0, 0),
             bridge: None,
             send_at: None,
+            last_send: None,
             origin: None,
             latency: HandOffs::default(),
             latency_pending: HandOffs::default(),
@@ -579,8 +584,14 @@ impl WorkerSession {
         loop {
             match self.send_at {
                 Some((at, _)) if now < at => break,
-                // Half a tick on and no answer yet: look again at the next tick's deadline, and send then.
-                Some((at, false)) if self.media.bot_frames_queued() == 0 => {
+                // Half a tick on and no answer yet (or the bot's last frame went less than a tick ago): look again
+                // at the next tick's deadline, and send then.
+                Some((at, false))
+                    if self.media.bot_frames_queued() == 0
+                        || self.last_send.is_some_and(|(sent, bot)| {
+                            bot && now.saturating_sub(sent) < 2 * BRIDGE_ANSWER_WINDOW
+                        }) =>
+                {
                     self.send_at = Some((at + BRIDGE_ANSWER_WINDOW, true));
                     continue;
                 }
@@ -617,6 +628,9 @@ impl WorkerSession {
                         }
                     }
                 }
+            }
+            if self.bridge.is_some() {
+                self.last_send = Some((now, self.media.bot_frames_queued() > 0));
             }
             self.media.handle_send(now);
             while let Some(output) = self.media.poll_output() {

@@ -335,6 +335,7 @@ impl Measured {
                 "tick_to_bot": stage(&self.tick_to_bot),
                 "echo_rtt_p50": p50,
                 "echo_rtt_p99": p99,
+                "echo_rtt_samples_ms": self.rtt_ms.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
             },
             "loss": self.loss(),
             "concealed": self.totals.concealed,
