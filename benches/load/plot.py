@@ -27,7 +27,7 @@ def esc(text) -> str:
 
 
 class Svg:
-    def __init__(self, title: str, xlabel: str, ylabel: str, xmax: float, ymax: float):
+    def __init__(self, title: str, xlabel: str, ylabel: str, xmax: float, ymax: float, xticks: bool = True):
         self.xmax, self.ymax = max(xmax, 1e-9), max(ymax, 1e-9)
         self.parts = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" '
@@ -41,7 +41,8 @@ class Svg:
         for i in range(6):
             x, y = self.xmax * i / 5, self.ymax * i / 5
             px, py = self.px(x), self.py(y)
-            self.parts.append(f'<text x="{px}" y="{H - M + 16}" text-anchor="middle">{x:.4g}</text>')
+            if xticks:
+                self.parts.append(f'<text x="{px}" y="{H - M + 16}" text-anchor="middle">{x:.4g}</text>')
             self.parts.append(f'<text x="{M - 6}" y="{py + 4}" text-anchor="end">{y:.4g}</text>')
             self.parts.append(f'<line x1="{M}" y1="{py}" x2="{W - M / 2}" y2="{py}" stroke="#ddd"/>')
         self.legend = 0
@@ -124,7 +125,7 @@ def peers(report, out: str):
     names = ["mediaproc", "gstreamer", "ffmpeg"]
     ymax = max(r["streams_per_core"] for r in rows) * 1.2
     svg = Svg(f"Streams per core at the same job ({report['calls']} streams at once)", "job", "streams per core",
-              len(jobs), ymax)
+              len(jobs), ymax, xticks=False)
     for j, job in enumerate(jobs):
         for k, name in enumerate(names):
             r = next((r for r in rows if r["bot"] == job and r["peer"] == name), None)
@@ -132,7 +133,7 @@ def peers(report, out: str):
                 x = j + 0.15 + 0.23 * k
                 svg.bar(x, 0.2, r["streams_per_core"], COLORS[k])
                 svg.text(x + 0.1, r["streams_per_core"], f"{r['streams_per_core']:.0f}")
-        svg.text(j + 0.5, 0, job)
+        svg.parts.append(f'<text x="{svg.px(j + 0.5):.1f}" y="{H - M + 16}" text-anchor="middle">{esc(job)}</text>')
     for k, name in enumerate(names):
         svg.label(COLORS[k], name)
     svg.save(os.path.join(out, "peers.svg"))
