@@ -254,6 +254,12 @@ pub async fn run_load(
     });
     let rtts = Arc::new(std::sync::Mutex::new(Vec::new()));
     let probes = calls.len().min(PROBE_CALLS);
+    // Call `i`'s returned stream is decoded only if it is one of the probe calls.
+    let probe_for = |i: usize| -> Result<Option<ProbeReceiver>, CallsimError> {
+        (i < probes)
+            .then(|| ProbeReceiver::new(clock.clone(), rtts.clone(), counters.clone()))
+            .transpose()
+    };
     let mut sinks = Vec::with_capacity(calls.len());
     let mut listeners = Vec::new();
     let mut connections = Vec::new();
@@ -288,15 +294,7 @@ pub async fn run_load(
                 }
                 let mut probe_rx = Vec::new();
                 for j in 0..chunk.len() {
-                    probe_rx.push(if base + j < probes {
-                        Some(ProbeReceiver::new(
-                            clock.clone(),
-                            rtts.clone(),
-                            counters.clone(),
-                        )?)
-                    } else {
-                        None
-                    });
+                    probe_rx.push(probe_for(base + j)?);
                 }
                 let (conn2, counters) = (conn.clone(), counters.clone());
                 listeners.push(tokio::spawn(async move {
@@ -320,15 +318,7 @@ pub async fn run_load(
                     )));
                 };
                 sinks.push(Sink::Rtp(socket.clone(), *daemon));
-                let mut probe = if i < probes {
-                    Some(ProbeReceiver::new(
-                        clock.clone(),
-                        rtts.clone(),
-                        counters.clone(),
-                    )?)
-                } else {
-                    None
-                };
+                let mut probe = probe_for(i)?;
                 let (socket, counters) = (socket.clone(), counters.clone());
                 listeners.push(tokio::spawn(async move {
                     let mut buf = [0u8; 1500];

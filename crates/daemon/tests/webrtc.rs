@@ -35,6 +35,19 @@ fn chromium() -> Option<&'static str> {
         })
 }
 
+/// Chromium, or `None` after saying the test is skipped; with `CI=true` a missing browser fails the test.
+fn chromium_or_skip() -> Option<&'static str> {
+    let binary = chromium();
+    if binary.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and Chromium is missing (.ci/run installs the Debian package `chromium`)"
+        );
+        println!("SKIPPED: chromium not found (apt-get install chromium)");
+    }
+    binary
+}
+
 /// Talk spurts of the speech-like signal between pauses of varying length, so a lag has one clear answer.
 fn spurts(seconds: u32, rate: u32) -> Vec<i16> {
     let voice = speech((seconds * rate) as usize, rate);
@@ -227,12 +240,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_talks_to_the_echo_bot_through_whip() {
-    let Some(binary) = chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and Chromium is missing (.ci/run installs the Debian package `chromium`)"
-        );
-        println!("SKIPPED: chromium not found (apt-get install chromium)");
+    let Some(binary) = chromium_or_skip() else {
         return;
     };
     let _serial = serial().await;
@@ -680,12 +688,7 @@ async fn peers_are_capped_replaced_and_a_failed_handshake_keeps_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_talk_page_starts_a_session_talks_and_hangs_up() {
-    let Some(binary) = chromium() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and Chromium is missing (.ci/run installs the Debian package `chromium`)"
-        );
-        println!("SKIPPED: chromium not found (apt-get install chromium)");
+    let Some(binary) = chromium_or_skip() else {
         return;
     };
     let _serial = serial().await;
