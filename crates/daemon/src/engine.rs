@@ -32,6 +32,9 @@ use crate::session::{BotPort, DropCounters, FrameSignal, LiveSession};
 use crate::webrtc::{PeerSlot, WebRtcCounters};
 use crate::worker::{NetSide, WorkerCommand, WorkerSession};
 
+/// Outbound queue of a session served by a built-in bot (echo, record, play, tone): 1 s.
+pub const BUILT_IN_BOT_OUTBOUND_FRAMES: usize = 50;
+
 /// Events queued for a bot before it drains them; when full, new events are dropped and counted.
 pub const BOT_EVENT_CAPACITY: usize = 256;
 /// Commands queued for a worker (add/remove session).
@@ -439,6 +442,14 @@ impl Engine {
             codec,
             initial_sequence: rand_u32() as u16,
             initial_timestamp: rand_u32(),
+            // A bot outside the daemon may send text-to-speech seconds ahead (the 10 s default); a built-in bot
+            // keeps at most PLAYOUT_LEAD_FRAMES queued, so a second is plenty (and 290 KB less per call).
+            outbound_capacity_frames: match plan.bot {
+                BotKind::WebSocket | BotKind::InProcess => {
+                    mediaproc_pipeline::DEFAULT_OUTBOUND_CAPACITY_FRAMES
+                }
+                _ => BUILT_IN_BOT_OUTBOUND_FRAMES,
+            },
             ..SessionConfig::default()
         };
         let now = self.origin.elapsed();

@@ -375,7 +375,8 @@ impl WorkerSession {
         }
     }
 
-    /// Signals `bridge` each tick and runs the tick's send half [`BRIDGE_ANSWER_WINDOW`] after its deadline.
+    /// Signals `bridge` each tick and runs the tick's send half [`BRIDGE_ANSWER_WINDOW`] after its deadline when the
+    /// bot's answer is queued by then (see `send_at`).
     pub fn with_bridge(mut self, bridge: Option<Arc<FrameSignal>>) -> Self {
         self.bridge = bridge;
         self
