@@ -180,6 +180,7 @@ impl Engine {
         let fingerprint = mediaproc_net::fingerprint_hex(&server.certificate_fingerprint());
         let origin = server.clock_origin();
         let count = config.worker_count();
+        let coalesce = Duration::from_micros(config.worker_wake_coalesce_us);
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
@@ -188,7 +189,7 @@ impl Engine {
             let waker = server.tx_waker();
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
-                .spawn(move || crate::worker::run(index, origin, rx, load, waker))
+                .spawn(move || crate::worker::run(index, origin, rx, load, waker, coalesce))
                 .map_err(|source| DaemonError::Io {
                     context: "cannot start a media worker".into(),
                     source,

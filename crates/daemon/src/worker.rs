@@ -899,6 +899,7 @@ pub fn run(
     commands: Receiver<WorkerCommand>,
     load: Arc<LoadMonitor>,
     _quic_waker: TxWaker,
+    coalesce: Duration,
 ) {
     let mut sessions: Vec<WorkerSession> = Vec::with_capacity(256);
     let mut busy = Duration::ZERO;
@@ -979,7 +980,11 @@ pub fn run(
             .map(WorkerSession::next_deadline)
             .min()
             .unwrap_or(done + MAX_IDLE);
-        let wait = next.saturating_sub(origin.elapsed()).min(MAX_IDLE);
+        // Sessions due within `coalesce` of the earliest are served in one wake-up (late by at most that): fewer
+        // sleeps and context switches, which a profile under load showed at a tenth of the daemon's CPU.
+        let wait = (next + coalesce)
+            .saturating_sub(origin.elapsed())
+            .min(MAX_IDLE);
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }

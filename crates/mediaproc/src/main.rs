@@ -81,6 +81,10 @@ struct LoadArgs {
     /// Media worker threads of the daemon this tool starts (0 = one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// `worker_wake_coalesce_us` of the daemon this tool starts: sessions due within this many µs share a worker
+    /// wake-up (less CPU, ticks up to that late).
+    #[arg(long, default_value_t = 0)]
+    worker_wake_coalesce_us: u64,
     /// Use a daemon that is already running (its control API address) instead of starting one.
     #[arg(long, value_name = "ADDR")]
     api: Option<std::net::SocketAddr>,

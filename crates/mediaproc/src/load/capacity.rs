@@ -1,5 +1,5 @@
-//! `mediaproc load --find-capacity`: for each bot mode, the largest number of calls the daemon carries with no late
-//! tick while its CPU stays under `--max-cpu` of the cores it was given — found by runs of growing size (each with a
+//! `mediaproc load --find-capacity`: for each bot mode, the largest number of calls the daemon carries with no tick
+//! more than 5 ms late while its CPU stays under `--max-cpu` of the cores it was given — found by runs of growing size (each with a
 //! fresh daemon), the next size estimated from the measured CPU per call, then bisection.
 
 use std::sync::atomic::Ordering;

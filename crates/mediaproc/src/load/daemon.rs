@@ -27,6 +27,8 @@ pub struct Daemon {
 pub struct Spawn {
     pub calls: usize,
     pub workers: usize,
+    /// `worker_wake_coalesce_us` of the daemon.
+    pub wake_coalesce_us: u64,
 }
 
 impl Daemon {
@@ -46,11 +48,13 @@ impl Daemon {
             "api = \"127.0.0.1:0\"\nmedia = \"127.0.0.1:0\"\napi_token = \"{token}\"\nworkers = {}\n\
              max_sessions = {slack}\noverloaded_at = 0.99\nheavily_loaded_at = 0.7\n\
              recordings_dir = \"{}\"\nquic_max_connections = {}\nquic_max_connections_per_address = {slack}\n\
-             quic_handshake_rate = 10000\nquic_handshake_burst = 10000\nhttp_max_connections = {}\n",
+             quic_handshake_rate = 10000\nquic_handshake_burst = 10000\nhttp_max_connections = {}\n\
+             worker_wake_coalesce_us = {}\n",
             settings.workers,
             dir.join("recordings").display(),
             slack.max(1024),
             (2 * slack).max(256),
+            settings.wake_coalesce_us,
         );
         let config_path = dir.join("mediaproc.toml");
         std::fs::write(&config_path, config).map_err(|err| fail("configuration", &err))?;

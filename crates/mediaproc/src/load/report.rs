@@ -48,6 +48,8 @@ pub struct Lateness {
     pub p99: Option<f64>,
     pub p999: Option<f64>,
     pub max: Option<f64>,
+    /// Values above 5 ms in the window (a bucket bound), `None` without readings.
+    pub over_5ms: Option<u64>,
 }
 
 impl Lateness {
@@ -89,11 +91,20 @@ impl Lateness {
             }
             max
         };
+        let over_5ms = (!bounds.is_empty()).then(|| {
+            delta
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bounds.get(*i).is_none_or(|&b| b > 5.0))
+                .map(|(_, c)| c)
+                .sum()
+        });
         Self {
             p50: quantile(0.5),
             p99: quantile(0.99),
             p999: quantile(0.999),
             max,
+            over_5ms,
         }
     }
 }
@@ -229,7 +240,7 @@ impl Measured {
             (
                 "late ticks".to_owned(),
                 self.late_ticks
-                    .map_or("n/a".to_owned(), |l| format!("{l} (> a frame late)")),
+                    .map_or("n/a".to_owned(), |l| format!("{l} (> 5 ms late)")),
             ),
             ("packet in → bot".to_owned(), {
                 let (p50, p99) = self.in_to_bot();
