@@ -153,7 +153,8 @@ class Relay:
         self.receiver_addr = None
         self.no_target = 0
         self.t0 = None  # first inbound packet
-        self.in_log: list[tuple[float, bytes]] = []  # (arrival, first 12 bytes) for diagnostics
+        # (leg, arrival, first 12 bytes) of every packet, for diagnostics (`write_arrivals`).
+        self.in_log: list[tuple[str, float, bytes]] = []
         self._heap: list = []
         self._seq = 0
         self._cv = threading.Condition()
@@ -214,6 +215,7 @@ class Relay:
                 else:
                     leg, out_sock, dest = self.leg_out, self.in_sock, self.receiver_addr
                 leg.stats.received += 1
+                self.in_log.append(("in" if leg is self.leg_in else "out", now, data[:12]))
                 if dest is None:
                     self.no_target += 1
                     continue
@@ -228,6 +230,19 @@ class Relay:
                     heapq.heappush(self._heap, (due, self._seq, out_sock, dest, data, leg))
                     self._seq += 1
                     self._cv.notify()
+
+    def write_arrivals(self, path: str):
+        """Writes the relay's arrival log as CSV: leg, arrival (s since the first inbound packet), RTP sequence number
+        and timestamp (RTCP and short datagrams are skipped)."""
+        t0 = self.t0 or 0.0
+        with open(path, "w") as f:
+            f.write("leg,arrival_s,seq,timestamp\n")
+            for leg, at, head in self.in_log:
+                if len(head) < 12 or head[0] >> 6 != 2 or 200 <= head[1] <= 204:
+                    continue
+                seq = int.from_bytes(head[2:4], "big")
+                ts = int.from_bytes(head[4:8], "big")
+                f.write(f"{leg},{at - t0:.6f},{seq},{ts}\n")
 
     def _account_rr(self, data: bytes, lost: bool, now: float, echo_from):
         if len(data) < 12 or data[0] >> 6 != 2 or 200 <= data[1] <= 204:

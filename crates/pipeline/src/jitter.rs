@@ -106,6 +106,12 @@ pub const TARGET_HOLD_FRAMES: u32 = 250;
 /// the first packets show jitter, but comes down below the initial target only after enough packets to trust the
 /// path. (Every step changes the timeline by a frame; a quiet path gets its minimum delay after 3 s.)
 pub const START_HOLD_PACKETS: u32 = 150;
+/// How long the envelope's peak (the largest transit of the window) is held after it was set (5 s): the playout
+/// removes delay only when the latest arrivals have stayed earlier for that long, so a path whose envelope wobbles
+/// around a tick boundary does not make the playout accelerate and expand in turn.
+pub const ENVELOPE_HOLD_US: i64 = 5_000_000;
+/// Duration of one frame on the media clock (µs); every codec here sends 20 ms frames.
+const FRAME_US: i64 = 20_000;
 /// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
 pub const SURPLUS_WINDOW_FRAMES: u32 = 25;
 /// A frame within this many dB of the quietest frame of the last [`SURPLUS_WINDOW_FRAMES`] counts as least energetic.
@@ -305,6 +311,10 @@ pub struct JitterBuffer {
     transit: [i64; TRANSIT_WINDOW],
     transit_len: usize,
     transit_pos: usize,
+    /// The on-time envelope: the largest transit of the window (µs), and its peak hold (value, held until).
+    envelope_us: i64,
+    peak_us: i64,
+    peak_until_us: i64,
     hist: [f32; HISTOGRAM_BINS],
     target: u16,
     filtered_level: f32,
@@ -367,6 +377,9 @@ impl JitterBuffer {
             transit: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
+            envelope_us: 0,
+            peak_us: 0,
+            peak_until_us: 0,
             hist,
             target: initial,
             filtered_level: f32::from(initial),
@@ -531,11 +544,17 @@ impl JitterBuffer {
         self.transit[self.transit_pos] = transit;
         self.transit_pos = (self.transit_pos + 1) % TRANSIT_WINDOW;
         self.transit_len = (self.transit_len + 1).min(TRANSIT_WINDOW);
-        let min = self.transit[..self.transit_len]
+        let (min, max) = self.transit[..self.transit_len]
             .iter()
-            .copied()
-            .min()
-            .unwrap_or(transit);
+            .fold((transit, transit), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        // The envelope of the latest arrivals: what a packet needs is a playout point after its arrival, so the
+        // latest transit (not the earliest) is the one to cover. Early packets (a sender that reads its input in
+        // chunks sends most packets of a chunk early) only make the buffer fuller.
+        self.envelope_us = max;
+        if self.transit_len == 1 || max >= self.peak_us || now_us >= self.peak_until_us {
+            self.peak_us = max;
+            self.peak_until_us = now_us + ENVELOPE_HOLD_US;
+        }
         let rel = (transit - min).max(0);
         // Slack: how long a packet with the smallest transit waits for the tick that plays it at the minimum level
         // (the first tick at or after its arrival). Delay up to the slack costs no extra frame. Without tick times
@@ -573,6 +592,54 @@ impl JitterBuffer {
         }
         self.target = target;
         self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
+    }
+
+    /// How late the tick due at `now` plays the playout point, relative to the media clock (µs): `now` minus the media
+    /// time of the next frame to hand out, on the same scale as the packets' transit (arrival minus media time). A
+    /// player adds the audio it holds decoded. `None` before the stream plays.
+    pub fn offset_us(&self, now: Duration) -> Option<i64> {
+        if self.state == State::Idle || self.transit_len == 0 {
+            return None;
+        }
+        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+        Some(now_us - self.playout * FRAME_US)
+    }
+
+    /// The smallest playout offset (see [`JitterBuffer::offset_us`], measured before the tick pulls its frame) at
+    /// which every packet on the on-time envelope is there when its tick needs it. With `held` the envelope's peak
+    /// hold is used (the offset to come down to), otherwise the current envelope (the offset to stay above); `extra`
+    /// adds margin (µs). `None` before the first packet.
+    ///
+    /// A player pulls frame `k` at the first tick after `media(k) + offset − 20 ms`, so a packet whose transit is at
+    /// most `E` (the envelope plus [`SLACK_MARGIN_US`]) is in time when no tick falls between `media(k) + offset −
+    /// 20 ms` and `media(k) + E`: the offset needed is 20 ms after the last tick phase before `E`. Every offset from
+    /// there to 20 ms more pulls at the same ticks; anything above it is delay without use.
+    pub fn required_offset_us(&self, held: bool, extra_us: i64) -> Option<i64> {
+        if self.transit_len == 0 {
+            return None;
+        }
+        let e = if held { self.peak_us.max(self.envelope_us) } else { self.envelope_us } + SLACK_MARGIN_US + extra_us;
+        let Some(tick) = self.tick_at else {
+            // Tick phase unknown: assume the worst.
+            return Some(e + FRAME_US);
+        };
+        let phase = i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2).rem_euclid(FRAME_US);
+        let last_tick_before = e - 1 - (e - 1 - phase).rem_euclid(FRAME_US);
+        Some(last_tick_before + FRAME_US)
+    }
+
+    /// True while the stream's first [`START_HOLD_PACKETS`] packets are in (the statistics rest on few packets).
+    pub fn starting(&self) -> bool {
+        self.packets_seen < START_HOLD_PACKETS
+    }
+
+    /// The configured initial target above the minimum, in µs (the margin a stream starts with).
+    pub fn initial_margin_us(&self) -> i64 {
+        let initial = self
+            .cfg
+            .initial_delay_frames
+            .clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        i64::from(initial - self.cfg.min_delay_frames) * FRAME_US
     }
 
     /// Stores a packet that arrived at `now` (session-relative). Untrusted input: never panics.

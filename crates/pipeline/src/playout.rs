@@ -82,6 +82,10 @@ pub const VOICED_EXPAND_FRACTION: f32 = 0.5;
 /// inserted into speech (100 ms): one period at a time, never two periods or a period right after a merge within
 /// the span a listener (or a lag tracker) hears as one jump.
 pub const VOICED_GAP_TICKS: u32 = 5;
+/// Ticks after a loss during which the playout keeps a frame of margin above the on-time envelope (5 s).
+pub const LOSS_MARGIN_TICKS: u32 = 250;
+/// One frame (µs).
+const FRAME_US: i64 = 20_000;
 /// libopus conceals in steps of 2.5 ms.
 const CONCEAL_STEP_MS: u32 = 5; // in half milliseconds
 
@@ -142,6 +146,9 @@ pub struct PlayoutEngine {
     /// count then: if the frame turns out lost, the concealment stood in for whole frames (see [`Self::pull`]).
     held: usize,
     held_lost: u64,
+    /// The jitter buffer's loss count at the last tick, and the ticks the loss margin still applies.
+    seen_lost: u64,
+    loss_ticks: u32,
     /// The audio at the end of the buffer is concealment: merge the next decoded audio into it.
     concealed_tail: bool,
     cng: ComfortNoise,
@@ -189,6 +196,8 @@ impl PlayoutEngine {
             since_change: 0,
             held: 0,
             held_lost: 0,
+            seen_lost: 0,
+            loss_ticks: 0,
             concealed_tail: false,
             cng: ComfortNoise::new(sample_rate_hz),
             avg_db: f32::NAN,
@@ -213,6 +222,8 @@ impl PlayoutEngine {
         self.since_change = 0;
         self.held = 0;
         self.held_lost = 0;
+        self.seen_lost = 0;
+        self.loss_ticks = 0;
         self.concealed_tail = false;
         self.cng.reset();
         self.avg_db = f32::NAN;
@@ -254,6 +265,20 @@ impl PlayoutEngine {
     /// Playout delay at the last tick (packets buffered plus decoded audio waiting), in samples.
     pub fn level_samples(&self) -> i64 {
         self.last_level
+    }
+
+    /// Margin above the envelope: the configured initial target while the stream's statistics rest on few packets,
+    /// and a frame for [`LOSS_MARGIN_TICKS`] after a loss, so the next loss finds the following packet there and is
+    /// rebuilt from its in-band FEC (at the envelope itself a lost packet is only known as lost when the next one
+    /// arrives, a tick too late: concealment then).
+    fn margin_us(&self, jb: &JitterBuffer) -> i64 {
+        let start = if jb.starting() {
+            jb.initial_margin_us()
+        } else {
+            0
+        };
+        let loss = if self.loss_ticks > 0 { FRAME_US } else { 0 };
+        start.max(loss)
     }
 
     fn is_quiet(&self, x: &[i16]) -> bool {
@@ -464,27 +489,42 @@ impl PlayoutEngine {
         let level = jb.level_frames() * spf as i64 + self.future() as i64;
         let target = i64::from(jb.target_frames()) * spf as i64;
         let playing = jb.is_active();
+        let lost = jb.stats().lost;
+        if lost > self.seen_lost {
+            self.loss_ticks = LOSS_MARGIN_TICKS;
+        } else {
+            self.loss_ticks = self.loss_ticks.saturating_sub(1);
+        }
+        self.seen_lost = lost;
         let mut want_accel = 0i64;
         let mut want_expand = 0i64;
         let mut excess = 0i64;
         let mut deficit = 0i64;
-        if playing {
-            self.push_level(level);
-            let window = &self.levels[..self.level_count];
-            let (lo, hi) = window
-                .iter()
-                .fold((i64::MAX, i64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        if playing
+            && let (Some(offset), Some(keep), Some(need)) = (
+                jb.offset_us(now),
+                jb.required_offset_us(true, self.margin_us(jb)),
+                jb.required_offset_us(false, self.margin_us(jb)),
+            )
+        {
+            // The playout offset (how long after its media time a sample plays) against the offset the on-time
+            // envelope needs: exact between operations, whatever the arrival pattern (bursts leave it alone).
+            // Concealment played for a frame the jitter buffer still awaits is not delay yet: if the frame turns out
+            // lost, that concealment stands in for it and the offset is unchanged.
+            let held = if jb.holding() { self.held } else { 0 };
+            let offset =
+                offset + (self.future() as i64 - held as i64) * 1_000_000 / i64::from(self.hz);
+            let to_samples = |us: i64| us * i64::from(self.hz) / 1_000_000;
             let start = (spf as f32 * START_FRACTION) as i64;
             let stop = self.quiet_min as i64;
-            excess = hi - target;
+            excess = to_samples(offset - keep);
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);
-            // Any deficit counts: a level short of the target by a single sample needs its next packet a tick
-            // earlier, i.e. has a whole frame less margin. (An accelerate never takes the level below the target.)
-            deficit = target - hi;
+            // Any deficit counts: an offset short of the envelope's by a single sample makes the latest packets
+            // miss their tick.
+            deficit = to_samples(need - offset);
             self.expanding = deficit > 0;
             if self.accelerating {
-                // Never below a frame at the emptiest recent tick.
-                want_accel = excess.min(lo - spf as i64);
+                want_accel = excess;
             } else if self.expanding {
                 want_expand = deficit;
             }
