@@ -280,3 +280,39 @@ fn diag_chunked_sender() {
         println!("chunked loss {loss}: {rep:?} {ops:?} targets/s {t:?}; {s:?}");
     }
 }
+
+/// Replays the transit times of a quality-harness run (`PLAYOUT_TRACE=path/arrivals.csv`, leg "in") and prints the
+/// playout's figures.
+#[test]
+#[ignore = "diagnostic: needs PLAYOUT_TRACE"]
+fn diag_replay_harness_trace() {
+    let Some(path) = std::env::var_os("PLAYOUT_TRACE") else {
+        return;
+    };
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut first_ts: Option<i64> = None;
+    let mut transit = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[0] != "in" {
+            continue;
+        }
+        let at: f64 = f[1].parse().unwrap();
+        let ts: i64 = f[3].parse().unwrap();
+        let t0 = *first_ts.get_or_insert(ts);
+        transit.push(at * 1000.0 - (ts - t0) as f64 / 48.0);
+    }
+    let min = transit.iter().copied().fold(f64::MAX, f64::min);
+    let transit: &'static [f64] = Box::leak(transit.iter().map(|t| t - min).collect::<Vec<_>>().into_boxed_slice());
+    let net = NetConfig {
+        transit_trace: Some(transit),
+        ..NetConfig::default()
+    };
+    let src = source(false, 0.0);
+    let secs = (transit.len() / 50) as u64;
+    let (session, trace) = run(&src, net, 1, Duration::from_secs(secs), true);
+    let s = session.stream_stats(7).unwrap();
+    let rep = playout_report(&src.decoded, 320, &trace.audio, 16_000);
+    let ops = timescale_ops(&trace, 320, 50);
+    println!("replay: {rep:?} {ops:?}; {s:?}");
+}
