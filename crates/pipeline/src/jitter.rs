@@ -537,8 +537,8 @@ impl JitterBuffer {
         &mut self.slots[index.rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize]
     }
 
-    fn update_delay_estimate(&mut self, now: Duration, ext_ts: i64) {
-        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+    /// Records a packet's transit in the window and updates the on-time envelope; returns (transit, window minimum).
+    fn observe_transit(&mut self, now_us: i64, ext_ts: i64) -> (i64, i64) {
         let media_us = (ext_ts - self.first_ts) * 1_000_000 / i64::from(self.codec.rtp_clock_hz());
         let transit = now_us - media_us;
         self.transit[self.transit_pos] = transit;
@@ -555,6 +555,24 @@ impl JitterBuffer {
             self.peak_us = max;
             self.peak_until_us = now_us + ENVELOPE_HOLD_US;
         }
+        (transit, min)
+    }
+
+    /// The arrival time a packet counts with: the frame a held underrun awaits was needed at the last tick, so it
+    /// counts as arriving after that tick even if its arrival time says otherwise (the driver handed it over late,
+    /// e.g. its receive thread was descheduled): the envelope then covers delivery stalls, too.
+    fn effective_arrival_us(&self, now: Duration, index: i64) -> i64 {
+        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+        match self.tick_at {
+            Some(tick) if self.hold > 0 && index == self.playout => {
+                now_us.max(i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2) + 1_000)
+            }
+            _ => now_us,
+        }
+    }
+
+    fn update_delay_estimate(&mut self, now_us: i64, ext_ts: i64) {
+        let (transit, min) = self.observe_transit(now_us, ext_ts);
         let rel = (transit - min).max(0);
         // Slack: how long a packet with the smallest transit waits for the tick that plays it at the minimum level
         // (the first tick at or after its arrival). Delay up to the slack costs no extra frame. Without tick times
@@ -693,6 +711,9 @@ impl JitterBuffer {
                 self.state = State::Buffering { resumed: true };
                 self.in_dtx = false;
             } else {
+                // Too late to play, but what the envelope must cover from now on.
+                let at = self.effective_arrival_us(now, index);
+                self.observe_transit(at, ext_ts);
                 self.stats.late += 1;
                 return InsertOutcome::Late;
             }
@@ -744,7 +765,8 @@ impl JitterBuffer {
                 resumed: std::mem::take(&mut self.resume_after_switch),
             };
         }
-        self.update_delay_estimate(now, ext_ts);
+        let at = self.effective_arrival_us(now, index);
+        self.update_delay_estimate(at, ext_ts);
         let slot = self.slot_mut(index);
         slot.used = true;
         slot.played = false;
