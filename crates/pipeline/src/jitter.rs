@@ -214,6 +214,12 @@ pub struct JitterStats {
     pub concealed_ms: u64,
     /// Comfort noise (or silence) played during DTX gaps, pauses and re-buffering, in ms.
     pub comfort_noise_ms: u64,
+    /// Playout delay above the on-time envelope at the last tick, in ms: how long after the *latest* arrivals (the
+    /// largest transit of the last ≈ 2.5 s, which the playout covers) the audio is played — the delay the buffer
+    /// adds to the network's, comparable with a fixed jitter buffer's latency setting. Packets that arrive earlier
+    /// (a sender that sends in bursts) wait longer, but that is not delay: see `packet_wait_ms`. 0 without
+    /// [`crate::playout::PlayoutEngine`].
+    pub envelope_delay_ms: u32,
     /// How long packets waited in the buffer between arrival and decoding, in ms (moving average over about 1 s of
     /// packets; like WebRTC's jitterBufferDelay per emitted frame). Packets in pairs every 40 ms wait about 10 ms on
     /// average plus the tick phase, though the target says 2 frames.
@@ -636,14 +642,27 @@ impl JitterBuffer {
         if self.transit_len == 0 {
             return None;
         }
-        let e = if held { self.peak_us.max(self.envelope_us) } else { self.envelope_us } + SLACK_MARGIN_US + extra_us;
+        let e = if held {
+            self.peak_us.max(self.envelope_us)
+        } else {
+            self.envelope_us
+        } + SLACK_MARGIN_US
+            + extra_us;
         let Some(tick) = self.tick_at else {
             // Tick phase unknown: assume the worst.
             return Some(e + FRAME_US);
         };
-        let phase = i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2).rem_euclid(FRAME_US);
+        let phase = i64::try_from(tick.as_micros())
+            .unwrap_or(i64::MAX / 2)
+            .rem_euclid(FRAME_US);
         let last_tick_before = e - 1 - (e - 1 - phase).rem_euclid(FRAME_US);
         Some(last_tick_before + FRAME_US)
+    }
+
+    /// The on-time envelope: the largest transit (arrival minus media time, µs) of the last [`TRANSIT_WINDOW`]
+    /// packets; `None` before the first.
+    pub fn envelope_us(&self) -> Option<i64> {
+        (self.transit_len > 0).then_some(self.envelope_us)
     }
 
     /// True while the stream's first [`START_HOLD_PACKETS`] packets are in (the statistics rest on few packets).
