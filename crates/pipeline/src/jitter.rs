@@ -25,7 +25,22 @@
 //!   next talkspurt re-buffers up to the target delay.
 //! * **too late** (index already played): dropped and counted.
 //!
-//! ## Adaptive target delay
+//! ## On-time envelope
+//! What a packet needs is a playout point after its arrival, so the statistic the playout engine steers by is the
+//! **largest** transit (arrival − RTP time) of the last [`TRANSIT_WINDOW`] packets, the on-time envelope
+//! ([`JitterBuffer::envelope_us`]), and its peak held for [`ENVELOPE_HOLD_US`]. [`JitterBuffer::offset_us`] and
+//! [`JitterBuffer::required_offset_us`] express the playout point and the point the envelope needs on the same scale
+//! (tick time minus media time; the tick phase taken into account), so a player compares the two directly.
+//! Packets a bursty sender sends early (ffmpeg `-re` sends each 128 ms chunk of its input at once: the first packet
+//! on time, the others up to 108 ms early) have smaller transits and change nothing; a late packet (even one too
+//! late to play) and a held frame that the driver handed over only after the tick that missed it raise the
+//! envelope. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
+//! and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th percentile of all
+//! packets misses a third of the bursts.
+//!
+//! ## Adaptive target delay (the buffer alone)
+//! The target level below drives [`JitterBuffer::pop`]'s start-up (the level a stream buffers before it plays),
+//! the reported `target_delay_ms` and the whole-frame steering for drivers without the playout engine.
 //! For every packet the transit time (arrival − RTP time) is compared with the smallest transit of the last
 //! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) is what the packet
 //! needs beyond the minimum level. When the driver tells the tick times ([`JitterBuffer::pop_at`], as the session
