@@ -153,7 +153,8 @@ class Relay:
         self.receiver_addr = None
         self.no_target = 0
         self.t0 = None  # first inbound packet
-        # (leg, arrival, first 12 bytes) of every packet, for diagnostics (`write_arrivals`).
+        # (leg, time forwarded, first 12 bytes) of every packet the relay passed on (lost ones are missing), for
+        # diagnostics (`write_arrivals`): on leg "in" what the echo received and when.
         self.in_log: list[tuple[str, float, bytes]] = []
         self._heap: list = []
         self._seq = 0
@@ -215,7 +216,6 @@ class Relay:
                 else:
                     leg, out_sock, dest = self.leg_out, self.in_sock, self.receiver_addr
                 leg.stats.received += 1
-                self.in_log.append(("in" if leg is self.leg_in else "out", now, data[:12]))
                 if dest is None:
                     self.no_target += 1
                     continue
@@ -232,8 +232,8 @@ class Relay:
                     self._cv.notify()
 
     def write_arrivals(self, path: str):
-        """Writes the relay's arrival log as CSV: leg, arrival (s since the first inbound packet), RTP sequence number
-        and timestamp (RTCP and short datagrams are skipped)."""
+        """Writes the relay's log of forwarded packets as CSV: leg, time forwarded (s since the first inbound packet),
+        RTP sequence number and timestamp (RTCP and short datagrams are skipped; lost packets are missing)."""
         t0 = self.t0 or 0.0
         with open(path, "w") as f:
             f.write("leg,arrival_s,seq,timestamp\n")
@@ -288,5 +288,6 @@ class Relay:
             try:
                 sock.sendto(data, dest)
                 leg.stats.forwarded += 1
+                self.in_log.append(("in" if leg is self.leg_in else "out", time.monotonic(), data[:12]))
             except OSError:
                 pass

@@ -334,7 +334,7 @@ fn diag_replay_harness_trace() {
         return;
     };
     let text = std::fs::read_to_string(path).unwrap();
-    let mut first_ts: Option<i64> = None;
+    let mut first: Option<(u16, i64)> = None;
     let mut transit = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -342,11 +342,16 @@ fn diag_replay_harness_trace() {
             continue;
         }
         let at: f64 = f[1].parse().unwrap();
+        let seq: u16 = f[2].parse().unwrap();
         let ts: i64 = f[3].parse().unwrap();
-        let t0 = *first_ts.get_or_insert(ts);
-        transit.push(at * 1000.0 - (ts - t0) as f64 / 48.0);
+        let (s0, t0) = *first.get_or_insert((seq, ts));
+        let n = usize::from(seq.wrapping_sub(s0));
+        if n >= transit.len() {
+            transit.resize(n + 1, f64::NAN);
+        }
+        transit[n] = at * 1000.0 - (ts - t0) as f64 / 48.0;
     }
-    let min = transit.iter().copied().fold(f64::MAX, f64::min);
+    let min = transit.iter().copied().filter(|t| !t.is_nan()).fold(f64::MAX, f64::min);
     let transit: &'static [f64] = Box::leak(
         transit
             .iter()
@@ -365,4 +370,19 @@ fn diag_replay_harness_trace() {
     let rep = playout_report(&src.decoded, 320, &trace.audio, 16_000);
     let ops = timescale_ops(&trace, 320, 50);
     println!("replay: {rep:?} {ops:?}; {s:?}");
+    let steps: Vec<String> = trace
+        .stats
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[1].accelerated_ms + w[1].decelerated_ms != w[0].accelerated_ms + w[0].decelerated_ms)
+        .map(|(i, w)| {
+            format!(
+                "{:.2}s:{:+}",
+                (i + 1) as f64 * 0.02,
+                (w[1].decelerated_ms as i64 - w[0].decelerated_ms as i64)
+                    - (w[1].accelerated_ms as i64 - w[0].accelerated_ms as i64)
+            )
+        })
+        .collect();
+    println!("time-scale ops (s since the bot's first frame: +inserted/-removed ms): {steps:?}");
 }
