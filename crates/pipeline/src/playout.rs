@@ -86,6 +86,8 @@ pub const VOICED_EXPAND_FRACTION: f32 = 0.5;
 /// inserted into speech (100 ms): one period at a time, never two periods or a period right after a merge within
 /// the span a listener (or a lag tracker) hears as one jump.
 pub const VOICED_GAP_TICKS: u32 = 5;
+/// Frames above the jitter buffer's target level beyond which the buffer is surplus whatever the envelope says.
+pub const LEVEL_SURPLUS_FRAMES: i64 = 3;
 /// Ticks after a loss during which the playout keeps a frame of margin above the on-time envelope (5 s).
 pub const LOSS_MARGIN_TICKS: u32 = 250;
 /// One frame (µs).
@@ -511,8 +513,12 @@ impl PlayoutEngine {
             // excess beyond the largest margin, or for a deficit against the envelope itself (packets would miss
             // their tick).
             let margin = self.margin_us(jb);
-            let excess = to_samples(offset - keep - margin);
-            voiced_excess = to_samples(offset - keep - FRAME_US);
+            // A buffer far above the jitter buffer's own target level is surplus even while the envelope's window
+            // and hold still remember later arrivals (a sender running fast, a catch-up after a stall).
+            let surplus =
+                level - (i64::from(jb.target_frames()) + LEVEL_SURPLUS_FRAMES) * spf as i64;
+            let excess = to_samples(offset - keep - margin).max(surplus);
+            voiced_excess = to_samples(offset - keep - FRAME_US).max(surplus);
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);
             // Any deficit counts: an offset short of the envelope's by a single sample makes the latest packets
             // miss their tick.

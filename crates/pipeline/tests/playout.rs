@@ -351,7 +351,11 @@ fn diag_replay_harness_trace() {
         }
         transit[n] = at * 1000.0 - (ts - t0) as f64 / 48.0;
     }
-    let min = transit.iter().copied().filter(|t| !t.is_nan()).fold(f64::MAX, f64::min);
+    let min = transit
+        .iter()
+        .copied()
+        .filter(|t| !t.is_nan())
+        .fold(f64::MAX, f64::min);
     let transit: &'static [f64] = Box::leak(
         transit
             .iter()
@@ -374,7 +378,9 @@ fn diag_replay_harness_trace() {
         .stats
         .windows(2)
         .enumerate()
-        .filter(|(_, w)| w[1].accelerated_ms + w[1].decelerated_ms != w[0].accelerated_ms + w[0].decelerated_ms)
+        .filter(|(_, w)| {
+            w[1].accelerated_ms + w[1].decelerated_ms != w[0].accelerated_ms + w[0].decelerated_ms
+        })
         .map(|(i, w)| {
             format!(
                 "{:.2}s:{:+}",
