@@ -448,10 +448,14 @@ impl PlayoutEngine {
                 if self.concealed_tail {
                     self.concealed_tail = false;
                     let (hist, new) = self.buf.split_at_mut(start);
-                    if let Some((len, dropped)) = tsm::merge(hist, new, n, self.lags, self.hz) {
+                    if let Some((len, shift)) = tsm::merge(hist, new, n, self.lags, self.hz) {
                         n = len;
                         self.merges += 1;
-                        self.accelerated += dropped as u64;
+                        if shift >= 0 {
+                            self.accelerated += shift as u64;
+                        } else {
+                            self.decelerated += shift.unsigned_abs() as u64;
+                        }
                         op = Operation::Merge;
                     }
                 }
