@@ -13,7 +13,9 @@
 //!   `x[P..]` again: one period longer.
 //! * **Merge** ([`merge`]): after concealment, the history (the concealment just played) is continued periodically
 //!   at its own pitch; the new decoded audio is searched for the offset (within one period) where it matches that
-//!   continuation best, and the continuation is cross-faded into it there.
+//!   continuation best, and the continuation is cross-faded into it there — dropping the new audio before that
+//!   offset, or, when that would be more than half a period, playing the rest of the period from the continuation
+//!   instead (the same alignment), so a merge moves the timeline by half a period at most.
 //!
 //! A caller applies removal or insertion only where the correlation is high ([`VOICED_CORRELATION`]) or the signal
 //! is quiet (then any splice is inaudible).
