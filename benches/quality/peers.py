@@ -297,8 +297,16 @@ class MediaprocEcho:
         except Exception:
             pass
         last = self.samples[-1][1] if self.samples else {}
-        delays = [float(v) for _, st in self.samples for v in find_key(st, "jitterBufferDelayMs")
-                  if isinstance(v, (int, float))]
+
+        def series(key):
+            return [float(v) for _, st in self.samples for v in find_key(st, key) if isinstance(v, (int, float))]
+
+        # The jitter-buffer delay comparable with rtpjitterbuffer's latency: how long after the latest arrivals the
+        # audio plays (`envelopeDelayMs`). The buffer level (`jitterBufferDelayMs`: frames from the playout point to
+        # the newest packet) also counts packets a bursty sender sent early, which is no delay; it is kept as
+        # `bufferLevelMs`. Builds without `envelopeDelayMs` report the level.
+        levels = series("jitterBufferDelayMs")
+        delays = series("envelopeDelayMs") or levels
         targets = [float(v) for _, st in self.samples for v in find_key(st, "targetDelayMs")
                    if isinstance(v, (int, float))]
         out = {"sessionId": self.sid, "stats": last}
@@ -306,7 +314,11 @@ class MediaprocEcho:
         if delays:
             out["jitterBufferDelayMs"] = sum(delays) / len(delays)
             out["jitterBufferDelayMaxMs"] = max(delays)
-            out["jitterBufferSource"] = "GET /v1/sessions/{id} stats (mean of 1 s samples)"
+            out["jitterBufferSource"] = ("GET /v1/sessions/{id} stats envelopeDelayMs (mean of 1 s samples)"
+                                         if series("envelopeDelayMs") else
+                                         "GET /v1/sessions/{id} stats jitterBufferDelayMs (mean of 1 s samples)")
+            if levels:
+                out["bufferLevelMs"] = sum(levels) / len(levels)
         else:
             out["jitterBufferDelayMs"] = None
             out["jitterBufferSource"] = "not reported by this build for the RTP/UDP edge (stats.streams empty)"

@@ -153,7 +153,9 @@ class Relay:
         self.receiver_addr = None
         self.no_target = 0
         self.t0 = None  # first inbound packet
-        self.in_log: list[tuple[float, bytes]] = []  # (arrival, first 12 bytes) for diagnostics
+        # (leg, time forwarded, first 12 bytes) of every packet the relay passed on (lost ones are missing), for
+        # diagnostics (`write_arrivals`): on leg "in" what the echo received and when.
+        self.in_log: list[tuple[str, float, bytes]] = []
         self._heap: list = []
         self._seq = 0
         self._cv = threading.Condition()
@@ -229,6 +231,19 @@ class Relay:
                     self._seq += 1
                     self._cv.notify()
 
+    def write_arrivals(self, path: str):
+        """Writes the relay's log of forwarded packets as CSV: leg, time forwarded (s since the first inbound packet),
+        RTP sequence number and timestamp (RTCP and short datagrams are skipped; lost packets are missing)."""
+        t0 = self.t0 or 0.0
+        with open(path, "w") as f:
+            f.write("leg,arrival_s,seq,timestamp\n")
+            for leg, at, head in self.in_log:
+                if len(head) < 12 or head[0] >> 6 != 2 or 200 <= head[1] <= 204:
+                    continue
+                seq = int.from_bytes(head[2:4], "big")
+                ts = int.from_bytes(head[4:8], "big")
+                f.write(f"{leg},{at - t0:.6f},{seq},{ts}\n")
+
     def _account_rr(self, data: bytes, lost: bool, now: float, echo_from):
         if len(data) < 12 or data[0] >> 6 != 2 or 200 <= data[1] <= 204:
             return  # not RTP (RTCP from the echo)
@@ -273,5 +288,6 @@ class Relay:
             try:
                 sock.sendto(data, dest)
                 leg.stats.forwarded += 1
+                self.in_log.append(("in" if leg is self.leg_in else "out", time.monotonic(), data[:12]))
             except OSError:
                 pass

@@ -97,6 +97,7 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
         except Exception:
             pass
         relay.stop()
+        relay.write_arrivals(os.path.join(logdir, "arrivals.csv"))
     res = S.score_files(src_wav, out_wav)
     res.update({"scenario": scenario, "sender": sender, "path": echo.name, "repeat": rep, "network": imp.describe(),
                 "relay": relay.stats(), "echo": echo_info,

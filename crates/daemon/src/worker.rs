@@ -273,6 +273,7 @@ pub const STREAM_FIELDS: &[StreamField] = &[
     counter("duplicate", "duplicate_total", "Duplicate packets (dropped).", |j| j.duplicate),
     counter("reordered", "reordered_total", "Packets that arrived after a higher sequence number.", |j| j.reordered),
     counter("lost", "lost_total", "Frames lost in the network (never arrived in time).", |j| j.lost),
+    gauge("envelopeDelayMs", "envelope_delay_ms", "Playout delay above the latest arrivals (the on-time envelope the buffer covers) at the last tick, in ms.", |j| j.envelope_delay_ms.into()),
     gauge("playoutDelayMs", "playout_delay_ms", "Playout delay (packets held plus decoded audio waiting) at the last tick, in ms.", |j| j.playout_delay_ms.into()),
     gauge("packetWaitMs", "packet_wait_ms", "Average time a packet waits from arrival to decoding, in ms.", |j| j.packet_wait_ms.into()),
     counter("accelerated", "accelerated_total", "Audio removed by time-scale compression, in whole frames (rounded).", |j| j.accelerated),

@@ -25,7 +25,22 @@
 //!   next talkspurt re-buffers up to the target delay.
 //! * **too late** (index already played): dropped and counted.
 //!
-//! ## Adaptive target delay
+//! ## On-time envelope
+//! What a packet needs is a playout point after its arrival, so the statistic the playout engine steers by is the
+//! **largest** transit (arrival − RTP time) of the last [`TRANSIT_WINDOW`] packets, the on-time envelope
+//! ([`JitterBuffer::envelope_us`]), and its peak held for [`ENVELOPE_HOLD_US`]. [`JitterBuffer::offset_us`] and
+//! [`JitterBuffer::required_offset_us`] express the playout point and the point the envelope needs on the same scale
+//! (tick time minus media time; the tick phase taken into account), so a player compares the two directly.
+//! Packets a bursty sender sends early (ffmpeg `-re` sends each 128 ms chunk of its input at once: the first packet
+//! on time, the others up to 108 ms early) have smaller transits and change nothing; a late packet (even one too
+//! late to play) and a held frame that the driver handed over only after the tick that missed it raise the
+//! envelope. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
+//! and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th percentile of all
+//! packets misses a third of the bursts.
+//!
+//! ## Adaptive target delay (the buffer alone)
+//! The target level below drives [`JitterBuffer::pop`]'s start-up (the level a stream buffers before it plays),
+//! the reported `target_delay_ms` and the whole-frame steering for drivers without the playout engine.
 //! For every packet the transit time (arrival − RTP time) is compared with the smallest transit of the last
 //! [`TRANSIT_WINDOW`] packets; the difference (relative delay, covering jitter and reordering) is what the packet
 //! needs beyond the minimum level. When the driver tells the tick times ([`JitterBuffer::pop_at`], as the session
@@ -106,6 +121,12 @@ pub const TARGET_HOLD_FRAMES: u32 = 250;
 /// the first packets show jitter, but comes down below the initial target only after enough packets to trust the
 /// path. (Every step changes the timeline by a frame; a quiet path gets its minimum delay after 3 s.)
 pub const START_HOLD_PACKETS: u32 = 150;
+/// How long the envelope's peak (the largest transit of the window) is held after it was set (5 s): the playout
+/// removes delay only when the latest arrivals have stayed earlier for that long, so a path whose envelope wobbles
+/// around a tick boundary does not make the playout accelerate and expand in turn.
+pub const ENVELOPE_HOLD_US: i64 = 5_000_000;
+/// Duration of one frame on the media clock (µs); every codec here sends 20 ms frames.
+const FRAME_US: i64 = 20_000;
 /// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
 pub const SURPLUS_WINDOW_FRAMES: u32 = 25;
 /// A frame within this many dB of the quietest frame of the last [`SURPLUS_WINDOW_FRAMES`] counts as least energetic.
@@ -208,6 +229,12 @@ pub struct JitterStats {
     pub concealed_ms: u64,
     /// Comfort noise (or silence) played during DTX gaps, pauses and re-buffering, in ms.
     pub comfort_noise_ms: u64,
+    /// Playout delay above the on-time envelope at the last tick, in ms: how long after the *latest* arrivals (the
+    /// largest transit of the last ≈ 2.5 s, which the playout covers) the audio is played — the delay the buffer
+    /// adds to the network's, comparable with a fixed jitter buffer's latency setting. Packets that arrive earlier
+    /// (a sender that sends in bursts) wait longer, but that is not delay: see `packet_wait_ms`. 0 without
+    /// [`crate::playout::PlayoutEngine`].
+    pub envelope_delay_ms: u32,
     /// How long packets waited in the buffer between arrival and decoding, in ms (moving average over about 1 s of
     /// packets; like WebRTC's jitterBufferDelay per emitted frame). Packets in pairs every 40 ms wait about 10 ms on
     /// average plus the tick phase, though the target says 2 frames.
@@ -305,6 +332,10 @@ pub struct JitterBuffer {
     transit: [i64; TRANSIT_WINDOW],
     transit_len: usize,
     transit_pos: usize,
+    /// The on-time envelope: the largest transit of the window (µs), and its peak hold (value, held until).
+    envelope_us: i64,
+    peak_us: i64,
+    peak_until_us: i64,
     hist: [f32; HISTOGRAM_BINS],
     target: u16,
     filtered_level: f32,
@@ -367,6 +398,9 @@ impl JitterBuffer {
             transit: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
+            envelope_us: 0,
+            peak_us: 0,
+            peak_until_us: 0,
             hist,
             target: initial,
             filtered_level: f32::from(initial),
@@ -524,18 +558,42 @@ impl JitterBuffer {
         &mut self.slots[index.rem_euclid(JITTER_CAPACITY_FRAMES as i64) as usize]
     }
 
-    fn update_delay_estimate(&mut self, now: Duration, ext_ts: i64) {
-        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+    /// Records a packet's transit in the window and updates the on-time envelope; returns (transit, window minimum).
+    fn observe_transit(&mut self, now_us: i64, ext_ts: i64) -> (i64, i64) {
         let media_us = (ext_ts - self.first_ts) * 1_000_000 / i64::from(self.codec.rtp_clock_hz());
         let transit = now_us - media_us;
         self.transit[self.transit_pos] = transit;
         self.transit_pos = (self.transit_pos + 1) % TRANSIT_WINDOW;
         self.transit_len = (self.transit_len + 1).min(TRANSIT_WINDOW);
-        let min = self.transit[..self.transit_len]
+        let (min, max) = self.transit[..self.transit_len]
             .iter()
-            .copied()
-            .min()
-            .unwrap_or(transit);
+            .fold((transit, transit), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+        // The envelope of the latest arrivals: what a packet needs is a playout point after its arrival, so the
+        // latest transit (not the earliest) is the one to cover. Early packets (a sender that reads its input in
+        // chunks sends most packets of a chunk early) only make the buffer fuller.
+        self.envelope_us = max;
+        if self.transit_len == 1 || max >= self.peak_us || now_us >= self.peak_until_us {
+            self.peak_us = max;
+            self.peak_until_us = now_us + ENVELOPE_HOLD_US;
+        }
+        (transit, min)
+    }
+
+    /// The arrival time a packet counts with: the frame a held underrun awaits was needed at the last tick, so it
+    /// counts as arriving after that tick even if its arrival time says otherwise (the driver handed it over late,
+    /// e.g. its receive thread was descheduled): the envelope then covers delivery stalls, too.
+    fn effective_arrival_us(&self, now: Duration, index: i64) -> i64 {
+        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+        match self.tick_at {
+            Some(tick) if self.hold > 0 && index == self.playout => {
+                now_us.max(i64::try_from(tick.as_micros()).unwrap_or(i64::MAX / 2) + 1_000)
+            }
+            _ => now_us,
+        }
+    }
+
+    fn update_delay_estimate(&mut self, now_us: i64, ext_ts: i64) {
+        let (transit, min) = self.observe_transit(now_us, ext_ts);
         let rel = (transit - min).max(0);
         // Slack: how long a packet with the smallest transit waits for the tick that plays it at the minimum level
         // (the first tick at or after its arrival). Delay up to the slack costs no extra frame. Without tick times
@@ -573,6 +631,67 @@ impl JitterBuffer {
         }
         self.target = target;
         self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
+    }
+
+    /// How late the tick due at `now` plays the playout point, relative to the media clock (µs): `now` minus the media
+    /// time of the next frame to hand out, on the same scale as the packets' transit (arrival minus media time). A
+    /// player adds the audio it holds decoded. `None` before the stream plays.
+    pub fn offset_us(&self, now: Duration) -> Option<i64> {
+        if self.state == State::Idle || self.transit_len == 0 {
+            return None;
+        }
+        let now_us = i64::try_from(now.as_micros()).unwrap_or(i64::MAX / 2);
+        Some(now_us - self.playout * FRAME_US)
+    }
+
+    /// The smallest playout offset (see [`JitterBuffer::offset_us`], measured before the tick pulls its frame) at
+    /// which every packet on the on-time envelope is there when its tick needs it. With `held` the envelope's peak
+    /// hold is used (the offset to come down to), otherwise the current envelope (the offset to stay above); `extra`
+    /// adds margin (µs). `None` before the first packet.
+    ///
+    /// A player pulls frame `k` at the first tick after `media(k) + offset − 20 ms`, so a packet whose transit is at
+    /// most `E` (the envelope plus [`SLACK_MARGIN_US`]) is in time when no tick falls between `media(k) + offset −
+    /// 20 ms` and `media(k) + E`: the offset needed is 20 ms after the last tick phase before `E`. Every offset from
+    /// there to 20 ms more pulls at the same ticks; anything above it is delay without use.
+    pub fn required_offset_us(&self, held: bool, extra_us: i64) -> Option<i64> {
+        if self.transit_len == 0 {
+            return None;
+        }
+        let e = if held {
+            self.peak_us.max(self.envelope_us)
+        } else {
+            self.envelope_us
+        } + SLACK_MARGIN_US
+            + extra_us;
+        let Some(tick) = self.tick_at else {
+            // Tick phase unknown: assume the worst.
+            return Some(e + FRAME_US);
+        };
+        let phase = i64::try_from(tick.as_micros())
+            .unwrap_or(i64::MAX / 2)
+            .rem_euclid(FRAME_US);
+        let last_tick_before = e - 1 - (e - 1 - phase).rem_euclid(FRAME_US);
+        Some(last_tick_before + FRAME_US)
+    }
+
+    /// The on-time envelope: the largest transit (arrival minus media time, µs) of the last [`TRANSIT_WINDOW`]
+    /// packets; `None` before the first.
+    pub fn envelope_us(&self) -> Option<i64> {
+        (self.transit_len > 0).then_some(self.envelope_us)
+    }
+
+    /// True while the stream's first [`START_HOLD_PACKETS`] packets are in (the statistics rest on few packets).
+    pub fn starting(&self) -> bool {
+        self.packets_seen < START_HOLD_PACKETS
+    }
+
+    /// The configured initial target above the minimum, in µs (the margin a stream starts with).
+    pub fn initial_margin_us(&self) -> i64 {
+        let initial = self
+            .cfg
+            .initial_delay_frames
+            .clamp(self.cfg.min_delay_frames, self.cfg.max_delay_frames);
+        i64::from(initial - self.cfg.min_delay_frames) * FRAME_US
     }
 
     /// Stores a packet that arrived at `now` (session-relative). Untrusted input: never panics.
@@ -626,6 +745,9 @@ impl JitterBuffer {
                 self.state = State::Buffering { resumed: true };
                 self.in_dtx = false;
             } else {
+                // Too late to play, but what the envelope must cover from now on.
+                let at = self.effective_arrival_us(now, index);
+                self.observe_transit(at, ext_ts);
                 self.stats.late += 1;
                 return InsertOutcome::Late;
             }
@@ -677,7 +799,8 @@ impl JitterBuffer {
                 resumed: std::mem::take(&mut self.resume_after_switch),
             };
         }
-        self.update_delay_estimate(now, ext_ts);
+        let at = self.effective_arrival_us(now, index);
+        self.update_delay_estimate(at, ext_ts);
         let slot = self.slot_mut(index);
         slot.used = true;
         slot.played = false;

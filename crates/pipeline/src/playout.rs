@@ -11,15 +11,22 @@
 //! before that the engine pulls packets from the [`JitterBuffer`] and decodes them until there is a frame's worth.
 //! After an accelerate some audio is left over and the next tick may need no packet; after an expand, one more.
 //!
-//! ## Level and decision
-//! The playout level at a tick is `packets buffered × spf + future samples`. The jitter buffer's target (frames,
-//! from its relative-delay statistics) is a level the latest packets must find at their tick, so the engine steers
-//! the **largest** level of the last [`LEVEL_WINDOW_TICKS`] ticks to it, and never removes audio below the
-//! **smallest** level less a frame (which would starve the next tick). Periodic arrival patterns (packets in pairs
-//! every 40 ms) make the level alternate; its window maximum is constant, so the decision is too. An operation
-//! starts when the excess or deficit reaches half a frame ([`START_FRACTION`]) and goes on each tick until it is
-//! below [`QUIET_MIN_MS`] (hysteresis: no turn-taking under jitter). After each operation the remembered levels
-//! shift with it, so the window describes the new timeline at once.
+//! ## Offset and decision
+//! The engine steers the **playout offset**: how long after its media time a sample is played, i.e. the tick time
+//! minus the media time of the next sample to play ([`JitterBuffer::offset_us`] plus the decoded audio waiting,
+//! less underrun concealment for a frame still awaited). It is exact and stays constant from tick to tick; only
+//! time-scaling, concealment of an underrun and comfort noise move it. Packets need it above their transit
+//! (arrival minus media time): the jitter buffer's **on-time envelope** is the largest transit of its window, and
+//! [`JitterBuffer::required_offset_us`] the smallest offset at which a packet on the envelope is there when its
+//! tick pulls it (the tick phase taken into account). Early packets (a sender that reads its input in chunks sends
+//! most of each chunk early; pairs every 40 ms) have smaller transits: they only make the buffer fuller and count
+//! neither as delay nor as surplus. Two figures steer: the offset to come down to, from the envelope's peak held
+//! for [`crate::jitter::ENVELOPE_HOLD_US`] (5 s), and the offset to stay above, from the current envelope; the gap
+//! between them is the hysteresis that keeps a wobbling envelope from making the playout accelerate and expand in
+//! turn. Margins on top: the configured initial target while the stream's first packets are in, and one frame for
+//! [`LOSS_MARGIN_TICKS`] after a loss (so the next lost frame finds the following packet there and is rebuilt from
+//! its in-band FEC instead of being held as an underrun). An operation starts when the excess reaches half a frame
+//! ([`START_FRACTION`]), or on any deficit, and goes on each tick until it is below [`QUIET_MIN_MS`].
 //!
 //! **In speech** (audio that is not quiet) the decision is stricter, because every period removed from or inserted
 //! into a vowel is a step of the timeline: an accelerate needs an excess of [`VOICED_ACCELERATE_FRAMES`], a
@@ -31,7 +38,7 @@
 //! * **Accelerate**: remove one pitch period (up to the excess) from the future samples where the correlation of
 //!   two periods is above [`VOICED_CORRELATION`] — or, where the audio is quiet (below the session's
 //!   [`QUIET_DBOV`] or [`QUIET_BELOW_AVERAGE_DB`] under the stream's average), any length down to [`QUIET_MIN_MS`],
-//!   so the level comes to rest within a millisecond of the target on a clean path. Up to two frames are decoded
+//!   so the offset comes to rest within a millisecond of the envelope's on a clean path. Up to two frames are decoded
 //!   first so long periods fit.
 //! * **Preemptive expand**: insert one period under the same conditions.
 //! * **Expand**: the frame is missing (loss, or an underrun): the decoder's concealment ([`FrameDecoder::conceal`]:
@@ -64,15 +71,12 @@ use crate::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::session::{QUIET_BELOW_AVERAGE_DB, QUIET_DBOV};
 use crate::tsm::{self, PitchLags, VOICED_CORRELATION};
 
-/// Ticks whose playout levels steer the decision (1 s: long enough that the largest level is a steady figure
-/// under random jitter and bursty arrivals).
-pub const LEVEL_WINDOW_TICKS: usize = 50;
 /// An accelerate or preemptive expand starts when the excess or deficit reaches this fraction of a frame.
 pub const START_FRACTION: f32 = 0.5;
 /// Shortest splice at a quiet point, and the excess or deficit below which an operation stops (1 ms).
 pub const QUIET_MIN_MS: f32 = 1.0;
 /// In speech (audio that is not quiet) an accelerate starts only when the excess reaches this many frames: the
-/// level of a jittery or bursty path wanders by up to a frame, and every period removed from a vowel is a step of
+/// envelope of a jittery path wanders, and every period removed from a vowel is a step of
 /// the timeline the listener may hear. Quiet audio takes the [`START_FRACTION`] threshold.
 pub const VOICED_ACCELERATE_FRAMES: f32 = 1.0;
 /// In speech a preemptive expand starts only when the deficit reaches this fraction of a frame (quiet audio: any
@@ -82,6 +86,12 @@ pub const VOICED_EXPAND_FRACTION: f32 = 0.5;
 /// inserted into speech (100 ms): one period at a time, never two periods or a period right after a merge within
 /// the span a listener (or a lag tracker) hears as one jump.
 pub const VOICED_GAP_TICKS: u32 = 5;
+/// Frames above the jitter buffer's target level beyond which the buffer is surplus whatever the envelope says.
+pub const LEVEL_SURPLUS_FRAMES: i64 = 3;
+/// Ticks after a loss during which the playout keeps a frame of margin above the on-time envelope (5 s).
+pub const LOSS_MARGIN_TICKS: u32 = 250;
+/// One frame (µs).
+const FRAME_US: i64 = 20_000;
 /// libopus conceals in steps of 2.5 ms.
 const CONCEAL_STEP_MS: u32 = 5; // in half milliseconds
 
@@ -131,9 +141,6 @@ pub struct PlayoutEngine {
     play: usize,
     /// End of valid samples.
     len: usize,
-    levels: [i64; LEVEL_WINDOW_TICKS],
-    level_count: usize,
-    level_pos: usize,
     accelerating: bool,
     expanding: bool,
     /// Ticks since the timeline last changed (time-scaling, concealment or merge).
@@ -142,6 +149,9 @@ pub struct PlayoutEngine {
     /// count then: if the frame turns out lost, the concealment stood in for whole frames (see [`Self::pull`]).
     held: usize,
     held_lost: u64,
+    /// The jitter buffer's loss count at the last tick, and the ticks the loss margin still applies.
+    seen_lost: u64,
+    loss_ticks: u32,
     /// The audio at the end of the buffer is concealment: merge the next decoded audio into it.
     concealed_tail: bool,
     cng: ComfortNoise,
@@ -149,6 +159,8 @@ pub struct PlayoutEngine {
     /// Level of the last decoded frame (dBov).
     last_db: f32,
     last_level: i64,
+    /// The playout offset above the on-time envelope at the last tick (µs).
+    envelope_delay_us: i64,
     accelerated: u64,
     decelerated: u64,
     merges: u64,
@@ -181,19 +193,19 @@ impl PlayoutEngine {
             hist,
             play: hist,
             len: hist,
-            levels: [0; LEVEL_WINDOW_TICKS],
-            level_count: 0,
-            level_pos: 0,
             accelerating: false,
             expanding: false,
             since_change: 0,
             held: 0,
             held_lost: 0,
+            seen_lost: 0,
+            loss_ticks: 0,
             concealed_tail: false,
             cng: ComfortNoise::new(sample_rate_hz),
             avg_db: f32::NAN,
             last_db: 0.0,
             last_level: 0,
+            envelope_delay_us: 0,
             accelerated: 0,
             decelerated: 0,
             merges: 0,
@@ -207,17 +219,19 @@ impl PlayoutEngine {
         self.buf.fill(0);
         self.play = self.hist;
         self.len = self.hist;
-        self.level_count = 0;
         self.accelerating = false;
         self.expanding = false;
         self.since_change = 0;
         self.held = 0;
         self.held_lost = 0;
+        self.seen_lost = 0;
+        self.loss_ticks = 0;
         self.concealed_tail = false;
         self.cng.reset();
         self.avg_db = f32::NAN;
         self.last_db = 0.0;
         self.last_level = 0;
+        self.envelope_delay_us = 0;
         self.accelerated = 0;
         self.decelerated = 0;
         self.merges = 0;
@@ -248,6 +262,7 @@ impl PlayoutEngine {
         s.concealed_ms = self.ms(self.concealed);
         s.comfort_noise_ms = self.ms(self.comfort);
         s.playout_delay_ms = self.ms(self.last_level.max(0) as u64) as u32;
+        s.envelope_delay_ms = (self.envelope_delay_us / 1000) as u32;
         s
     }
 
@@ -256,21 +271,23 @@ impl PlayoutEngine {
         self.last_level
     }
 
+    /// Margin above the envelope: the configured initial target while the stream's statistics rest on few packets,
+    /// and a frame for [`LOSS_MARGIN_TICKS`] after a loss, so the next loss finds the following packet there and is
+    /// rebuilt from its in-band FEC (at the envelope itself a lost packet is only known as lost when the next one
+    /// arrives, a tick too late: concealment then).
+    fn margin_us(&self, jb: &JitterBuffer) -> i64 {
+        let start = if jb.starting() {
+            jb.initial_margin_us()
+        } else {
+            0
+        };
+        let loss = if self.loss_ticks > 0 { FRAME_US } else { 0 };
+        start.max(loss)
+    }
+
     fn is_quiet(&self, x: &[i16]) -> bool {
         let db = level_dbov(x);
         db < QUIET_DBOV || db < self.avg_db - QUIET_BELOW_AVERAGE_DB
-    }
-
-    fn push_level(&mut self, level: i64) {
-        self.levels[self.level_pos] = level;
-        self.level_pos = (self.level_pos + 1) % LEVEL_WINDOW_TICKS;
-        self.level_count = (self.level_count + 1).min(LEVEL_WINDOW_TICKS);
-    }
-
-    fn shift_levels(&mut self, by: i64) {
-        for l in &mut self.levels[..self.level_count] {
-            *l += by;
-        }
     }
 
     /// Room for `n` more samples at the end (compacting the history first).
@@ -431,11 +448,14 @@ impl PlayoutEngine {
                 if self.concealed_tail {
                     self.concealed_tail = false;
                     let (hist, new) = self.buf.split_at_mut(start);
-                    if let Some((len, dropped)) = tsm::merge(hist, new, n, self.lags, self.hz) {
+                    if let Some((len, shift)) = tsm::merge(hist, new, n, self.lags, self.hz) {
                         n = len;
                         self.merges += 1;
-                        self.accelerated += dropped as u64;
-                        self.shift_levels(-(dropped as i64));
+                        if shift >= 0 {
+                            self.accelerated += shift as u64;
+                        } else {
+                            self.decelerated += shift.unsigned_abs() as u64;
+                        }
                         op = Operation::Merge;
                     }
                 }
@@ -446,7 +466,7 @@ impl PlayoutEngine {
     }
 
     /// Produces this tick's frame (due at `now`) into `out[..spf]`: pulls and decodes packets from `jb` as needed
-    /// and applies the operation the level calls for.
+    /// and applies the operation the playout offset calls for.
     pub fn tick<D: FrameDecoder + ?Sized>(
         &mut self,
         jb: &mut JitterBuffer,
@@ -462,29 +482,55 @@ impl PlayoutEngine {
             operation: Operation::Idle,
         };
         let level = jb.level_frames() * spf as i64 + self.future() as i64;
-        let target = i64::from(jb.target_frames()) * spf as i64;
         let playing = jb.is_active();
+        let lost = jb.stats().lost;
+        if lost > self.seen_lost {
+            self.loss_ticks = LOSS_MARGIN_TICKS;
+        } else {
+            self.loss_ticks = self.loss_ticks.saturating_sub(1);
+        }
+        self.seen_lost = lost;
         let mut want_accel = 0i64;
         let mut want_expand = 0i64;
-        let mut excess = 0i64;
-        let mut deficit = 0i64;
-        if playing {
-            self.push_level(level);
-            let window = &self.levels[..self.level_count];
-            let (lo, hi) = window
-                .iter()
-                .fold((i64::MAX, i64::MIN), |(lo, hi), &l| (lo.min(l), hi.max(l)));
+        let mut voiced_excess = 0i64;
+        let mut voiced_deficit = 0i64;
+        if playing
+            && let (Some(offset), Some(keep), Some(need)) = (
+                jb.offset_us(now),
+                jb.required_offset_us(true, 0),
+                jb.required_offset_us(false, 0),
+            )
+        {
+            // The playout offset (how long after its media time a sample plays) against the offset the on-time
+            // envelope needs: exact between operations, whatever the arrival pattern (bursts leave it alone).
+            // Concealment played for a frame the jitter buffer still awaits is not delay yet: if the frame turns out
+            // lost, that concealment stands in for it and the offset is unchanged.
+            let held = if jb.holding() { self.held } else { 0 };
+            let offset =
+                offset + (self.future() as i64 - held as i64) * 1_000_000 / i64::from(self.hz);
+            self.envelope_delay_us = jb.envelope_us().map_or(0, |e| (offset - e).max(0));
+            let to_samples = |us: i64| us * i64::from(self.hz) / 1_000_000;
             let start = (spf as f32 * START_FRACTION) as i64;
             let stop = self.quiet_min as i64;
-            excess = hi - target;
+            // The margins (a multiple of the frame, so they keep the tick phase) come and go with the stream's start
+            // and its losses: they are taken or given back in quiet audio only. Speech is time-scaled only for an
+            // excess beyond the largest margin, or for a deficit against the envelope itself (packets would miss
+            // their tick).
+            let margin = self.margin_us(jb);
+            // A buffer far above the jitter buffer's own target level is surplus even while the envelope's window
+            // and hold still remember later arrivals (a sender running fast, a catch-up after a stall).
+            let surplus =
+                level - (i64::from(jb.target_frames()) + LEVEL_SURPLUS_FRAMES) * spf as i64;
+            let excess = to_samples(offset - keep - margin).max(surplus);
+            voiced_excess = to_samples(offset - keep - FRAME_US).max(surplus);
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);
-            // Any deficit counts: a level short of the target by a single sample needs its next packet a tick
-            // earlier, i.e. has a whole frame less margin. (An accelerate never takes the level below the target.)
-            deficit = target - hi;
+            // Any deficit counts: an offset short of the envelope's by a single sample makes the latest packets
+            // miss their tick.
+            let deficit = to_samples(need + margin - offset);
+            voiced_deficit = to_samples(need - offset);
             self.expanding = deficit > 0;
             if self.accelerating {
-                // Never below a frame at the emptiest recent tick.
-                want_accel = excess.min(lo - spf as i64);
+                want_accel = excess;
             } else if self.expanding {
                 want_expand = deficit;
             }
@@ -511,8 +557,7 @@ impl PlayoutEngine {
                     changed |= matches!(op, Operation::Expand | Operation::Merge);
                     last_op = op;
                     if matches!(op, Operation::ComfortNoise) {
-                        // A gap: the levels before it say nothing about the next talkspurt.
-                        self.level_count = 0;
+                        // A gap: the next talkspurt starts afresh.
                         self.accelerating = false;
                         self.expanding = false;
                         want_accel = 0;
@@ -529,9 +574,9 @@ impl PlayoutEngine {
         let quiet = self.is_quiet(&self.buf[self.play..self.len]);
         let voiced_ok = !changed && self.since_change >= VOICED_GAP_TICKS;
         let accel_ok =
-            quiet || (voiced_ok && excess as f32 >= VOICED_ACCELERATE_FRAMES * spf as f32);
+            quiet || (voiced_ok && voiced_excess as f32 >= VOICED_ACCELERATE_FRAMES * spf as f32);
         let expand_ok =
-            quiet || (voiced_ok && deficit as f32 >= VOICED_EXPAND_FRACTION * spf as f32);
+            quiet || (voiced_ok && voiced_deficit as f32 >= VOICED_EXPAND_FRACTION * spf as f32);
         if fresh_audio && !self.concealed_tail {
             if want_accel >= self.quiet_min as i64 && !accel_ok {
                 // Wait for a quiet stretch or a clear excess.
@@ -601,7 +646,6 @@ impl PlayoutEngine {
         let removed = flen - new_len;
         self.len -= removed;
         self.accelerated += removed as u64;
-        self.shift_levels(-(removed as i64));
         removed
     }
 
@@ -623,7 +667,6 @@ impl PlayoutEngine {
         let added = new_len - flen;
         self.len += added;
         self.decelerated += added as u64;
-        self.shift_levels(added as i64);
         added
     }
 }

@@ -13,7 +13,9 @@
 //!   `x[P..]` again: one period longer.
 //! * **Merge** ([`merge`]): after concealment, the history (the concealment just played) is continued periodically
 //!   at its own pitch; the new decoded audio is searched for the offset (within one period) where it matches that
-//!   continuation best, and the continuation is cross-faded into it there.
+//!   continuation best, and the continuation is cross-faded into it there — dropping the new audio before that
+//!   offset, or, when that would be more than half a period, playing the rest of the period from the continuation
+//!   instead (the same alignment), so a merge moves the timeline by half a period at most.
 //!
 //! A caller applies removal or insertion only where the correlation is high ([`VOICED_CORRELATION`]) or the signal
 //! is quiet (then any splice is inaudible).
@@ -165,15 +167,19 @@ pub fn insert_period(x: &mut [i16], len: usize, lag: usize) -> usize {
 
 /// Merges concealment into decoded audio: `history` ends with the last samples played (the concealment), `new[..len]`
 /// is the first decoded audio after it. Continues the history at its pitch, finds the offset `s < P` of `new` that
-/// matches the continuation best, cross-fades the continuation into `new[s..]` and drops `new[..s]`. Returns the new
-/// length and the samples dropped, or `None` (nothing changed) if the history is too short or not periodic.
+/// matches the continuation best, and joins the two at that phase with the smaller change of the timeline: for
+/// `s ≤ P/2` it cross-fades the continuation into `new[s..]` and drops `new[..s]`; otherwise (and if `new` has room)
+/// it plays `P − s` more samples of the continuation and cross-fades them into `new[0..]` — the same alignment, so a
+/// merge never moves the timeline by more than half a period. Returns the new length and the timeline change
+/// (samples dropped, positive, or inserted, negative), or `None` (nothing changed) if the history is too short or not
+/// periodic.
 pub fn merge(
     history: &[i16],
     new: &mut [i16],
     len: usize,
     lags: PitchLags,
     sample_rate_hz: u32,
-) -> Option<(usize, usize)> {
+) -> Option<(usize, isize)> {
     let len = len.min(new.len());
     let period = best_period(
         &history[history.len().saturating_sub(2 * lags.max)..],
@@ -197,18 +203,34 @@ pub fn merge(
     let mut best = (0usize, f32::MIN);
     for s in 0..p {
         let c = correlation(&tail[..fade], &new[s..s + fade], lags.stride);
-        // Prefer small offsets: each dropped sample shortens the timeline.
-        let c = c - 0.05 * s as f32 / p as f32;
+        // Prefer small changes of the timeline (dropping s or inserting p - s samples).
+        let c = c - 0.05 * s.min(p - s) as f32 / p as f32;
         if c > best.1 {
             best = (s, c);
         }
     }
     let s = best.0;
+    let e = p - s;
+    if s > p / 2 && len + e <= new.len() {
+        // new[j] pairs with the continuation at j + e (≡ j − s): play e more samples of it, then fade into new.
+        new.copy_within(0..len, e);
+        for i in 0..e {
+            new[i] = tail[i % p];
+        }
+        for i in 0..fade {
+            new[e + i] = mix(
+                f32::from(tail[(e + i) % p]),
+                f32::from(new[e + i]),
+                fade_in(i, fade),
+            );
+        }
+        return Some((len + e, -(e as isize)));
+    }
     for i in 0..fade {
         new[s + i] = mix(f32::from(cont(i)), f32::from(new[s + i]), fade_in(i, fade));
     }
     new.copy_within(s..len, 0);
-    Some((len - s, s))
+    Some((len - s, s as isize))
 }
 
 #[cfg(test)]
@@ -266,11 +288,28 @@ mod tests {
         let x = tone(2000, 100.0);
         let history = &x[..500];
         // The new audio starts 30 samples into a period relative to the history's continuation.
+        // Dropping 70 samples or playing 30 more of the continuation align alike: the smaller change wins.
         let mut new = x[530..1000].to_vec();
-        let (len, dropped) = merge(history, &mut new, 470, lags, 16_000).unwrap();
-        assert_eq!(dropped, 70);
-        assert_eq!(len, 400);
-        assert!((i32::from(new[200]) - i32::from(x[700])).abs() < 200);
+        new.resize(600, 0);
+        let (len, shift) = merge(history, &mut new, 470, lags, 16_000).unwrap();
+        assert_eq!(shift, -30);
+        assert_eq!(len, 500);
+        for i in 0..len {
+            assert!(
+                (i32::from(new[i]) - i32::from(x[500 + i])).abs() < 200,
+                "{i}"
+            );
+        }
+        // 80 samples into a period: the next period starts 20 samples in, which are dropped.
+        let mut new = x[580..1000].to_vec();
+        new.resize(600, 0);
+        let (len, shift) = merge(history, &mut new, 420, lags, 16_000).unwrap();
+        assert_eq!((len, shift), (400, 20));
+        assert!((i32::from(new[200]) - i32::from(x[800])).abs() < 200);
+        // No room to insert: dropped instead.
+        let mut new = x[530..1000].to_vec();
+        let (len, shift) = merge(history, &mut new, 470, lags, 16_000).unwrap();
+        assert_eq!((len, shift), (400, 70));
         // Noise has no period: no merge.
         let mut seed = 1u32;
         let noise: Vec<i16> = (0..500)

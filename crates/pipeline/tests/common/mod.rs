@@ -96,6 +96,9 @@ pub struct NetConfig {
     /// The sender reads its input in chunks of this many ms and sends each chunk's packets at once when it has read
     /// it (ffmpeg `-re` on a 16 kHz WAV: 4096 samples, 128 ms, a burst of 6–7 packets); 0 = off.
     pub chunk_ms: f64,
+    /// Recorded transit times (ms, one per packet in send order, looped; NaN = lost): replaces the jitter model (e.g.
+    /// a quality harness run's `arrivals.csv`).
+    pub transit_trace: Option<&'static [f64]>,
 }
 
 impl Default for NetConfig {
@@ -110,6 +113,7 @@ impl Default for NetConfig {
             dtx: false,
             pairs: false,
             chunk_ms: 0.0,
+            transit_trace: None,
         }
     }
 }
@@ -254,6 +258,13 @@ pub fn run(
             if !lost {
                 for _ in 0..copies {
                     let mut d = net.base_delay_ms + rng.f64() * net.jitter_ms;
+                    if let Some(t) = net.transit_trace {
+                        // NaN: the recorded packet never arrived (lost).
+                        d = net.base_delay_ms + t[sent % t.len()];
+                        if d.is_nan() {
+                            continue;
+                        }
+                    }
                     if net.pairs && sent % 2 == 0 {
                         // Held until its partner is sent one period later.
                         d += period_ns / 1e6;
