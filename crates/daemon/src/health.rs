@@ -107,6 +107,16 @@ impl LocalHistogram {
         self.sum_us += us;
     }
 
+    /// The values counted since `earlier`, a copy of this histogram taken before (the maximum stays this one's).
+    pub fn since(&self, earlier: &LocalHistogram) -> LocalHistogram {
+        let mut delta = *self;
+        for (count, before) in delta.counts.iter_mut().zip(&earlier.counts) {
+            *count = count.saturating_sub(*before);
+        }
+        delta.sum_us = self.sum_us.saturating_sub(earlier.sum_us);
+        delta
+    }
+
     /// The bucket bound (µs) below which a share `q` (0..=1) of the values lies; `None` when empty.
     pub fn quantile_us(&self, q: f64) -> Option<u64> {
         lateness_quantile_us(&self.counts, self.max_us, q)
@@ -285,5 +295,12 @@ mod tests {
         let both = shared.snapshot();
         assert_eq!(both.counts.iter().sum::<u64>(), 8);
         assert_eq!((both.max_us, both.sum_us), (4_000, 2 * 4_130));
+        // What came after a copy: only the new values (the maximum is the whole histogram's).
+        let earlier = local;
+        local.record(30);
+        let delta = local.since(&earlier);
+        assert_eq!(delta.counts.iter().sum::<u64>(), 1);
+        assert_eq!(delta.quantile_us(1.0), Some(50));
+        assert_eq!(delta.sum_us, 30);
     }
 }

@@ -187,9 +187,10 @@ pub struct WorkerSession {
     last_send: Option<(Duration, bool)>,
     /// The worker's clock origin (set when the worker takes the session): hand-off timestamps.
     origin: Option<Instant>,
-    /// Hand-off latencies since the session started, and since its last publish (added to the daemon's then).
+    /// Hand-off latencies since the session started, and as they were at its last publish (the difference is added
+    /// to the daemon's then).
     latency: HandOffs,
-    latency_pending: HandOffs,
+    latency_published: HandOffs,
 }
 
 /// Where a frame waits inside the daemon, per session (plain counts: the worker owns them).
@@ -372,7 +373,7 @@ impl WorkerSession {
             last_send: None,
             origin: None,
             latency: HandOffs::default(),
-            latency_pending: HandOffs::default(),
+            latency_published: HandOffs::default(),
         }
     }
 
@@ -575,7 +576,6 @@ impl WorkerSession {
         let arrival = Duration::from_nanos(meta.time_ns) + clock_offset;
         let waited = now.saturating_sub(arrival).as_micros() as u64;
         self.latency.packet_to_worker.record(waited);
-        self.latency_pending.packet_to_worker.record(waited);
         self.media.handle_packet(arrival, &info, rtp.payload);
         Some(rtp.ssrc)
     }
@@ -611,7 +611,6 @@ impl WorkerSession {
                     if let Some(origin) = self.origin {
                         let handed = origin.elapsed().saturating_sub(due).as_micros() as u64;
                         self.latency.tick_to_bot.record(handed);
-                        self.latency_pending.tick_to_bot.record(handed);
                     }
                     if let Some(echo) = &mut self.echo {
                         while echo.inbound.pop(&mut self.frame) {
@@ -763,9 +762,12 @@ impl WorkerSession {
             return;
         }
         self.next_publish = now + PUBLISH_INTERVAL;
-        let pending = std::mem::take(&mut self.latency_pending);
-        load.packet_to_worker.merge(&pending.packet_to_worker);
-        load.tick_to_bot.merge(&pending.tick_to_bot);
+        let (now_seen, published) = (self.latency, self.latency_published);
+        load.packet_to_worker
+            .merge(&now_seen.packet_to_worker.since(&published.packet_to_worker));
+        load.tick_to_bot
+            .merge(&now_seen.tick_to_bot.since(&published.tick_to_bot));
+        self.latency_published = now_seen;
         let stats = self.media.stats();
         let net = self.net.quic.stats.snapshot();
         let udp_net = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());

@@ -265,14 +265,7 @@ async fn healthz_turns_overloaded_under_load_and_new_sessions_get_503() {
     assert_eq!(status, 503, "{error}");
     assert_eq!(error["error"]["code"], "overloaded");
 
-    let metrics = http()
-        .get(format!("http://{}/metrics", daemon.api_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&daemon).await;
     check_prometheus(&metrics);
     assert!(metrics.contains("mediaproc_sessions 40"), "{metrics}");
     assert!(metrics.contains("mediaproc_health_status 2"), "{metrics}");
@@ -490,14 +483,7 @@ async fn net_counters_and_both_edges_streams_are_in_stats_and_metrics() {
         "{stats}"
     );
 
-    let metrics = http()
-        .get(format!("http://{}/metrics", daemon.api_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&daemon).await;
     check_prometheus(&metrics);
     for name in [
         "mediaproc_rx_ring_dropped_total",
@@ -583,14 +569,7 @@ async fn a_symmetric_rtp_edge_follows_a_rebinding_after_rebind_packets() {
     assert_eq!(udp["sourceChanges"], 1, "{stats}");
     // Only the first packet from the new port (one short of rebindPackets) was dropped.
     assert_eq!(udp["rxWrongSource"], 1, "{stats}");
-    let metrics = http()
-        .get(format!("http://{}/metrics", daemon.api_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&daemon).await;
     assert!(
         metrics.contains("\nmediaproc_rtp_udp_source_changes_total 1\n"),
         "{metrics}"

@@ -64,21 +64,8 @@ async fn healthz(daemon: &RunningDaemon) -> (u16, Duration) {
     (status, elapsed)
 }
 
-async fn metrics(daemon: &RunningDaemon) -> String {
-    http()
-        .get(format!("http://{}/metrics", daemon.api_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
+    metric_value(text, name).unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
 }
 
 /// A healthy session: an echo bot and an edge attached to it.

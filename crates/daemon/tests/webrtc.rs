@@ -459,21 +459,8 @@ async fn post_offer_as(
     (status, response.text().await.unwrap(), location)
 }
 
-async fn metrics(daemon: &mediaproc_daemon::RunningDaemon) -> String {
-    http()
-        .get(format!("http://{}/metrics", daemon.api_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+    metric_value(text, name).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -329,3 +329,21 @@ pub async fn session_stats(daemon: &RunningDaemon, session: &Value) -> Value {
         .await
         .unwrap()
 }
+
+/// The daemon's `/metrics` text.
+pub async fn metrics(daemon: &RunningDaemon) -> String {
+    http()
+        .get(format!("http://{}/metrics", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the unlabelled series `name` in a `/metrics` text, if it is there.
+pub fn metric_value(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}

@@ -63,6 +63,22 @@ pub fn run(args: &LoadArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Call-ticks in `seconds` of `calls` calls (a tick is 20 ms).
+fn call_ticks(calls: usize, seconds: f64) -> f64 {
+    calls as f64 * seconds / 0.02
+}
+
+/// The share of the cores a process used in the last second, from two CPU-time readings (µs); `?` without both.
+fn cpu_share_text(now_us: Option<u64>, before_us: Option<u64>, cores: usize) -> String {
+    match (now_us, before_us) {
+        (Some(now), Some(before)) => format!(
+            "{:.0} %",
+            now.saturating_sub(before) as f64 / 1e6 / cores as f64 * 100.0
+        ),
+        _ => "?".to_owned(),
+    }
+}
+
 /// Writes a report.
 fn write_json(path: &std::path::Path, value: &Value) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
@@ -287,15 +303,11 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
             counters.sent.load(Ordering::Relaxed),
             counters.received.load(Ordering::Relaxed),
         );
-        let cpu_share = match (&cpu, &last.2) {
-            (Some(now), Some(before)) => {
-                format!(
-                    "{:.0} %",
-                    (now.total_us - before.total_us) as f64 / 1e6 / cores as f64 * 100.0
-                )
-            }
-            _ => "?".to_owned(),
-        };
+        let cpu_share = cpu_share_text(
+            cpu.as_ref().map(|c| c.total_us),
+            last.2.as_ref().map(|c| c.total_us),
+            cores,
+        );
         let late = h["lateTicks"].as_u64().unwrap_or(0);
         if let Some(rss) = daemon.pid.and_then(daemon::rss_bytes) {
             rss_peak = rss_peak.max(rss);
@@ -361,7 +373,7 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         match (window_start, window_end) {
             (Some((t0, Some(c0))), Some((t1, Some(c1), late1))) => {
                 let secs = (t1 - t0).as_secs_f64();
-                let call_ticks = args.calls as f64 * secs / 0.02;
+                let call_ticks = call_ticks(args.calls, secs);
                 let by_thread = c1
                     .by_name
                     .iter()

@@ -19,7 +19,7 @@ use mediaproc_callsim::load::{LoadCall, LoadCounters, LoadTransport, rtp_socket,
 use uuid::Uuid;
 
 use super::report::{Lateness, Measured, StreamTotals};
-use super::{QUIET, WARMUP_SECONDS, bare, daemon};
+use super::{QUIET, WARMUP_SECONDS, bare, call_ticks, cpu_share_text, daemon};
 use crate::{Failure, LoadArgs, output};
 
 /// The peer processes of a run; killed and their scratch directory removed when dropped.
@@ -225,13 +225,7 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         );
         rss_peak = rss_peak.max(rss_total().unwrap_or(0));
         if !QUIET.load(Ordering::Relaxed) {
-            let share = match (cpu, last.2) {
-                (Some(now), Some(before)) => format!(
-                    "{:.0} %",
-                    now.saturating_sub(before) as f64 / 1e6 / cores as f64 * 100.0
-                ),
-                _ => "?".into(),
-            };
+            let share = cpu_share_text(cpu, last.2, cores);
             output::line(&format!(
                 "{s:>4} s       in {:>6} pkt/s  out {:>6} pkt/s  {} CPU {share} of {cores} core(s){}",
                 sent - last.0,
@@ -262,7 +256,7 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         (Some((t0, Some(c0))), Some((t1, Some(c1)))) => {
             let secs = (t1 - t0).as_secs_f64();
             (
-                Some(c1.saturating_sub(c0) as f64 / (args.calls as f64 * secs / 0.02)),
+                Some(c1.saturating_sub(c0) as f64 / call_ticks(args.calls, secs)),
                 secs,
             )
         }
