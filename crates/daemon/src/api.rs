@@ -544,9 +544,10 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
     let load = state.engine.load();
     let loads = load.loads();
     let (lateness, lateness_max, _) = load.lateness();
-    let (to_worker, to_bot) = (
+    let (to_worker, to_bot, to_sent) = (
         load.packet_to_worker.snapshot(),
         load.tick_to_bot.snapshot(),
+        load.bot_to_sent.snapshot(),
     );
     Json(json!({
         "status": load.status(),
@@ -558,6 +559,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
         "handOffs": {
             "packetToWorker": histogram_json(&to_worker.counts, to_worker.max_us),
             "tickToBot": histogram_json(&to_bot.counts, to_bot.max_us),
+            "botToSent": histogram_json(&to_sent.counts, to_sent.max_us),
         },
         "draining": state.engine.draining(),
     }))

@@ -195,6 +195,11 @@ pub fn render(engine: &Engine, http: &HttpCounters) -> String {
             "From a tick's deadline to its frame in the bot's inbound ring (decode, mix).",
             &load.tick_to_bot,
         ),
+        (
+            "mediaproc_bot_to_sent_seconds",
+            "From a packet queued at its tick (the bot's frame taken and encoded) to its hand-off to the socket.",
+            &load.bot_to_sent,
+        ),
     ] {
         let h = histogram.snapshot();
         out.histogram_seconds(

@@ -191,6 +191,9 @@ pub struct WorkerSession {
     /// to the daemon's then).
     latency: HandOffs,
     latency_published: HandOffs,
+    /// The send hand-off (a packet queued at the tick → handed to the socket), counted by the network side, as it
+    /// was at the last publish.
+    sent_wait_published: LocalHistogram,
 }
 
 /// Where a frame waits inside the daemon, per session (plain counts: the worker owns them).
@@ -374,6 +377,7 @@ impl WorkerSession {
             origin: None,
             latency: HandOffs::default(),
             latency_published: HandOffs::default(),
+            sent_wait_published: LocalHistogram::default(),
         }
     }
 
@@ -477,6 +481,16 @@ impl WorkerSession {
                 _ => {}
             }
         }
+    }
+
+    /// True when a packet waits in a receive ring (QUIC or the packet edge).
+    fn has_packets(&self) -> bool {
+        !self.net.quic.rx.is_empty()
+            || self
+                .net
+                .udp
+                .as_ref()
+                .is_some_and(|(udp, _)| !udp.rx.is_empty())
     }
 
     /// Hands every queued packet to the pipeline with its arrival time.
@@ -655,7 +669,15 @@ impl WorkerSession {
                             // RTP/UDP edge below gets the packet as the pipeline wrote it.
                             let written = self.out[1];
                             self.out[1] = (written & 0x80) | (payload_type & 0x7f);
-                            let pushed = self.net.quic.tx.push(flow, 0, &self.out[..len]).is_ok();
+                            // Stamped with the tick's time, when the bot's frame was taken: the network side
+                            // counts the wait until the packet is handed to the socket (`tx_wait`).
+                            let queued = now.as_nanos().max(1) as u64;
+                            let pushed = self
+                                .net
+                                .quic
+                                .tx
+                                .push(flow, queued, &self.out[..len])
+                                .is_ok();
                             self.out[1] = written;
                             if pushed {
                                 sent.0 = true;
@@ -664,8 +686,9 @@ impl WorkerSession {
                                 self.counters.tx_ring_full += 1;
                             }
                         }
-                        if let Some((udp, _)) = &mut self.net.udp {
-                            if udp.tx.push(0, 0, &self.out[..len]).is_ok() {
+                        if let Some((udp, offset)) = &mut self.net.udp {
+                            let queued = now.saturating_sub(*offset).as_nanos().max(1) as u64;
+                            if udp.tx.push(0, queued, &self.out[..len]).is_ok() {
                                 sent.1 = true;
                                 delivered = true;
                             }
@@ -768,6 +791,13 @@ impl WorkerSession {
         load.tick_to_bot
             .merge(&now_seen.tick_to_bot.since(&published.tick_to_bot));
         self.latency_published = now_seen;
+        let mut sent_wait = self.net.quic.stats.tx_wait();
+        if let Some((udp, _)) = &self.net.udp {
+            sent_wait.add(&udp.stats.tx_wait());
+        }
+        load.bot_to_sent
+            .merge(&sent_wait.since(&self.sent_wait_published));
+        self.sent_wait_published = sent_wait;
         let stats = self.media.stats();
         let net = self.net.quic.stats.snapshot();
         let udp_net = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
@@ -859,6 +889,7 @@ impl WorkerSession {
             "latency": {
                 "packetToWorkerMs": histogram_json(&self.latency.packet_to_worker),
                 "tickToBotMs": histogram_json(&self.latency.tick_to_bot),
+                "botToSentMs": histogram_json(&sent_wait),
             },
         });
         stats_json[udp_key] = udp.unwrap_or(Value::Null);
@@ -951,13 +982,20 @@ pub fn run(
         }
         let woke = origin.elapsed();
         for session in &mut sessions {
+            // One wake-up per session deadline: a session that is not due and has no packet waiting costs three
+            // loads here, not a pass through its control events, rings and clock (a pass per session per wake-up
+            // made the loop quadratic in the sessions a worker holds).
+            let due = session.next_deadline();
+            if due > woke && !session.has_packets() {
+                continue;
+            }
             session.handle_net_events();
             session.drain_packets(origin.elapsed());
-            let now = origin.elapsed();
-            let due = session.next_deadline();
-            if now >= due {
-                load.record_lateness(index, (now - due).as_micros() as u64);
+            if due > woke {
+                continue;
             }
+            let now = origin.elapsed();
+            load.record_lateness(index, (now - due).as_micros() as u64);
             let (quic, _) = session.tick(now);
             if quic {
                 // Wakes only the connection this session is attached to.

@@ -50,6 +50,15 @@ async fn speech_goes_edge_to_echo_bot_and_back_correlated() {
         stats["stats"]["echoFrames"].as_u64().unwrap() > 100,
         "{stats}"
     );
+    // Both directions' hand-offs are measured: packet in → the bot's ring, and the bot's frame → the packet out
+    // (queued at the tick, handed to the QUIC connection by the network side).
+    let latency = &stats["stats"]["latency"];
+    for stage in ["packetToWorkerMs", "tickToBotMs", "botToSentMs"] {
+        assert!(latency[stage]["p99"].is_number(), "{stage}: {latency}");
+    }
+    let text = metrics(&daemon).await;
+    let sent = metric_value(&text, "mediaproc_bot_to_sent_seconds_count").unwrap_or(0);
+    assert!(sent > 100, "the send hand-off counted {sent} packets");
     daemon.shutdown().await;
 }
 

@@ -44,6 +44,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod histogram;
 pub mod ring;
 pub mod rtcp;
 pub mod server;

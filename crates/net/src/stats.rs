@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::histogram::{LatenessHistogram, LocalHistogram};
 use crate::ring::RingProbe;
 
 /// Live counters of one media session (QUIC) or one RTP/UDP endpoint.
@@ -32,6 +33,9 @@ pub struct SessionStats {
     pub(crate) rx_ring: OnceLock<RingProbe>,
     /// The session's transmit ring (worker → network), for its overflow count.
     pub(crate) tx_ring: OnceLock<RingProbe>,
+    /// A packet's enqueue by the worker (its `time_ns`, right after the bot's frame was taken and encoded) → the
+    /// packet handed to the socket or the QUIC connection. Packets queued with `time_ns` 0 are not counted.
+    pub(crate) tx_wait: LatenessHistogram,
 }
 
 /// A snapshot of [`SessionStats`].
@@ -91,6 +95,19 @@ impl SessionStats {
                 .store(u64::from(fraction), Relaxed);
             self.remote_reports.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts how long a packet queued at `queued_ns` waited for the send at `now_ns` (same clock).
+    pub(crate) fn record_tx_wait(&self, queued_ns: u64, now_ns: u64) {
+        if queued_ns != 0 {
+            self.tx_wait
+                .record(now_ns.saturating_sub(queued_ns) / 1_000);
+        }
+    }
+
+    /// The transmit hand-off so far: a packet's enqueue by the worker → handed to the socket (µs).
+    pub fn tx_wait(&self) -> LocalHistogram {
+        self.tx_wait.snapshot()
     }
 
     /// Counters that also report the overflow of these rings.

@@ -305,6 +305,7 @@ async fn run(
                 let len = meta.len.min(outbuf.len());
                 match guard.remote() {
                     Some(to) if sock.try_send_to(&outbuf[..len], to).is_ok() => {
+                        stats.record_tx_wait(meta.time_ns, now_ns);
                         inc(&stats.tx_packets);
                         add(&stats.tx_bytes, len as u64);
                         if let Ok(p) = RtpPacket::parse(&outbuf[..len]) {

@@ -680,6 +680,7 @@ impl Driver {
     /// Hands the worker's queued packets to str0m (each write followed by a full drain, as str0m requires).
     fn send_queued(&mut self) -> Result<(), Stop> {
         let mut buf = [0u8; MAX_PACKET_LEN];
+        let now_ns = self.origin.elapsed().as_nanos() as u64;
         while let Some(meta) = self.tx.pop(&mut buf) {
             let bytes = &buf[..meta.len.min(MAX_PACKET_LEN)];
             let Ok(p) = RtpPacket::parse(bytes) else {
@@ -714,6 +715,7 @@ impl Driver {
                 )
                 .marker(p.marker),
             );
+            self.stats.record_tx_wait(meta.time_ns, now_ns);
             inc(&self.stats.tx_packets);
             add(&self.stats.tx_bytes, bytes.len() as u64);
             self.drain()?;

@@ -430,6 +430,10 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
             &hand_offs_start["tickToBot"],
             &hand_offs_end["tickToBot"],
         ),
+        bot_to_sent: report::Lateness::between(
+            &hand_offs_start["botToSent"],
+            &hand_offs_end["botToSent"],
+        ),
         rtt_ms: edge_report.rtt_ms,
         sent: counters.sent.load(Ordering::Relaxed),
         received: counters.received.load(Ordering::Relaxed),

@@ -279,6 +279,7 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         lateness: Lateness::default(),
         packet_to_worker: Lateness::default(),
         tick_to_bot: Lateness::default(),
+        bot_to_sent: Lateness::default(),
         rtt_ms: report.rtt_ms,
         sent: counters.sent.load(Ordering::Relaxed),
         received: counters.received.load(Ordering::Relaxed),

@@ -128,9 +128,11 @@ pub struct Measured {
     pub bare_codec_us_per_call_tick: f64,
     pub late_ticks: Option<u64>,
     pub lateness: Lateness,
-    /// Packet arrival → the worker took it; tick deadline → frame in the bot's ring.
+    /// Packet arrival → the worker took it; tick deadline → frame in the bot's ring; the bot's frame taken at
+    /// the tick → its packet handed to the socket.
     pub packet_to_worker: Lateness,
     pub tick_to_bot: Lateness,
+    pub bot_to_sent: Lateness,
     pub rtt_ms: Vec<f64>,
     pub sent: u64,
     pub received: u64,
@@ -253,6 +255,14 @@ impl Measured {
                 )
             }),
             (
+                "bot → packet out".to_owned(),
+                format!(
+                    "p50 ≤ {}  p99 ≤ {}  (the bot's frame taken at the tick, encoded, handed to the socket)",
+                    ms(self.bot_to_sent.p50),
+                    ms(self.bot_to_sent.p99)
+                ),
+            ),
+            (
                 "echo round trip".to_owned(),
                 format!(
                     "p50 {}  p99 {}  ({} probes)",
@@ -344,6 +354,7 @@ impl Measured {
                 "in_to_bot_p99": in99,
                 "packet_to_worker": stage(&self.packet_to_worker),
                 "tick_to_bot": stage(&self.tick_to_bot),
+                "bot_to_sent": stage(&self.bot_to_sent),
                 "echo_rtt_p50": p50,
                 "echo_rtt_p99": p99,
                 "echo_rtt_samples_ms": self.rtt_ms.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),

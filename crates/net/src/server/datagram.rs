@@ -109,6 +109,7 @@ impl Conn {
                 let dgram = self.arena.split().freeze();
                 match self.conn.send_datagram(dgram) {
                     Ok(()) => {
+                        sess.stats.record_tx_wait(meta.time_ns, now_ns);
                         inc(&sess.stats.tx_packets);
                         add(&sess.stats.tx_bytes, meta.len as u64);
                         inc2(st, |s| &s.datagrams_tx);
