@@ -113,7 +113,11 @@ mod tests {
     fn the_better_of_two_comes_first_and_reservations_count() {
         let rules = Eligibility::default();
         // b has the most free by `active`, but its reservations make it the fullest (3 free; a 5, c 8).
-        let nodes = vec![node("a", 10, 5, 0), node("b", 10, 1, 6), node("c", 10, 2, 0)];
+        let nodes = vec![
+            node("a", 10, 5, 0),
+            node("b", 10, 1, 6),
+            node("c", 10, 2, 0),
+        ];
         for r0 in 0..6 {
             for r1 in 0..6 {
                 let order = candidates(&nodes, 1_000, &rules, (r0, r1));
@@ -130,7 +134,11 @@ mod tests {
     fn a_simulated_burst_spreads_by_capacity_share() {
         // 300 placements onto capacities 100/100/200, each taking a reservation as the script would.
         let rules = Eligibility::default();
-        let mut nodes = vec![node("a", 100, 0, 0), node("b", 100, 0, 0), node("c", 200, 0, 0)];
+        let mut nodes = vec![
+            node("a", 100, 0, 0),
+            node("b", 100, 0, 0),
+            node("c", 200, 0, 0),
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         for _ in 0..300 {
             seed ^= seed << 13;
@@ -140,7 +148,11 @@ mod tests {
                 .record
                 .id
                 .clone();
-            nodes.iter_mut().find(|n| n.record.id == id).unwrap().reserved += 1;
+            nodes
+                .iter_mut()
+                .find(|n| n.record.id == id)
+                .unwrap()
+                .reserved += 1;
         }
         let share: Vec<u64> = nodes.iter().map(|n| n.reserved).collect();
         for (got, want) in share.iter().zip([75.0, 75.0, 150.0]) {

@@ -104,9 +104,7 @@ impl RedisRegistry {
     }
 
     /// Runs `op` within [`OPERATION_TIMEOUT`].
-    async fn timed<T>(
-        op: impl Future<Output = Result<T, FleetError>>,
-    ) -> Result<T, FleetError> {
+    async fn timed<T>(op: impl Future<Output = Result<T, FleetError>>) -> Result<T, FleetError> {
         tokio::time::timeout(OPERATION_TIMEOUT, op)
             .await
             .map_err(|_| FleetError::Unreachable("operation timed out".to_owned()))?
@@ -157,8 +155,7 @@ impl Registry for RedisRegistry {
                 let pattern = format!("{}node:*", self.prefix);
                 let mut keys: Vec<String> = Vec::new();
                 {
-                    let mut iter =
-                        connection.scan_match::<_, String>(&pattern).await?;
+                    let mut iter = connection.scan_match::<_, String>(&pattern).await?;
                     while let Some(key) = iter.next_item().await {
                         keys.push(key?);
                     }

@@ -276,7 +276,10 @@ mod tests {
     #[tokio::test]
     async fn reservations_fill_expire_and_turn_active() {
         let registry = MemoryRegistry::new(Ttls::default());
-        registry.heartbeat(&beat("a", 2, 0, 1_000, &[])).await.unwrap();
+        registry
+            .heartbeat(&beat("a", 2, 0, 1_000, &[]))
+            .await
+            .unwrap();
         assert_eq!(
             registry.reserve("a", "s1", 1_000).await.unwrap(),
             Reservation::Reserved { reserved: 1 }
@@ -292,11 +295,17 @@ mod tests {
         );
         assert_eq!(registry.lookup("s1").await.unwrap().as_deref(), Some("a"));
         // The node reports s1 as its own: one active, one reserved, still full.
-        registry.heartbeat(&beat("a", 2, 1, 2_000, &["s1"])).await.unwrap();
+        registry
+            .heartbeat(&beat("a", 2, 1, 2_000, &["s1"]))
+            .await
+            .unwrap();
         let nodes = registry.nodes(2_000).await.unwrap();
         assert_eq!((nodes[0].record.active, nodes[0].reserved), (1, 1));
         // s2 never came: its reservation expires, a slot is free again.
-        registry.heartbeat(&beat("a", 2, 1, 16_500, &["s1"])).await.unwrap();
+        registry
+            .heartbeat(&beat("a", 2, 1, 16_500, &["s1"]))
+            .await
+            .unwrap();
         assert_eq!(registry.nodes(16_500).await.unwrap()[0].reserved, 0);
         assert_eq!(registry.lookup("s2").await.unwrap(), None);
         assert_eq!(registry.lookup("s1").await.unwrap().as_deref(), Some("a"));
@@ -312,7 +321,10 @@ mod tests {
         let mut draining = beat("d", 10, 0, 1_000, &[]);
         draining.record.state = NodeState::Draining;
         registry.heartbeat(&draining).await.unwrap();
-        registry.heartbeat(&beat("k", 10, 0, 1_000, &[])).await.unwrap();
+        registry
+            .heartbeat(&beat("k", 10, 0, 1_000, &[]))
+            .await
+            .unwrap();
         assert_eq!(
             registry.reserve("d", "s", 1_000).await.unwrap(),
             Reservation::Refused(Refusal::Draining)
