@@ -32,7 +32,9 @@ fn redis_server() -> Option<std::path::PathBuf> {
             std::env::var("CI").as_deref() != Ok("true"),
             "redis-server is missing (Debian package `redis-server`) and CI=true: the fleet tests must run"
         );
-        eprintln!("skipping the fleet tests: redis-server is not installed (Debian package `redis-server`)");
+        eprintln!(
+            "skipping the fleet tests: redis-server is not installed (Debian package `redis-server`)"
+        );
     }
     found
 }
@@ -87,7 +89,10 @@ impl Redis {
         self.child = Some(child);
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -112,7 +117,12 @@ impl Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mediaproc"))
             .args(["serve", "--api", "127.0.0.1:0", "--media", "127.0.0.1:0"])
             .args(["--workers", "1", "--fleet", redis, "--node-id", id])
-            .args(["--capacity", &capacity.to_string(), "--drain-deadline", "60"])
+            .args([
+                "--capacity",
+                &capacity.to_string(),
+                "--drain-deadline",
+                "60",
+            ])
             .env("MEDIAPROC_API_TOKEN", TOKEN)
             .env("MEDIAPROC_FLEET_SECRET", SECRET)
             .env("RUST_LOG", "warn")
@@ -338,9 +348,13 @@ impl Audio {
 
     /// Waits until `n` more echoed packets came back.
     async fn wait_more(&self, n: u64, within: Duration) {
-        let from = self.received();
+        self.wait_total(self.received() + n, within).await;
+    }
+
+    /// Waits until `n` echoed packets came back in all.
+    async fn wait_total(&self, n: u64, within: Duration) {
         let started = Instant::now();
-        while self.received() < from + n {
+        while self.received() < n {
             assert!(
                 started.elapsed() < within,
                 "audio stalled: {} echoed packets",
@@ -411,7 +425,9 @@ async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
     let burst = started.elapsed();
     let mut per_node: HashMap<&str, usize> = HashMap::new();
     for session in &sessions {
-        *per_node.entry(owner(&nodes, session).id.as_str()).or_default() += 1;
+        *per_node
+            .entry(owner(&nodes, session).id.as_str())
+            .or_default() += 1;
     }
     let total: usize = capacities.iter().sum();
     println!("burst of 300 in {burst:?}: {per_node:?} (capacities {capacities:?})");
@@ -435,18 +451,20 @@ async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
         );
     }
 
-    // Audio flows: a sample of 30 calls (10 per node in proportion), each echoed back.
-    let sample: Vec<&Session> = sessions.iter().step_by(10).collect();
+    // Every call's audio flows: RTP to each of the 300, each echoed back (25 packets, half a second).
+    let sample: Vec<&Session> = sessions.iter().collect();
+    let audio_started = Instant::now();
     let mut audio = Vec::new();
     for session in &sample {
         audio.push(Audio::start(session.rtp).await);
     }
     for call in &audio {
-        call.wait_more(25, Duration::from_secs(15)).await;
+        call.wait_total(25, Duration::from_secs(15)).await;
     }
     println!(
-        "audio: {} sampled calls echoed, packets back {:?}",
+        "audio: {} calls echoed (25+ packets each) within {:?}, packets back {:?}",
         audio.len(),
+        audio_started.elapsed(),
         audio.iter().map(Audio::received).collect::<Vec<_>>()
     );
     drop(audio);
@@ -457,7 +475,10 @@ async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
         if i % 10 == 0 {
             assert_eq!(status_of(reqwest::Method::GET, api, &session.id).await, 200);
         }
-        assert_eq!(status_of(reqwest::Method::DELETE, api, &session.id).await, 204);
+        assert_eq!(
+            status_of(reqwest::Method::DELETE, api, &session.id).await,
+            204
+        );
     }
     assert_eq!(
         status_of(reqwest::Method::GET, &nodes[1].api, &sessions[0].id).await,
@@ -492,7 +513,10 @@ async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrai
     }
 
     // Drain it: /health/ready says so, no new session lands on it (sent to every node, itself included).
-    assert_eq!(post(&nodes[2].api, "/v1/drain", json!({"deadlineSeconds": 60})).await, 202);
+    assert_eq!(
+        post(&nodes[2].api, "/v1/drain", json!({"deadlineSeconds": 60})).await,
+        202
+    );
     let ready = client()
         .get(format!("{}/health/ready", nodes[2].api))
         .send()
@@ -510,13 +534,21 @@ async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrai
     );
     for i in 0..30 {
         let session = create(&nodes[i % 3].api).await.unwrap();
-        assert_ne!(owner(&nodes, &session).id, drained, "a session landed on the draining node");
+        assert_ne!(
+            owner(&nodes, &session).id,
+            drained,
+            "a session landed on the draining node"
+        );
         sessions.push(session);
     }
     // Its calls go on, without a gap.
     for call in &audio {
         call.wait_more(50, Duration::from_secs(10)).await;
-        assert!(call.gap() < MAX_AUDIO_GAP, "a gap of {:?} in a drained node's call", call.gap());
+        assert!(
+            call.gap() < MAX_AUDIO_GAP,
+            "a gap of {:?} in a drained node's call",
+            call.gap()
+        );
     }
 
     // Undrain: it takes sessions again.
@@ -539,7 +571,10 @@ async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrai
         .filter(|s| owner(&nodes, s).id == drained)
         .collect();
     for session in &on_drained {
-        assert_eq!(status_of(reqwest::Method::DELETE, &nodes[0].api, &session.id).await, 204);
+        assert_eq!(
+            status_of(reqwest::Method::DELETE, &nodes[0].api, &session.id).await,
+            204
+        );
     }
     let ended = Instant::now();
     let status = nodes[2].wait_exit(Duration::from_secs(10));
@@ -630,7 +665,10 @@ async fn a_redis_restart_drops_no_call_and_nodes_reregister_within_2_s() {
     // No call dropped: every session answers through any node (the heartbeats wrote their keys again).
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     for session in &sessions {
-        assert_eq!(status_of(reqwest::Method::GET, &nodes[1].api, &session.id).await, 200);
+        assert_eq!(
+            status_of(reqwest::Method::GET, &nodes[1].api, &session.id).await,
+            200
+        );
     }
     for call in &audio {
         call.wait_more(25, Duration::from_secs(10)).await;
@@ -685,7 +723,8 @@ async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_n
                                 let t = targets.lock().unwrap();
                                 t[n % t.len()].clone()
                             };
-                            let status = status_of(reqwest::Method::DELETE, &api, &session.id).await;
+                            let status =
+                                status_of(reqwest::Method::DELETE, &api, &session.id).await;
                             if status != 204 || gap >= MAX_AUDIO_GAP {
                                 eprintln!("call {} ended with {status}, gap {gap:?}", session.id);
                                 failed_ends.fetch_add(1, Ordering::Relaxed);
@@ -719,7 +758,12 @@ async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_n
         let node = tokio::task::block_in_place(|| Node::start(&id, &redis.url(), 40));
         let fresh = node.api.clone();
         nodes[i] = node;
-        wait_for_nodes(&nodes[(i + 1) % 3].api, &ids(&nodes), Duration::from_secs(10)).await;
+        wait_for_nodes(
+            &nodes[(i + 1) % 3].api,
+            &ids(&nodes),
+            Duration::from_secs(10),
+        )
+        .await;
         targets.lock().unwrap().push(fresh);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -735,6 +779,9 @@ async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_n
         started.elapsed()
     );
     assert!(created > 20);
-    assert_eq!(refused, 0, "a creation was refused during the rolling restart");
+    assert_eq!(
+        refused, 0,
+        "a creation was refused during the rolling restart"
+    );
     assert_eq!(failed, 0, "a call was dropped during the rolling restart");
 }
