@@ -20,7 +20,7 @@ const TOKEN: &str = "fleet-test-api-token";
 const SECRET: &str = "fleet-test-shared-secret";
 
 /// One scenario at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn redis_server() -> Option<std::path::PathBuf> {
     let found = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
@@ -397,7 +397,7 @@ fn owner<'a>(nodes: &'a [Node], session: &Session) -> &'a Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
     let Some(binary) = redis_server() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let redis = Redis::start(binary);
     let capacities = [100, 100, 200];
     let nodes = fleet(&redis, &capacities);
@@ -489,7 +489,7 @@ async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrain_restores_it() {
     let Some(binary) = redis_server() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let redis = Redis::start(binary);
     let mut nodes = fleet(&redis, &[50, 50, 50]);
     wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
@@ -591,7 +591,7 @@ async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_placement_within_5_s_and_only_its_sessions_are_lost() {
     let Some(binary) = redis_server() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let redis = Redis::start(binary);
     let mut nodes = fleet(&redis, &[50, 50, 50]);
     wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
@@ -631,7 +631,7 @@ async fn a_killed_node_leaves_placement_within_5_s_and_only_its_sessions_are_los
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_drops_no_call_and_nodes_reregister_within_2_s() {
     let Some(binary) = redis_server() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut redis = Redis::start(binary);
     let nodes = fleet(&redis, &[50, 50, 50]);
     wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
@@ -679,7 +679,7 @@ async fn a_redis_restart_drops_no_call_and_nodes_reregister_within_2_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_no_call() {
     let Some(binary) = redis_server() else { return };
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let redis = Redis::start(binary);
     let mut nodes = fleet(&redis, &[40, 40, 40]);
     wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
