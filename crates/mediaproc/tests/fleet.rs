@@ -684,7 +684,8 @@ async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_n
     let mut nodes = fleet(&redis, &[40, 40, 40]);
     wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
 
-    // The load balancer: the APIs of the nodes not draining (as a Service follows readiness).
+    // The load balancer: the APIs of the nodes not draining (as a Service follows readiness). The nodes drain in
+    // turn — by SIGTERM, by `mediaproc drain --wait`, by the API — exit once empty, and start again with their id.
     let targets = Arc::new(std::sync::Mutex::new(
         nodes.iter().map(|n| n.api.clone()).collect::<Vec<_>>(),
     ));
@@ -750,8 +751,23 @@ async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_n
     for i in 0..nodes.len() {
         let (id, api) = (nodes[i].id.clone(), nodes[i].api.clone());
         targets.lock().unwrap().retain(|t| *t != api);
-        // preStop: drain and wait for the exit.
-        assert_eq!(post(&api, "/v1/drain", json!({})).await, 202);
+        // Each way of draining once: SIGTERM, `mediaproc drain --wait` (Kubernetes' preStop), the API.
+        match i {
+            0 => nodes[i].signal("-TERM"),
+            1 => {
+                let drain = tokio::task::block_in_place(|| {
+                    Command::new(env!("CARGO_BIN_EXE_mediaproc"))
+                        .args(["drain", "--wait", "--api", &api])
+                        .env("MEDIAPROC_API_TOKEN", TOKEN)
+                        .output()
+                        .unwrap()
+                });
+                let said = String::from_utf8_lossy(&drain.stdout).into_owned();
+                assert!(drain.status.success(), "{said}");
+                assert!(said.contains("drained: the daemon exited"), "{said}");
+            }
+            _ => assert_eq!(post(&api, "/v1/drain", json!({})).await, 202),
+        }
         let status = tokio::task::block_in_place(|| nodes[i].wait_exit(Duration::from_secs(15)));
         assert!(status.success(), "{status}");
         // The new pod, same node id.
