@@ -356,6 +356,16 @@ impl Fleet {
         self.forget(&self.node_id, session).await;
     }
 
+    /// [`Fleet::forget_here`] for many sessions (at exit); stops at the first failure, so an unreachable registry
+    /// does not hold the exit for a timeout per session (the keys expire anyway).
+    pub async fn forget_all_here(&self, sessions: &[String]) {
+        for session in sessions {
+            if self.registry.forget(&self.node_id, session).await.is_err() {
+                break;
+            }
+        }
+    }
+
     /// The node leaves the registry (at exit).
     pub async fn deregister(&self) {
         if let Err(err) = self.registry.deregister(&self.node_id).await {

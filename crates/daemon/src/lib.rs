@@ -209,10 +209,24 @@ impl RunningDaemon {
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),
     /// stop the workers and the API; a fleet node deregisters.
     pub async fn shutdown(self) {
+        let ended: Vec<String> = match &self.state.fleet {
+            Some(_) => self
+                .state
+                .engine
+                .sessions()
+                .iter()
+                .map(|entry| entry.id.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
         self.state.engine.shutdown().await;
         self.stop_http.send_replace(true);
         if let Some(heartbeat) = self.heartbeat {
             let _ = heartbeat.await;
+        }
+        // The calls ended here (at a drain's deadline, say) are ended, not lost: their lookup keys go.
+        if let Some(fleet) = &self.state.fleet {
+            fleet.forget_all_here(&ended).await;
         }
         let _ = self.server.await;
         tracing::info!("mediaproc serve stopped");
