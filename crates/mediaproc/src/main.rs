@@ -93,6 +93,10 @@ struct LoadArgs {
     /// Use a daemon that is already running (its control API address) instead of starting one.
     #[arg(long, value_name = "ADDR")]
     api: Option<std::net::SocketAddr>,
+    /// The daemon at --api is a fleet node (issue 12): the calls are placed across the fleet, each edge goes to its
+    /// own node. Needs --api and --edge rtp; the daemon figures (CPU, ticks) are of the --api node only.
+    #[arg(long)]
+    fleet: bool,
     /// API token of the daemon given by --api [env: MEDIAPROC_API_TOKEN].
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,

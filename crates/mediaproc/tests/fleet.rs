@@ -801,3 +801,39 @@ async fn a_rolling_restart_under_continuous_arrivals_refuses_nothing_and_drops_n
     );
     assert_eq!(failed, 0, "a call was dropped during the rolling restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mediaproc_load_fleet_drives_calls_through_every_node() {
+    let Some(binary) = redis_server() else { return };
+    let _serial = SERIAL.lock().await;
+    let redis = Redis::start(binary);
+    let nodes = fleet(&redis, &[20, 20, 20]);
+    wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
+    let api = nodes[0].api.trim_start_matches("http://").to_owned();
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_mediaproc"))
+            .args(["load", "--fleet", "--api", &api, "--edge", "rtp"])
+            .args(["--calls", "30", "--seconds", "4"])
+            .env("MEDIAPROC_API_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    });
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let per_node = said
+        .lines()
+        .find(|l| l.contains("calls per node"))
+        .expect("load --fleet prints the calls per node");
+    println!("{per_node}");
+    for node in &nodes {
+        assert!(
+            per_node.contains(&format!("\"{}\": 10", node.mp_uri)),
+            "{per_node}"
+        );
+    }
+    assert!(said.contains("loss 0.00 %"), "{said}");
+}
