@@ -829,11 +829,15 @@ async fn mediaproc_load_fleet_drives_calls_through_every_node() {
         .find(|l| l.contains("calls per node"))
         .expect("load --fleet prints the calls per node");
     println!("{per_node}");
+    // Power of two choices: about a third each (never the fuller of the two drawn), not exactly.
     for node in &nodes {
-        assert!(
-            per_node.contains(&format!("\"{}\": 10", node.mp_uri)),
-            "{per_node}"
-        );
+        let count: usize = per_node
+            .split(&format!("\"{}\": ", node.mp_uri))
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!((7..=13).contains(&count), "{per_node}");
     }
     assert!(said.contains("loss 0.00 %"), "{said}");
 }
