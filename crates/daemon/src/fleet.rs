@@ -97,6 +97,7 @@ pub struct Fleet {
     capacity: u64,
     when_unreachable: WhenUnreachable,
     heartbeat_period: Duration,
+    reservation_ms: u64,
     rules: Eligibility,
     http: reqwest::Client,
     registered: AtomicBool,
@@ -156,6 +157,7 @@ impl Fleet {
             },
             when_unreachable: fleet.when_unreachable,
             heartbeat_period: Duration::from_millis(fleet.heartbeat_ms),
+            reservation_ms: fleet.reservation_ttl_ms,
             rules: Eligibility {
                 // Fresh means within the record's TTL (LiveKit: stats under 5 s old).
                 stale_after_ms: fleet.node_ttl_ms.max(1),
@@ -166,6 +168,11 @@ impl Fleet {
             wake: tokio::sync::Notify::new(),
             counters: FleetCounters::default(),
         })
+    }
+
+    /// How long a reservation lives (ms): a session still waiting for its edge after this counts as active.
+    pub fn reservation_ms(&self) -> u64 {
+        self.reservation_ms
     }
 
     /// This node's id.
@@ -409,6 +416,10 @@ pub struct NodeSnapshot {
     pub draining: bool,
     /// Ids of the sessions held.
     pub sessions: Vec<String>,
+    /// The sessions whose media began (their reservations become active).
+    pub with_media: Vec<String>,
+    /// Sessions counted as load: with media, or waiting for their edge past the reservation's lifetime.
+    pub active: u64,
     /// Highest worker load.
     pub load: f64,
 }
@@ -432,12 +443,13 @@ pub async fn heartbeat(
                     NodeState::Serving
                 },
                 capacity: fleet.capacity,
-                active: node.sessions.len() as u64,
+                active: node.active,
                 load: node.load,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 updated_unix_ms: mediaproc_fleet::unix_ms(),
             },
             sessions: node.sessions,
+            released: node.with_media,
         };
         let next = match fleet.registry.heartbeat(&beat).await {
             Ok(()) => {

@@ -127,16 +127,31 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
     let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
     let heartbeat = fleet.map(|fleet| {
         let node = state.clone();
-        let snapshot = move || fleet::NodeSnapshot {
-            mp_uri: node.engine.mp_uri(),
-            draining: node.engine.draining(),
-            sessions: node
-                .engine
-                .sessions()
-                .iter()
-                .map(|entry| entry.id.to_string())
-                .collect(),
-            load: node.engine.load().loads().into_iter().fold(0.0, f64::max),
+        let reservation_ms = fleet.reservation_ms();
+        let snapshot = move || {
+            let now = mediaproc_fleet::unix_ms();
+            let sessions = node.engine.sessions();
+            let mut with_media = Vec::new();
+            let mut active = 0;
+            for entry in &sessions {
+                // A reservation becomes active with the session's first media (edge attached, or the first
+                // RTP packet); one whose session still waits after its lifetime expired, and the session counts.
+                let media = entry.live.state_name() != "waitingForEdge";
+                if media {
+                    with_media.push(entry.id.to_string());
+                }
+                if media || now.saturating_sub(entry.created_unix_ms) >= reservation_ms {
+                    active += 1;
+                }
+            }
+            fleet::NodeSnapshot {
+                mp_uri: node.engine.mp_uri(),
+                draining: node.engine.draining(),
+                sessions: sessions.iter().map(|entry| entry.id.to_string()).collect(),
+                with_media,
+                active,
+                load: node.engine.load().loads().into_iter().fold(0.0, f64::max),
+            }
         };
         tokio::spawn(fleet::heartbeat(fleet, snapshot, stop_rx.clone()))
     });

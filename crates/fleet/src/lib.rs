@@ -6,7 +6,8 @@
 //! node picks a node ([`placement::candidates`]: power of two choices by free share of capacity, among fresh
 //! serving nodes, reservations counted) and reserves a slot there with ONE atomic operation
 //! ([`Registry::reserve`]; on Redis a Lua script that checks state and headroom, reserves and records
-//! session → node). The reservation lives until the chosen node reports the session as its own, or expires.
+//! session → node). The reservation becomes active with the session's first media (the node's heartbeat counts
+//! it and releases the reservation in one transaction), or expires.
 //!
 //! The design follows what the best media systems do (LiveKit: a Redis node registry with stats every 2 s and a
 //! 5 s freshness rule; Jitsi's Jicofo: correct the load for recently placed endpoints) and what their users ran

@@ -26,7 +26,8 @@ pub struct NodeRecord {
     pub state: NodeState,
     /// Calls the node may carry.
     pub capacity: u64,
-    /// Sessions the node holds (every one it created; a reservation is released when this count includes it).
+    /// Sessions the node counts as its own load: those whose media began, and those still waiting for their edge
+    /// after their reservation expired (they hold a slot all the same).
     pub active: u64,
     /// Highest media worker load (share of the 20 ms tick spent working, 0..1).
     pub load: f64,
@@ -68,7 +69,10 @@ impl NodeView {
 pub struct Heartbeat {
     /// The node's record.
     pub record: NodeRecord,
-    /// Ids of the sessions it holds: their session → node keys are refreshed (or rewritten after a registry
-    /// restart) and their reservations released, since `record.active` now counts them.
+    /// Ids of every session it holds: their session → node keys are refreshed (or rewritten after a registry
+    /// restart).
     pub sessions: Vec<String>,
+    /// The sessions whose media began (a subset of `sessions`): their reservations become active — released,
+    /// since `record.active` counts them now.
+    pub released: Vec<String>,
 }

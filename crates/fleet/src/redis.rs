@@ -135,8 +135,8 @@ impl Registry for RedisRegistry {
                     .arg(self.ttls.session_ms)
                     .ignore();
             }
-            if !beat.sessions.is_empty() {
-                pipe.zrem(&reservations, &beat.sessions).ignore();
+            if !beat.released.is_empty() {
+                pipe.zrem(&reservations, &beat.released).ignore();
             }
             pipe.zrembyscore(&reservations, "-inf", beat.record.updated_unix_ms)
                 .ignore();

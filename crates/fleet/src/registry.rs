@@ -63,7 +63,8 @@ pub enum Reservation {
 /// The shared store of a fleet. Every write has a TTL ([`Ttls`]) or is removed.
 pub trait Registry: Send + Sync + std::fmt::Debug {
     /// Publishes a node's record (TTL `node_ms`), refreshes its sessions' session → node keys and releases the
-    /// reservations of those sessions (the record's `active` counts them now) — all in one transaction.
+    /// reservations of the sessions whose media began (the record's `active` counts them now) — all in one
+    /// transaction.
     fn heartbeat<'a>(&'a self, beat: &'a Heartbeat) -> BoxFuture<'a, Result<(), FleetError>>;
 
     /// Every registered node with its live reservations.
@@ -152,7 +153,9 @@ impl Registry for MemoryRegistry {
                 memory
                     .sessions
                     .insert(session.clone(), (id.clone(), now + self.ttls.session_ms));
-                if let Some(reservations) = memory.reservations.get_mut(&id) {
+            }
+            if let Some(reservations) = memory.reservations.get_mut(&id) {
+                for session in &beat.released {
                     reservations.remove(session);
                 }
             }
@@ -270,6 +273,7 @@ mod tests {
                 updated_unix_ms: now,
             },
             sessions: sessions.iter().map(|s| (*s).to_owned()).collect(),
+            released: sessions.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 

@@ -69,6 +69,7 @@ fn beat(id: &str, capacity: u64, active: u64, sessions: &[String]) -> Heartbeat 
             updated_unix_ms: mediaproc_fleet::unix_ms(),
         },
         sessions: sessions.to_vec(),
+        released: sessions.to_vec(),
     }
 }
 
