@@ -595,6 +595,102 @@ impl Drain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mediaproc_fleet::MemoryRegistry;
+
+    fn member(registry: Arc<MemoryRegistry>, id: &str) -> Fleet {
+        let mut config = Config::default();
+        config.fleet.node_id = Some(id.to_owned());
+        config.fleet.secret = Some("a-secret-of-16-chars".to_owned());
+        config.fleet.capacity = 2;
+        Fleet::with_registry(&config, registry, format!("http://{id}.invalid")).unwrap()
+    }
+
+    fn beat(id: &str, state: NodeState, sessions: &[&str]) -> Heartbeat {
+        Heartbeat {
+            record: NodeRecord {
+                id: id.to_owned(),
+                api_url: format!("http://{id}.invalid"),
+                mp_uri: String::new(),
+                state,
+                capacity: 2,
+                active: sessions.len() as u64,
+                load: 0.0,
+                version: "test".to_owned(),
+                updated_unix_ms: mediaproc_fleet::unix_ms(),
+            },
+            sessions: sessions.iter().map(|s| (*s).to_owned()).collect(),
+            released: sessions.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn placement_reserves_here_until_full_and_never_on_a_draining_self() {
+        let registry = Arc::new(MemoryRegistry::new(Ttls::default()));
+        let fleet = member(registry.clone(), "a");
+        registry
+            .heartbeat(&beat("a", NodeState::Serving, &[]))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                fleet.place(b"{}", false).await.unwrap(),
+                Placed::Here { reserved: true, .. }
+            ));
+        }
+        // Full (two reservations on capacity 2), and a draining self is skipped even while its record says
+        // SERVING: both refuse with 503 fleet_unavailable.
+        assert!(matches!(
+            fleet.place(b"{}", false).await,
+            Err(DaemonError::FleetUnavailable(_))
+        ));
+        let fresh = member(Arc::new(MemoryRegistry::new(Ttls::default())), "b");
+        fresh
+            .registry
+            .heartbeat(&beat("b", NodeState::Serving, &[]))
+            .await
+            .unwrap();
+        assert!(matches!(
+            fresh.place(b"{}", true).await,
+            Err(DaemonError::FleetUnavailable(_))
+        ));
+        assert_eq!(fleet.counters.placed_here.load(Ordering::Relaxed), 2);
+        assert_eq!(fleet.counters.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_session_of_a_node_that_left_is_lost_and_an_unknown_one_is_not_found() {
+        let registry = Arc::new(MemoryRegistry::new(Ttls::default()));
+        let fleet = member(registry.clone(), "a");
+        let id = Uuid::new_v4().to_string();
+        // Node `gone` reported the session, then its record went (deregistered: as if killed and expired).
+        registry
+            .heartbeat(&beat("gone", NodeState::Serving, &[&id]))
+            .await
+            .unwrap();
+        registry.deregister("gone").await.unwrap();
+        assert!(matches!(
+            fleet.forward(reqwest::Method::GET, &id).await,
+            Err(DaemonError::SessionLost { node, .. }) if node == "gone"
+        ));
+        let unknown = Uuid::new_v4().to_string();
+        assert!(
+            fleet
+                .forward(reqwest::Method::GET, &unknown)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            fleet
+                .forward(reqwest::Method::GET, "not-a-uuid")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(fleet.secret_matches("a-secret-of-16-chars"));
+        assert!(!fleet.secret_matches("a-secret-of-16-charX"));
+        assert!(!fleet.secret_matches(""));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_drain_completes_when_empty_or_at_its_deadline_and_undrain_reverts_it() {
