@@ -430,6 +430,8 @@ pub async fn heartbeat(
     snapshot: impl Fn() -> NodeSnapshot + Send,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Logged on transitions only (a dead registry must not flood the log), the first failure included.
+    let mut said_down = false;
     loop {
         let node = snapshot();
         let beat = Heartbeat {
@@ -456,6 +458,7 @@ pub async fn heartbeat(
                 if !fleet.registered.swap(true, Ordering::Relaxed) {
                     tracing::info!(node = %fleet.node_id, api = %fleet.api_url, "fleet: registered");
                 }
+                said_down = false;
                 fleet.heartbeat_period
             }
             Err(err) => {
@@ -463,8 +466,9 @@ pub async fn heartbeat(
                     .counters
                     .heartbeat_failures
                     .fetch_add(1, Ordering::Relaxed);
-                // Logged on the transition only: a dead registry must not flood the log.
-                if fleet.registered.swap(false, Ordering::Relaxed) {
+                fleet.registered.store(false, Ordering::Relaxed);
+                if !said_down {
+                    said_down = true;
                     tracing::warn!(node = %fleet.node_id, "fleet: registry unreachable, calls go on: {err}");
                 }
                 HEARTBEAT_RETRY
