@@ -537,6 +537,9 @@ async fn end_local(state: &AppState, entry: &SessionEntry) -> Result<Response, A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+// Fleet (issue 12): the forwarded answers, the node-to-node routes, drain and the probes. They live here because
+// only the API may turn errors into HTTP (tests/layers.rs); the logic is in `crate::fleet`.
+
 /// Another node's answer, passed through as it came.
 fn forwarded_response(answer: Forwarded) -> Response {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
