@@ -126,14 +126,8 @@ pub(crate) async fn shutdown_signal() {
 }
 
 fn log_drained(left: usize) {
-    if left == 0 {
-        tracing::info!("drained: the last call ended");
-    } else {
-        tracing::warn!(
-            calls = left,
-            "drain deadline reached: ending the calls left"
-        );
-    }
+    // The drain itself said why (the last call ended, or the deadline with how many were left).
+    tracing::info!(calls_left = left, "drain complete: exiting");
 }
 
 /// `serve`'s fleet flags (they override `[fleet]` in the file).

@@ -590,6 +590,7 @@ async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_leaves_placement_within_5_s_and_only_its_sessions_are_lost() {
+    // (and a drain's deadline ends the calls left, which are then ended, not lost)
     let Some(binary) = redis_server() else { return };
     let _serial = SERIAL.lock().await;
     let redis = Redis::start(binary);
@@ -625,6 +626,29 @@ async fn a_killed_node_leaves_placement_within_5_s_and_only_its_sessions_are_los
         let api = &nodes[if i % 2 == 0 { 0 } else { 2 }].api;
         let session = create(api).await.unwrap();
         assert_ne!(owner(&nodes, &session).id, killed);
+        sessions.push(session);
+    }
+
+    // A drain's deadline: node 2 ends the calls it still has after 1 s and exits 0; those calls were ended, not
+    // lost — they answer 404 from any node.
+    let last = nodes[2].id.clone();
+    let ended: Vec<Session> = sessions
+        .iter()
+        .filter(|s| owner(&nodes, s).id == last)
+        .cloned()
+        .collect();
+    assert!(!ended.is_empty());
+    assert_eq!(
+        post(&nodes[2].api, "/v1/drain", json!({"deadlineSeconds": 1})).await,
+        202
+    );
+    let status = tokio::task::block_in_place(|| nodes[2].wait_exit(Duration::from_secs(10)));
+    assert!(status.success(), "{status}");
+    for session in &ended {
+        assert_eq!(
+            status_of(reqwest::Method::GET, &nodes[0].api, &session.id).await,
+            404
+        );
     }
 }
 
