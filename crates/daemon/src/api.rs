@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{Engine, SessionEntry};
 use crate::error::DaemonError;
+use crate::fleet::{Drain, Fleet, Forwarded, Placed};
 use crate::metrics::HttpCounters;
 use crate::request::{BotKind, CreateSessionRequest, UpdateSessionRequest};
 use crate::session::{BotPort, LiveSession};
@@ -71,6 +72,11 @@ impl ApiError {
             DaemonError::WebRtcNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             DaemonError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             DaemonError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            // Fleet (issue 12).
+            DaemonError::FleetUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "fleet_unavailable")
+            }
+            DaemonError::SessionLost { .. } => (StatusCode::GONE, "session_lost"),
             DaemonError::TooManySessions { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions")
             }
@@ -118,6 +124,10 @@ pub struct AppState {
     pub api_base: String,
     /// Counters of the HTTP front, for `/metrics`.
     pub http: HttpCounters,
+    /// The fleet this node belongs to, if any (issue 12; `crate::fleet`).
+    pub fleet: Option<Arc<Fleet>>,
+    /// Drain and undrain (issue 12).
+    pub drain: Arc<Drain>,
 }
 
 /// The router: `/v1/sessions…` behind the bearer token, `/healthz` and `/metrics` open (they disclose no session).
@@ -138,6 +148,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/talk/sessions", post(talk_create))
         .route("/v1/talk/sessions/{id}", get(talk_show).delete(talk_delete))
         .route("/healthz", get(healthz))
+        // Fleet (issue 12): node-to-node routes behind the fleet secret, drain, the two health probes.
+        .route(
+            "/v1/fleet/sessions/{id}",
+            post(fleet_create).get(fleet_show).delete(fleet_delete),
+        )
+        .route("/v1/fleet/nodes", get(fleet_nodes))
+        .route("/v1/drain", post(drain_start))
+        .route("/v1/undrain", post(drain_stop))
+        .route("/health/live", get(health_live))
+        .route("/health/ready", get(health_ready))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(DaemonError::RouteNotFound) })
         .method_not_allowed_fallback(|| async { ApiError(DaemonError::MethodNotAllowed) })
@@ -183,7 +203,27 @@ async fn create_session(
     authorize(&state, request.headers())?;
     let body = read_body(&state, request).await?;
     let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
-    let entry = state.engine.open_session(plan).await?;
+    // Fleet (issue 12): the registry picks the node; another node's answer passes through.
+    let entry = match &state.fleet {
+        None => state.engine.open_session(plan).await?,
+        Some(fleet) => {
+            // A draining node still places elsewhere, never here.
+            match fleet.place(&body, state.engine.draining()).await? {
+                Placed::Remote(answer) => return Ok(forwarded_response(answer)),
+                Placed::Here { id, reserved } => {
+                    match state.engine.open_session_as(plan, id).await {
+                        Ok(entry) => entry,
+                        Err(err) => {
+                            if reserved {
+                                fleet.forget_here(&id.to_string()).await;
+                            }
+                            return Err(err.into());
+                        }
+                    }
+                }
+            }
+        }
+    };
     let id = entry.id;
     Ok((
         StatusCode::CREATED,
@@ -245,10 +285,25 @@ async fn show_session(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let entry = state.engine.session(&id)?;
-    let mut body = summary(&entry);
+    // Fleet (issue 12): a session another node holds is answered by that node.
+    let entry = match (state.engine.session(&id), &state.fleet) {
+        (Ok(entry), _) => entry,
+        (Err(err), None) => return Err(err.into()),
+        (Err(err), Some(fleet)) => {
+            return match fleet.forward(reqwest::Method::GET, &id).await? {
+                Some(answer) => Ok(forwarded_response(answer)),
+                None => Err(err.into()),
+            };
+        }
+    };
+    Ok(Json(session_body(&state, &entry)).into_response())
+}
+
+/// `GET /v1/sessions/{id}`'s body.
+fn session_body(state: &AppState, entry: &SessionEntry) -> Value {
+    let mut body = summary(entry);
     body["blob"] = entry.blob.clone().into();
     if let Some(local) = entry.rtp_local {
         body["rtp"] = json!({"local": local.to_string()});
@@ -257,7 +312,7 @@ async fn show_session(
     body["stats"] = entry.live.stats_json();
     body["notices"] = entry.live.notices_json();
     body["webrtc"] = state.engine.webrtc_json(entry.id);
-    Ok(Json(body))
+    body
 }
 
 /// The session if `headers` carry the API token or the session's edge token; an unknown session and a wrong token
@@ -454,14 +509,248 @@ async fn delete_session(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let entry = state.engine.session(&id)?;
+    let entry = match (state.engine.session(&id), &state.fleet) {
+        (Ok(entry), _) => entry,
+        (Err(err), None) => return Err(err.into()),
+        // Fleet (issue 12): the node holding the session ends it.
+        (Err(err), Some(fleet)) => {
+            return match fleet.forward(reqwest::Method::DELETE, &id).await? {
+                Some(answer) => Ok(forwarded_response(answer)),
+                None => Err(err.into()),
+            };
+        }
+    };
+    end_local(&state, &entry).await
+}
+
+/// Ends a session of this node (`DELETE`, direct or forwarded).
+async fn end_local(state: &AppState, entry: &SessionEntry) -> Result<Response, ApiError> {
     // Two DELETEs at once: the one that did not remove it answers 404, as after it.
     if !state.engine.end_session(entry.id).await {
-        return Err(DaemonError::SessionNotFound(id).into());
+        return Err(DaemonError::SessionNotFound(entry.id.to_string()).into());
     }
-    Ok(StatusCode::NO_CONTENT)
+    if let Some(fleet) = &state.fleet {
+        fleet.forget_here(&entry.id.to_string()).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// Fleet (issue 12): the forwarded answers, the node-to-node routes, drain and the probes. They live here because
+// only the API may turn errors into HTTP (tests/layers.rs); the logic is in `crate::fleet`.
+
+/// Another node's answer, passed through as it came.
+fn forwarded_response(answer: Forwarded) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, answer.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, answer.content_type),
+        (header::LOCATION, answer.location),
+    ] {
+        if let Some(value) = value.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// The node-to-node routes take the fleet secret, and only on a fleet node.
+fn authorize_fleet<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Fleet, ApiError> {
+    let Some(fleet) = state.fleet.as_deref() else {
+        return Err(ApiError(DaemonError::RouteNotFound));
+    };
+    if bearer(headers).is_some_and(|token| fleet.secret_matches(token)) {
+        return Ok(fleet);
+    }
+    state.http.unauthorized.fetch_add(1, Ordering::Relaxed);
+    Err(ApiError(DaemonError::Unauthorized(
+        "node-to-node routes take the fleet secret as `Authorization: Bearer`",
+    )))
+}
+
+/// `POST /v1/fleet/sessions/{id}` (fleet secret): create the session another node placed here, with its id.
+async fn fleet_create(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let fleet = authorize_fleet(&state, request.headers())?;
+    let uuid = uuid::Uuid::parse_str(&id)
+        .map_err(|_| DaemonError::InvalidSession(format!("`{id}` is not a session id")))?;
+    let body = read_body(&state, request).await?;
+    let plan = CreateSessionRequest::parse(&body)?.into_plan()?;
+    let entry = match state.engine.open_session_as(plan, uuid).await {
+        Ok(entry) => entry,
+        Err(err) => {
+            fleet.forget_here(&id).await;
+            return Err(err.into());
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/sessions/{id}"))],
+        Json(created_body(&state, &entry)),
+    )
+        .into_response())
+}
+
+/// `GET /v1/fleet/sessions/{id}` (fleet secret): a session of this node, for the node that was asked.
+async fn fleet_show(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_fleet(&state, &headers)?;
+    let entry = state.engine.session(&id)?;
+    Ok(Json(session_body(&state, &entry)))
+}
+
+/// `DELETE /v1/fleet/sessions/{id}` (fleet secret).
+async fn fleet_delete(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize_fleet(&state, &headers)?;
+    let entry = state.engine.session(&id)?;
+    end_local(&state, &entry).await
+}
+
+/// `GET /v1/fleet/nodes` (API token): the fleet as the registry holds it, and this node's fleet counters.
+async fn fleet_nodes(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Some(fleet) = state.fleet.as_deref() else {
+        return Err(ApiError(DaemonError::RouteNotFound));
+    };
+    let nodes: Vec<Value> = fleet
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|view| {
+            let mut node = serde_json::to_value(&view.record).unwrap_or(Value::Null);
+            node["reserved"] = view.reserved.into();
+            node
+        })
+        .collect();
+    let c = &fleet.counters;
+    let n = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    Ok(Json(json!({
+        "node": fleet.node_id(),
+        "registered": fleet.registered(),
+        "nodes": nodes,
+        "counters": {
+            "placedHere": n(&c.placed_here),
+            "placedRemote": n(&c.placed_remote),
+            "placedLocalUnreachable": n(&c.placed_local_unreachable),
+            "refused": n(&c.refused),
+            "reservationsRefused": n(&c.reservations_refused),
+            "remoteFailures": n(&c.remote_failures),
+            "heartbeatFailures": n(&c.heartbeat_failures),
+            "forwarded": n(&c.forwarded),
+        },
+    })))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DrainRequest {
+    deadline_seconds: Option<u64>,
+}
+
+/// `POST /v1/drain` (API token), body `{"deadlineSeconds": D}` (optional): no new session here, the calls go
+/// on, the process exits when the last ends or at the deadline.
+async fn drain_start(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize(&state, request.headers())?;
+    let body = read_body(&state, request).await?;
+    let drain: DrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| DaemonError::InvalidBody(e.to_string()))?
+    };
+    let deadline = drain
+        .deadline_seconds
+        .unwrap_or(state.engine.config().fleet.drain_deadline_s);
+    start_drain(&state, Duration::from_secs(deadline));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"draining": true, "deadlineSeconds": deadline, "sessions": state.engine.session_count()})),
+    )
+        .into_response())
+}
+
+/// Puts the node in drain (the API's `POST /v1/drain` and SIGTERM).
+pub fn start_drain(state: &Arc<AppState>, deadline: Duration) {
+    state.engine.set_draining(true);
+    let counted = state.clone();
+    state
+        .drain
+        .start(deadline, move || counted.engine.session_count());
+    if let Some(fleet) = &state.fleet {
+        fleet.beat_now();
+    }
+    tracing::info!(
+        sessions = state.engine.session_count(),
+        deadline_s = deadline.as_secs(),
+        "draining: no new session; exiting when the last call ends or at the deadline"
+    );
+}
+
+/// `POST /v1/undrain` (API token): takes sessions again (409 once the drain completed: the process is exiting).
+async fn drain_stop(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    if !state.drain.undrain() {
+        return Ok((
+            StatusCode::CONFLICT,
+            Json(json!({"error": {"code": "drain_complete", "message": "the drain completed; the process is exiting"}})),
+        )
+            .into_response());
+    }
+    state.engine.set_draining(false);
+    if let Some(fleet) = &state.fleet {
+        fleet.beat_now();
+    }
+    tracing::info!("undrained: taking sessions again");
+    Ok(Json(json!({"draining": false})).into_response())
+}
+
+/// `/health/live`: the process answers (never depends on the registry).
+async fn health_live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+/// `/health/ready`: serving (not draining) and, on a fleet node, registered — or configured to place locally
+/// while the registry is away.
+async fn health_ready(State(state): State<Arc<AppState>>) -> Response {
+    let reason = if state.engine.draining() {
+        Some("draining")
+    } else {
+        match state.fleet.as_deref() {
+            Some(fleet) if !fleet.registered() && !fleet.places_locally_when_unreachable() => {
+                Some("not registered with the fleet registry")
+            }
+            _ => None,
+        }
+    };
+    let registered = state.fleet.as_deref().map(Fleet::registered);
+    match reason {
+        None => Json(json!({"ready": true, "registered": registered})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": reason, "registered": registered})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]

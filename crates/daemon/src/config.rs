@@ -134,6 +134,68 @@ pub struct Config {
     pub heavily_loaded_at: f64,
     /// Worker load from which `/healthz` says Overloaded and new sessions are refused with 503.
     pub overloaded_at: f64,
+    /// The fleet (`[fleet]`, issue 12): off unless `redis` is set. See `docs/fleet.md`.
+    pub fleet: FleetConfig,
+}
+
+/// Environment variable holding the fleet's shared node-to-node secret.
+pub const ENV_FLEET_SECRET: &str = "MEDIAPROC_FLEET_SECRET";
+
+/// What a node does with `POST /v1/sessions` while the fleet registry is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenUnreachable {
+    /// Create the session on this node (if it has room).
+    Local,
+    /// Refuse with 503 `fleet_unavailable`.
+    Refuse,
+}
+
+/// The fleet part of the configuration (`[fleet]` in TOML; `serve --fleet …` flags).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The registry, `redis://host:6379/0`; none = a lone daemon.
+    pub redis: Option<String>,
+    /// This node's id in the registry (the pod name in Kubernetes); default: `$HOSTNAME`, else random.
+    pub node_id: Option<String>,
+    /// The shared secret nodes present to each other (`MEDIAPROC_FLEET_SECRET`), at least 16 characters.
+    pub secret: Option<String>,
+    /// Calls this node may carry; 0 = `max_sessions`.
+    pub capacity: usize,
+    /// This node's control API as other nodes and bots reach it (`http://10.0.0.7:8080`); default: the bound
+    /// address (loopback for an unspecified one).
+    pub api_url: Option<String>,
+    /// While the registry is unreachable: place `local`ly, or `refuse`.
+    pub when_unreachable: WhenUnreachable,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// Heartbeat period (ms).
+    pub heartbeat_ms: u64,
+    /// A node record lives this long after its last heartbeat (ms): a killed node leaves placement by then.
+    pub node_ttl_ms: u64,
+    /// A reservation expires after this long (ms) unless the chosen node reports the session first.
+    pub reservation_ttl_ms: u64,
+    /// Deadline of the drain SIGTERM starts (s): the calls left then are ended (reason `drain deadline`).
+    pub drain_deadline_s: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            redis: None,
+            node_id: None,
+            secret: None,
+            capacity: 0,
+            api_url: None,
+            when_unreachable: WhenUnreachable::Local,
+            key_prefix: "mediaproc:".to_owned(),
+            heartbeat_ms: 1_000,
+            node_ttl_ms: 3_000,
+            reservation_ttl_ms: 15_000,
+            drain_deadline_s: 3_600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -184,6 +246,7 @@ impl Default for Config {
             talk_page: false,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -213,10 +276,31 @@ impl Config {
         if let Some(token) = lookup(ENV_API_TOKEN).filter(|t| !t.is_empty()) {
             self.api_token = Some(token);
         }
+        if let Some(secret) = lookup(ENV_FLEET_SECRET).filter(|t| !t.is_empty()) {
+            self.fleet.secret = Some(secret);
+        }
     }
 
     /// Checks values that parse but make no sense together.
     pub fn validate(&self) -> Result<(), DaemonError> {
+        if self.fleet.redis.is_some() {
+            if self
+                .fleet
+                .secret
+                .as_deref()
+                .is_none_or(|s| s.trim().len() < 16)
+            {
+                return Err(DaemonError::Config(format!(
+                    "a fleet node needs the shared secret (`fleet.secret` or {ENV_FLEET_SECRET}), at least 16 \
+                     characters"
+                )));
+            }
+            if self.fleet.heartbeat_ms == 0 || self.fleet.node_ttl_ms <= self.fleet.heartbeat_ms {
+                return Err(DaemonError::Config(
+                    "need 0 < fleet.heartbeat_ms < fleet.node_ttl_ms".to_owned(),
+                ));
+            }
+        }
         if self.cert.is_some() != self.key.is_some() {
             return Err(DaemonError::Config(
                 "`cert` and `key` go together: give both or neither".to_owned(),

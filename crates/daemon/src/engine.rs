@@ -256,9 +256,15 @@ impl Engine {
         &self.load
     }
 
-    /// True once shutdown began (new sessions are refused).
+    /// True once shutdown or a drain began (new sessions are refused).
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Fleet drain (issue 12): `true` refuses new sessions and keeps the running ones; `false` (undrain) takes
+    /// sessions again.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
     }
 
     /// Reserves a session slot, or says why not. Nothing awaits between the checks and the reservation.
@@ -290,8 +296,21 @@ impl Engine {
     /// Creates a session from a validated plan: reserves a slot, builds the blob, starts the media and the bot,
     /// registers the session. Used by `POST /v1/sessions` and by in-process bots.
     pub async fn open_session(&self, plan: SessionPlan) -> Result<Arc<SessionEntry>, DaemonError> {
+        self.open_session_as(plan, Uuid::new_v4()).await
+    }
+
+    /// [`Engine::open_session`] with the session id given: the fleet reserved this id on this node (issue 12).
+    pub async fn open_session_as(
+        &self,
+        plan: SessionPlan,
+        id: Uuid,
+    ) -> Result<Arc<SessionEntry>, DaemonError> {
         let mut reservation = self.reserve()?;
-        let id = Uuid::new_v4();
+        if self.lock_sessions().contains_key(&id) {
+            return Err(DaemonError::InvalidSession(format!(
+                "session {id} exists already"
+            )));
+        }
         let edge_token = new_token();
         let bot_token = new_token();
         let mut spec = plan.spec.clone();

@@ -99,6 +99,18 @@ pub enum DaemonError {
     /// Shutdown has begun.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// Fleet (issue 12): no node can take the session, or the registry is unreachable and the configuration says
+    /// refuse.
+    #[error("{0}")]
+    FleetUnavailable(String),
+    /// Fleet (issue 12): the session was placed on a node that left the fleet (killed, or its heartbeat stopped).
+    #[error("session {id} was on node `{node}`, which left the fleet: the session is lost")]
+    SessionLost {
+        /// The session id.
+        id: String,
+        /// The node that held it.
+        node: String,
+    },
     /// The media workers are overloaded.
     #[error("media workers are overloaded; try another instance or later")]
     Overloaded,

@@ -24,12 +24,18 @@
 //! `config`, `error`, `health` → [`session`] (live session state, the bot port, bot events, drop counters) →
 //! [`request`], [`bots`], [`worker`], [`ws`] → [`engine`] (the one session registry) → [`metrics`] → [`api`]
 //! (the only place errors become HTTP statuses). This file only wires them together.
+//!
+//! ## Fleet (issue 12)
+//! With `[fleet] redis = "redis://…"` the daemon is one node of a fleet ([`fleet`], on `mediaproc-fleet`): a
+//! heartbeat task publishes its record, `POST /v1/sessions` places on the node with headroom, `GET`/`DELETE` of
+//! another node's session are forwarded, `POST /v1/drain` / SIGTERM drain it. See `docs/fleet.md`.
 
 pub mod api;
 pub mod bots;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod request;
@@ -65,6 +71,8 @@ pub struct RunningDaemon {
     state: Arc<api::AppState>,
     server: tokio::task::JoinHandle<()>,
     stop_http: tokio::sync::watch::Sender<bool>,
+    /// The fleet heartbeat (deregisters when it stops).
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds everything and starts serving; returns once the daemon is ready.
@@ -94,21 +102,59 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
     let mp_uri = engine.mp_uri();
     let certificate_sha256 = engine.fingerprint_hex();
     let media_addr = engine.media_addr();
+    // Bots reach an API bound to all interfaces on loopback.
+    let mut api_base = format!(
+        "http://{}",
+        if api_addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], api_addr.port()))
+        } else {
+            api_addr
+        }
+    );
+    // Fleet: a node's blobs and mediaUrls name the address other machines reach it at.
+    let fleet = fleet::Fleet::from_config(&config, api_base.clone())?.map(Arc::new);
+    if let Some(fleet) = &fleet {
+        api_base.clone_from(&fleet.api_url);
+    }
     let state = Arc::new(api::AppState {
         api_token: api_token.clone(),
         engine,
-        // Bots reach an API bound to all interfaces on loopback.
-        api_base: format!(
-            "http://{}",
-            if api_addr.ip().is_unspecified() {
-                SocketAddr::from(([127, 0, 0, 1], api_addr.port()))
-            } else {
-                api_addr
-            }
-        ),
+        api_base,
         http: metrics::HttpCounters::default(),
+        fleet: fleet.clone(),
+        drain: Arc::new(fleet::Drain::default()),
     });
     let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
+    let heartbeat = fleet.map(|fleet| {
+        let node = state.clone();
+        let reservation_ms = fleet.reservation_ms();
+        let snapshot = move || {
+            let now = mediaproc_fleet::unix_ms();
+            let sessions = node.engine.sessions();
+            let mut with_media = Vec::new();
+            let mut active = 0;
+            for entry in &sessions {
+                // A reservation becomes active with the session's first media (edge attached, or the first
+                // RTP packet); one whose session still waits after its lifetime expired, and the session counts.
+                let media = entry.live.state_name() != "waitingForEdge";
+                if media {
+                    with_media.push(entry.id.to_string());
+                }
+                if media || now.saturating_sub(entry.created_unix_ms) >= reservation_ms {
+                    active += 1;
+                }
+            }
+            fleet::NodeSnapshot {
+                mp_uri: node.engine.mp_uri(),
+                draining: node.engine.draining(),
+                sessions: sessions.iter().map(|entry| entry.id.to_string()).collect(),
+                with_media,
+                active,
+                load: node.engine.load().loads().into_iter().fold(0.0, f64::max),
+            }
+        };
+        tokio::spawn(fleet::heartbeat(fleet, snapshot, stop_rx.clone()))
+    });
     let server = tokio::spawn(api::serve(listener, state.clone(), stop_rx));
     tracing::info!(%api_addr, ?media_addr, %mp_uri, "mediaproc serve ready");
     Ok(RunningDaemon {
@@ -121,6 +167,7 @@ pub async fn start(config: Config) -> Result<RunningDaemon, DaemonError> {
         state,
         server,
         stop_http,
+        heartbeat,
     })
 }
 
@@ -157,11 +204,45 @@ impl RunningDaemon {
         })
     }
 
+    /// Starts a drain (SIGTERM on a fleet node; `POST /v1/drain`): no new session, the calls go on, and
+    /// [`RunningDaemon::drained`] resolves when the last ends or at `deadline`.
+    pub fn drain(&self, deadline: std::time::Duration) {
+        api::start_drain(&self.state, deadline);
+    }
+
+    /// Resolves once a drain completed (never, unless one was started); returns the calls left at the deadline,
+    /// which [`RunningDaemon::shutdown`] then ends.
+    pub async fn drained(&self) -> usize {
+        self.state.drain.done().await
+    }
+
+    /// This node's id in the fleet, if it is a fleet node.
+    pub fn fleet_node_id(&self) -> Option<&str> {
+        self.state.fleet.as_deref().map(fleet::Fleet::node_id)
+    }
+
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),
-    /// stop the workers and the API.
+    /// stop the workers and the API; a fleet node deregisters.
     pub async fn shutdown(self) {
+        let ended: Vec<String> = match &self.state.fleet {
+            Some(_) => self
+                .state
+                .engine
+                .sessions()
+                .iter()
+                .map(|entry| entry.id.to_string())
+                .collect(),
+            None => Vec::new(),
+        };
         self.state.engine.shutdown().await;
         self.stop_http.send_replace(true);
+        if let Some(heartbeat) = self.heartbeat {
+            let _ = heartbeat.await;
+        }
+        // The calls ended here (at a drain's deadline, say) are ended, not lost: their lookup keys go.
+        if let Some(fleet) = &self.state.fleet {
+            fleet.forget_all_here(&ended).await;
+        }
         let _ = self.server.await;
         tracing::info!("mediaproc serve stopped");
     }

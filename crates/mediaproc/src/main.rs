@@ -10,6 +10,7 @@ mod blob_cmd;
 mod call_body;
 mod callsim;
 mod demo;
+mod drain_cmd;
 mod inspect;
 mod load;
 mod output;
@@ -53,6 +54,10 @@ enum Command {
     Callsim(CallsimArgs),
     /// Many calls against a daemon in its own process: its CPU per call-tick next to bare libopus, latency, losses.
     Load(LoadArgs),
+    /// Drain a running daemon: no new session, its calls go on, it exits when the last ends or at the deadline.
+    Drain(drain_cmd::DrainArgs),
+    /// Revert a drain that has not completed: the daemon takes sessions again.
+    Undrain(drain_cmd::UndrainArgs),
 }
 
 /// Flags of `mediaproc load`.
@@ -88,6 +93,10 @@ struct LoadArgs {
     /// Use a daemon that is already running (its control API address) instead of starting one.
     #[arg(long, value_name = "ADDR")]
     api: Option<std::net::SocketAddr>,
+    /// The daemon at --api is a fleet node (issue 12): the calls are placed across the fleet, each edge goes to its
+    /// own node. Needs --api and --edge rtp; the daemon figures (CPU, ticks) are of the --api node only.
+    #[arg(long)]
+    fleet: bool,
     /// API token of the daemon given by --api [env: MEDIAPROC_API_TOKEN].
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
@@ -212,6 +221,9 @@ struct ServeArgs {
     /// Where the record bot writes WAV files [default: recordings].
     #[arg(long, value_name = "DIR")]
     recordings: Option<PathBuf>,
+    /// Fleet membership (issue 12).
+    #[command(flatten)]
+    fleet: serve::FleetArgs,
 }
 
 /// Flags of `mediaproc blob`.
@@ -356,6 +368,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Callsim(args) => callsim::run(&args),
         Command::Load(args) => load::run(&args),
+        Command::Drain(args) => drain_cmd::drain(&args),
+        Command::Undrain(args) => drain_cmd::undrain(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

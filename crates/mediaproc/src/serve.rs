@@ -1,6 +1,13 @@
 //! `mediaproc serve`: configuration from file, environment and flags, then the daemon until SIGTERM or Ctrl-C.
+//!
+//! On a fleet node (`--fleet redis://…`) SIGTERM drains: no new session, the calls go on, the process exits when
+//! the last ends or at `--drain-deadline` (a second SIGTERM or Ctrl-C ends the calls at once). A drain started
+//! with `mediaproc drain` ends the process the same way, fleet or not.
+
+use std::time::Duration;
 
 use mediaproc_daemon::Config;
+use mediaproc_daemon::config::WhenUnreachable;
 
 use crate::{Failure, ServeArgs, output};
 
@@ -31,6 +38,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
     if let Some(dir) = &args.recordings {
         config.recordings_dir.clone_from(dir);
     }
+    args.fleet.apply(&mut config);
     config
         .validate()
         .map_err(|err| Failure::usage(err.to_string()))?;
@@ -51,6 +59,8 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         .thread_name("mediaproc-net")
         .build()
         .map_err(|err| Failure::invalid(format!("cannot start the runtime: {err}")))?;
+    let config_is_fleet = config.fleet.redis.is_some();
+    let drain_deadline = Duration::from_secs(config.fleet.drain_deadline_s);
     runtime.block_on(async move {
         let daemon = mediaproc_daemon::start(config)
             .await
@@ -70,7 +80,22 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
             "certificate   sha256 {}",
             daemon.certificate_sha256
         ));
-        shutdown_signal().await;
+        if let Some(node) = daemon.fleet_node_id() {
+            output::line(&format!("fleet node    {node}"));
+        }
+        let drain_on_sigterm = config_is_fleet;
+        tokio::select! {
+            () = shutdown_signal() => {
+                if drain_on_sigterm {
+                    daemon.drain(drain_deadline);
+                    tokio::select! {
+                        left = daemon.drained() => log_drained(left),
+                        () = shutdown_signal() => tracing::info!("second signal: ending the calls now"),
+                    }
+                }
+            }
+            left = daemon.drained() => log_drained(left),
+        }
         tracing::info!("shutting down: ending calls");
         daemon.shutdown().await;
         Ok(())
@@ -97,5 +122,65 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+fn log_drained(left: usize) {
+    // The drain itself said why (the last call ended, or the deadline with how many were left).
+    tracing::info!(calls_left = left, "drain complete: exiting");
+}
+
+/// `serve`'s fleet flags (they override `[fleet]` in the file).
+#[derive(Debug, clap::Args)]
+pub struct FleetArgs {
+    /// Join the fleet on this registry (`redis://host:6379/0`); the secret comes from MEDIAPROC_FLEET_SECRET.
+    #[arg(long, value_name = "URL")]
+    fleet: Option<String>,
+    /// This node's id in the fleet [default: $HOSTNAME, else random].
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Calls this node may carry [default: max_sessions].
+    #[arg(long, value_name = "N")]
+    capacity: Option<usize>,
+    /// This node's control API as other nodes and bots reach it (`http://10.0.0.7:8080`).
+    #[arg(long, value_name = "URL")]
+    advertise_api: Option<String>,
+    /// While the registry is unreachable: place `local`ly or `refuse` [default: local].
+    #[arg(long, value_name = "WHAT", value_parser = ["local", "refuse"])]
+    when_unreachable: Option<String>,
+    /// Deadline of the drain SIGTERM starts, in seconds [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    drain_deadline: Option<u64>,
+    /// Sessions this daemon accepts at most [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+}
+
+impl FleetArgs {
+    fn apply(&self, config: &mut Config) {
+        let fleet = &mut config.fleet;
+        if self.fleet.is_some() {
+            fleet.redis.clone_from(&self.fleet);
+        }
+        if self.node_id.is_some() {
+            fleet.node_id.clone_from(&self.node_id);
+        }
+        if let Some(capacity) = self.capacity {
+            fleet.capacity = capacity;
+        }
+        if self.advertise_api.is_some() {
+            fleet.api_url.clone_from(&self.advertise_api);
+        }
+        match self.when_unreachable.as_deref() {
+            Some("refuse") => fleet.when_unreachable = WhenUnreachable::Refuse,
+            Some("local") => fleet.when_unreachable = WhenUnreachable::Local,
+            _ => {}
+        }
+        if let Some(deadline) = self.drain_deadline {
+            fleet.drain_deadline_s = deadline;
+        }
+        if let Some(max) = self.max_sessions {
+            config.max_sessions = max;
+        }
     }
 }

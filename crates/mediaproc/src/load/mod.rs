@@ -52,6 +52,13 @@ pub fn run(args: &LoadArgs) -> Result<(), Failure> {
             "--max-cpu must be a share of the cores in (0, 1]",
         ));
     }
+    // Fleet (issue 12): the QUIC edge pins one daemon's certificate and multiplexes calls on one connection, so
+    // calls spread over several nodes take the RTP edge (a socket per call, to its own node).
+    if args.fleet && (args.api.is_none() || args.edge != "rtp" || args.peer != "mediaproc") {
+        return Err(Failure::usage(
+            "--fleet needs --api (any node of the fleet) and --edge rtp",
+        ));
+    }
     if args.find_capacity {
         return capacity::find(args);
     }
@@ -141,6 +148,7 @@ async fn create_sessions(
     };
     let mut sessions = Vec::with_capacity(args.calls);
     let mut fingerprint = None;
+    let mut per_node = std::collections::BTreeMap::new();
     for i in 0..args.calls {
         let mut body = json!({"bot": bot});
         let socket = if args.edge == "rtp" {
@@ -191,6 +199,10 @@ async fn create_sessions(
             None => None,
         };
         fingerprint = session["certificateSha256"].as_str().map(str::to_owned);
+        if args.fleet {
+            let node = session["mpUri"].as_str().unwrap_or("?").to_owned();
+            *per_node.entry(node).or_insert(0usize) += 1;
+        }
         sessions.push(Session {
             id: session["sessionId"].as_str().unwrap_or_default().to_owned(),
             call: LoadCall { target, rtp },
@@ -200,6 +212,11 @@ async fn create_sessions(
         if (i + 1) % 100 == 0 && !QUIET.load(Ordering::Relaxed) {
             output::line(&format!("  {} of {} sessions created", i + 1, args.calls));
         }
+    }
+    if args.fleet && !QUIET.load(Ordering::Relaxed) {
+        output::line(&format!(
+            "fleet        calls per node (mpUri): {per_node:?}"
+        ));
     }
     Ok((sessions, fingerprint))
 }
