@@ -35,12 +35,6 @@ use crate::worker::{NetSide, WorkerCommand, WorkerSession};
 /// Outbound queue of a session served by a built-in bot (echo, record, play, tone): 1 s.
 pub const BUILT_IN_BOT_OUTBOUND_FRAMES: usize = 50;
 
-/// Distinct tick phases of the 20 ms period (2 ms apart). Sessions on one phase are served in one worker wake-up,
-/// and their packets in one wake-up of the network thread: with a phase per session every tick was two context
-/// switches (measured with `mediaproc load`: the wake-ups were most of the network thread's CPU). A session waits for
-/// the others of its slot on its worker — at 100 echo calls on 2 workers, 5 × ≈ 150 µs.
-pub const TICK_PHASE_SLOTS: u64 = 10;
-const TICK_PHASE_STEP_US: u64 = 20_000 / TICK_PHASE_SLOTS;
 /// Events queued for a bot before it drains them; when full, new events are dropped and counted.
 pub const BOT_EVENT_CAPACITY: usize = 256;
 /// Commands queued for a worker (add/remove session).
@@ -454,8 +448,8 @@ impl Engine {
         // latency a session sees is its own processing time, not a whole batch's — on a grid of
         // `TICK_PHASE_SLOTS` phases, so that sessions in one slot share a worker wake-up and the network thread's.
         let n = self.sessions_started.fetch_add(1, Ordering::Relaxed);
-        let slot = (n * 12_361) % 20_000 / TICK_PHASE_STEP_US;
-        let tick_phase = Duration::from_micros(slot * TICK_PHASE_STEP_US);
+        let slot = (n * 12_361) % 20_000 / crate::phase::TICK_PHASE_STEP_US;
+        let tick_phase = Duration::from_micros(slot * crate::phase::TICK_PHASE_STEP_US);
         let unmixed = plan
             .spec
             .audio

@@ -38,6 +38,7 @@ pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod metrics;
+pub mod phase;
 pub mod request;
 pub mod session;
 pub mod webrtc;

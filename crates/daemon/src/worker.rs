@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::health::{LoadMonitor, LocalHistogram};
+use crate::phase;
 use crate::session::{BotEvent, Dropped, FrameSignal, LiveSession, SessionState};
 
 /// Longest sleep of a worker, so receive rings and control events are drained promptly between ticks.
@@ -194,6 +195,8 @@ pub struct WorkerSession {
     /// The send hand-off (a packet queued at the tick → handed to the socket), counted by the network side, as it
     /// was at the last publish.
     sent_wait_published: LocalHistogram,
+    /// When the tick phase is next looked at (see `phase`).
+    next_alignment: Duration,
 }
 
 /// Where a frame waits inside the daemon, per session (plain counts: the worker owns them).
@@ -341,6 +344,8 @@ struct Counters {
     echo_frames: u64,
     /// QUIC packets whose payload type is not their flow's declared one.
     ignored_payload_type: u64,
+    /// Times the ticks moved to just after the peer's arrivals (see `phase`).
+    phase_shifts: u64,
 }
 
 impl WorkerSession {
@@ -378,6 +383,7 @@ impl WorkerSession {
             latency: HandOffs::default(),
             latency_published: HandOffs::default(),
             sent_wait_published: LocalHistogram::default(),
+            next_alignment: phase::INTERVAL,
         }
     }
 
@@ -849,6 +855,7 @@ impl WorkerSession {
             "ticks": stats.ticks,
             "lateTicks": stats.late_ticks,
             "skippedTicks": stats.skipped_ticks,
+            "tickPhaseShifts": c.phase_shifts,
             "packetsReceived": stats.packets_received,
             "packetsIgnored": stats.packets_ignored + c.ignored_payload_type,
             "encoder": encoder_json(&self.media),
@@ -926,6 +933,38 @@ pub fn dtmf_digit(event: u8) -> char {
     }
 }
 
+/// Moves the ticks of the sessions at `indices` to just after their peers' arrivals (see `phase`), keeping each
+/// of the engine's phase slots under its share of the worker's sessions (so aligned calls do not pile onto one
+/// wake-up).
+fn align_tick_phases(sessions: &mut [WorkerSession], indices: &[usize], now: Duration) {
+    const SLOTS: i64 = phase::TICK_PHASE_SLOTS as i64;
+    let slot_of = |deadline: Duration| {
+        (deadline.as_micros() as i64 % 20_000 / phase::STEP_US).rem_euclid(SLOTS)
+    };
+    let mut occupancy = [0usize; phase::TICK_PHASE_SLOTS as usize];
+    for s in sessions.iter() {
+        occupancy[slot_of(s.media.poll_timeout()) as usize] += 1;
+    }
+    let cap = (2 * sessions.len()).div_ceil(SLOTS as usize).max(8);
+    for &i in indices {
+        let session = &mut sessions[i];
+        session.next_alignment = now + phase::INTERVAL;
+        let Some(slack) = session.media.tick_slack_us() else {
+            continue;
+        };
+        let current = slot_of(session.media.poll_timeout());
+        let target = |shift: i64| (current + shift / phase::STEP_US).rem_euclid(SLOTS) as usize;
+        let choice = phase::earlier_shift_us(slack, |shift| occupancy[target(shift)] >= cap);
+        if let Some(shift) = choice {
+            if session.media.shift_tick_phase(shift, now) {
+                occupancy[current as usize] -= 1;
+                occupancy[target(shift)] += 1;
+                session.counters.phase_shifts += 1;
+            }
+        }
+    }
+}
+
 /// The worker thread's body.
 pub fn run(
     index: usize,
@@ -981,7 +1020,10 @@ pub fn run(
             }
         }
         let woke = origin.elapsed();
-        for session in &mut sessions {
+        // Sessions whose arrivals were counted long enough to move their ticks (a few per pass; the rest next time).
+        let mut aligning = [0usize; 4];
+        let mut n_aligning = 0;
+        for (i, session) in sessions.iter_mut().enumerate() {
             // One wake-up per session deadline: a session that is not due and has no packet waiting costs three
             // loads here, not a pass through its control events, rings and clock (a pass per session per wake-up
             // made the loop quadratic in the sessions a worker holds).
@@ -1002,6 +1044,13 @@ pub fn run(
                 session.net.quic.waker.wake();
             }
             session.publish(now, &load);
+            if n_aligning < aligning.len() && now >= session.next_alignment {
+                aligning[n_aligning] = i;
+                n_aligning += 1;
+            }
+        }
+        if n_aligning > 0 {
+            align_tick_phases(&mut sessions, &aligning[..n_aligning], origin.elapsed());
         }
         let done = origin.elapsed();
         busy += done.saturating_sub(woke);

@@ -674,6 +674,19 @@ impl JitterBuffer {
         Some(last_tick_before + FRAME_US)
     }
 
+    /// How long after the latest arrivals (the held on-time envelope plus [`SLACK_MARGIN_US`]) the tick that plays
+    /// them comes, µs (0..20 ms): time every frame waits for nothing, which no playout action removes (they move the
+    /// timeline, not the ticks) but moving the ticks earlier does. `None` before the first packet or without tick
+    /// times ([`JitterBuffer::pop_at`]).
+    pub fn tick_slack_us(&self) -> Option<i64> {
+        if self.transit_len == 0 {
+            return None;
+        }
+        let tick = i64::try_from(self.tick_at?.as_micros()).unwrap_or(i64::MAX / 2);
+        let e = self.peak_us.max(self.envelope_us) + SLACK_MARGIN_US;
+        Some((tick - e).rem_euclid(FRAME_US))
+    }
+
     /// The on-time envelope: the largest transit (arrival minus media time, µs) of the last [`TRANSIT_WINDOW`]
     /// packets; `None` before the first.
     pub fn envelope_us(&self) -> Option<i64> {

@@ -161,6 +161,30 @@ impl SendPacer {
         deadline(self.start, self.next_index)
     }
 
+    /// Moves every later deadline by `by_us` µs (negative: earlier), at most half a frame either way; the RTP
+    /// timestamps do not change (one packet goes out that much sooner or later). Returns false, changing nothing,
+    /// if the next deadline would come before `not_before`.
+    pub fn shift(&mut self, by_us: i64, not_before: Duration) -> bool {
+        let half = FRAME_DURATION.as_micros() as i64 / 2;
+        if by_us.abs() > half {
+            return false;
+        }
+        let magnitude = Duration::from_micros(by_us.unsigned_abs());
+        let start = if by_us >= 0 {
+            self.start + magnitude
+        } else {
+            match self.start.checked_sub(magnitude) {
+                Some(start) => start,
+                None => return false,
+            }
+        };
+        if deadline(start, self.next_index) < not_before {
+            return false;
+        }
+        self.start = start;
+        true
+    }
+
     /// Index of the next packet on the media timeline.
     pub fn next_index(&self) -> u64 {
         self.next_index

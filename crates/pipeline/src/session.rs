@@ -704,6 +704,27 @@ impl MediaSession {
         self.pacer.next_deadline()
     }
 
+    /// Moves the session's tick phase by `by_us` µs (at most half a frame either way; negative: earlier), between
+    /// two ticks: a driver that sees where in the period a peer's packets arrive puts the ticks just after them, so
+    /// a frame waits for its tick a few ms instead of up to a frame. One outgoing packet leaves that much sooner or
+    /// later (RTP timestamps are unchanged); the jitter buffer's phase-aware target follows the new tick times.
+    /// Returns false, changing nothing, inside a tick (between its receive and send halves), for a larger shift, or
+    /// if the next tick would fall before `now`.
+    pub fn shift_tick_phase(&mut self, by_us: i64, now: Duration) -> bool {
+        !self.send_pending && self.pacer.shift(by_us, now)
+    }
+
+    /// The smallest [`JitterBuffer::tick_slack_us`] of the streams playing: how much earlier the ticks could come
+    /// with every stream's latest arrivals still in time. `None` while no stream has started (or left its first
+    /// seconds, whose statistics rest on few packets).
+    pub fn tick_slack_us(&self) -> Option<i64> {
+        self.streams
+            .iter()
+            .filter(|s| s.source_id.is_some() && !s.jitter.starting())
+            .filter_map(|s| s.jitter.tick_slack_us())
+            .min()
+    }
+
     fn push_event(&mut self, e: Event) {
         if self.events.len() == EVENTS_CAPACITY {
             self.events.pop_front();
