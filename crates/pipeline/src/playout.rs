@@ -95,6 +95,28 @@ const FRAME_US: i64 = 20_000;
 /// libopus conceals in steps of 2.5 ms.
 const CONCEAL_STEP_MS: u32 = 5; // in half milliseconds
 
+/// Conceals `n` samples (rounded up to libopus's 2.5 ms steps; nothing if `n` is 0) at the start of `dst`, a frame
+/// at a time; returns the samples written.
+fn conceal_run<D: FrameDecoder + ?Sized>(
+    dec: &mut D,
+    dst: &mut [i16],
+    n: usize,
+    spf: usize,
+    hz: u32,
+) -> (usize, Result<()>) {
+    let step = ((hz * CONCEAL_STEP_MS / 2000) as usize).max(1);
+    let total = (n.div_ceil(step) * step).min(dst.len());
+    let mut done = 0;
+    while done < total {
+        let k = (total - done).min(spf);
+        if let Err(e) = dec.conceal(&mut dst[done..done + k]) {
+            return (done, Err(e));
+        }
+        done += k;
+    }
+    (done, Ok(()))
+}
+
 /// What the engine did at a tick (the last operation, for tests and benches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -377,9 +399,18 @@ impl PlayoutEngine {
                 }
             }
             Playout::Fec { next_payload } => {
+                // The burst goes on: the held frame's unplayed part is concealed before this frame's FEC (dropping
+                // it would move the timeline forward by up to a frame in the middle of speech).
                 self.held = 0;
-                let dst = &mut self.buf[start..start + spf];
-                (Operation::Normal, dec.decode_fec(next_payload, dst), spf)
+                let (pre, ok) = conceal_run(dec, &mut self.buf[start..], complete, spf, hz);
+                self.concealed += pre as u64;
+                let dst = &mut self.buf[start + pre..start + pre + spf];
+                let r = if ok.is_ok() {
+                    dec.decode_fec(next_payload, dst)
+                } else {
+                    ok
+                };
+                (Operation::Normal, r, pre + spf)
             }
             Playout::Conceal => {
                 let dst = &mut self.buf[start..start + spf];
@@ -407,7 +438,11 @@ impl PlayoutEngine {
                     } else {
                         self.held = 0;
                     }
-                    (Operation::Expand, dec.conceal(&mut dst[..n]), n)
+                    // A held frame that turned out lost, with the burst going on: its unplayed part first.
+                    let (pre, ok) = conceal_run(dec, &mut self.buf[start..], complete, spf, hz);
+                    let dst = &mut self.buf[start + pre..start + pre + n];
+                    let r = if ok.is_ok() { dec.conceal(dst) } else { ok };
+                    (Operation::Expand, r, pre + n)
                 }
             }
             Playout::Silence => {
@@ -420,9 +455,8 @@ impl PlayoutEngine {
         let mut op = op;
         if r.is_err() {
             out.decode_errors += 1;
-            let dst = &mut self.buf[start..start + n];
-            if dec.conceal(dst).is_err() {
-                dst.fill(0);
+            if conceal_run(dec, &mut self.buf[start..], n, spf, hz).1.is_err() {
+                self.buf[start..start + n].fill(0);
             }
             op = Operation::Expand;
         }
