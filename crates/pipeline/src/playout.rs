@@ -455,7 +455,10 @@ impl PlayoutEngine {
         let mut op = op;
         if r.is_err() {
             out.decode_errors += 1;
-            if conceal_run(dec, &mut self.buf[start..], n, spf, hz).1.is_err() {
+            if conceal_run(dec, &mut self.buf[start..], n, spf, hz)
+                .1
+                .is_err()
+            {
                 self.buf[start..start + n].fill(0);
             }
             op = Operation::Expand;
