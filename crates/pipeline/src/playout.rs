@@ -48,7 +48,9 @@
 //!   frame turns out lost (the jitter buffer moves past it when a later one arrives first — at a level of a frame
 //!   or two most losses look like an underrun at their tick), the shortfall concealment stood in for a whole frame:
 //!   the engine fills the rest of it from the next packet's in-band FEC (the frame's unplayed end; concealment if
-//!   more than a frame is missing) before that packet, so the timeline does not jump back within speech.
+//!   more than a frame is missing) before that packet, so the timeline does not jump back within speech. If the burst
+//!   goes on (the next frame is lost too, so the jitter buffer hands out FEC or concealment rather than a packet),
+//!   the rest is concealed before it: dropping it moved the timeline forward by up to a frame at each such burst.
 //! * **Merge**: the first decoded audio after concealment is aligned to a periodic continuation of the concealment
 //!   and cross-faded into it ([`tsm::merge`]).
 //! * **Comfort noise**: DTX gaps, pauses and re-buffering play [`ComfortNoise`] at the last background level.
