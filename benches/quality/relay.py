@@ -107,8 +107,14 @@ class _Leg:
         self.stats = LegStats()
 
     def decide(self, now: float, t0: float | None) -> tuple[bool, float]:
-        if not self.per_slot or t0 is None:
+        if not self.per_slot:
             return self.model.next()
+        if t0 is None:
+            # An echo that sends before the sender started (mediaproc's session plays comfort noise from its
+            # creation): pass it on untouched and draw nothing, so the slot stream stays aligned with the sender's
+            # start on every path (drawing here shifted mediaproc's return-leg losses by ~0.5 s against the
+            # GStreamer echo's, onto other speech).
+            return False, 0.0
         slot = max(0, int((now - t0) / 0.020))
         while self.slots_drawn <= slot:
             self.slot_cache[self.slots_drawn] = self.model.next()

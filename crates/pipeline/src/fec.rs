@@ -8,6 +8,12 @@
 //! setting follows the smoothed loss, clamped to [`FEC_MIN_EXPECTED_PERCENT`]..=[`FEC_MAX_EXPECTED_PERCENT`] and
 //! changed only when it moves by [`FEC_EXPECTED_STEP_PERCENT`] or more.
 //!
+//! Until the first report arrives (the first RTCP receiver report comes a second or more into the call, and a far
+//! end may send none at all) the loss of the session's own inbound streams stands in for it
+//! ([`FecController::observe_local_loss`], once per [`LOCAL_LOSS_WINDOW_TICKS`]): a path that loses packets one way
+//! usually loses them the other way too, and the first bursts of a lossy call otherwise reach the far end without
+//! FEC. On a clean path the inbound loss is zero and FEC stays off; the first report replaces the stand-in.
+//!
 //! [`EncoderOverrides`] (bitrate, complexity, FEC `auto|on|off`, DTX) apply at session start and at run time;
 //! `FecMode::On` keeps FEC on with at least [`FEC_MIN_EXPECTED_PERCENT`] expected loss (more if the far end reports
 //! more), `FecMode::Off` keeps it off whatever is reported. Nothing here allocates.
@@ -24,6 +30,8 @@ pub const FEC_MIN_EXPECTED_PERCENT: u8 = 2;
 pub const FEC_MAX_EXPECTED_PERCENT: u8 = 30;
 /// The expected-loss setting changes only by at least this much (percent).
 pub const FEC_EXPECTED_STEP_PERCENT: u8 = 2;
+/// Ticks (20 ms) between two looks at the inbound loss while no report has come (1 s, like RTCP's reports).
+pub const LOCAL_LOSS_WINDOW_TICKS: u32 = 50;
 /// Weight of a new report in the smoothed loss.
 const REPORT_WEIGHT: f32 = 0.5;
 
@@ -58,6 +66,10 @@ pub struct FecController {
     mode: FecMode,
     /// Smoothed reported loss (percent), if any report came.
     loss: Option<f32>,
+    /// The inbound loss (percent, smoothed like the reports) standing in while no report came, and the counters
+    /// (lost, received) at the last look.
+    local: Option<f32>,
+    local_seen: (u64, u64),
     on: bool,
     expected: u8,
 }
@@ -68,6 +80,8 @@ impl FecController {
         let mut c = Self {
             mode,
             loss: None,
+            local: None,
+            local_seen: (0, 0),
             on: false,
             expected: 0,
         };
@@ -101,8 +115,30 @@ impl FecController {
         self.update();
     }
 
+    /// The session's inbound streams' cumulative `lost` and `received` counts (call once per
+    /// [`LOCAL_LOSS_WINDOW_TICKS`]): their loss since the last call stands in for the far end's report until one
+    /// arrives. Returns true if the settings may have changed.
+    pub fn observe_local_loss(&mut self, lost: u64, received: u64) -> bool {
+        let (l0, r0) = self.local_seen;
+        self.local_seen = (lost, received);
+        if self.loss.is_some() {
+            return false;
+        }
+        let (dl, dr) = (lost.saturating_sub(l0), received.saturating_sub(r0));
+        if dl + dr == 0 {
+            return false;
+        }
+        let pct = dl as f32 * 100.0 / (dl + dr) as f32;
+        self.local = Some(match self.local {
+            None => pct,
+            Some(old) => old + (pct - old) * REPORT_WEIGHT,
+        });
+        self.update();
+        true
+    }
+
     fn update(&mut self) {
-        let loss = self.loss.unwrap_or(0.0);
+        let loss = self.loss.or(self.local).unwrap_or(0.0);
         let target = (loss.round() as i32).clamp(
             i32::from(FEC_MIN_EXPECTED_PERCENT),
             i32::from(FEC_MAX_EXPECTED_PERCENT),
@@ -142,6 +178,32 @@ mod tests {
 
     fn pct(p: f32) -> u8 {
         (p * 256.0 / 100.0).round() as u8
+    }
+
+    #[test]
+    fn inbound_loss_stands_in_until_the_first_report() {
+        let base = EncoderSettings::default();
+        let mut c = FecController::new(FecMode::Auto);
+        // A clean inbound second: off.
+        assert!(c.observe_local_loss(0, 50));
+        assert!(!c.apply(base).inband_fec);
+        // 5 of 50 lost in the next second: on at about that loss.
+        c.observe_local_loss(5, 95);
+        let s = c.apply(base);
+        assert!(
+            s.inband_fec && (4..=6).contains(&s.expected_loss_percent),
+            "{s:?}"
+        );
+        // The far end reports a clean path: the report wins, and later inbound loss no longer counts.
+        c.report_fraction_lost(0);
+        c.report_fraction_lost(0);
+        assert!(!c.apply(base).inband_fec);
+        assert!(!c.observe_local_loss(50, 100));
+        assert!(!c.apply(base).inband_fec);
+        // Forced off stays off whatever comes in.
+        let mut off = FecController::new(FecMode::Off);
+        off.observe_local_loss(10, 40);
+        assert!(!off.apply(base).inband_fec);
     }
 
     #[test]

@@ -48,7 +48,9 @@
 //!   frame turns out lost (the jitter buffer moves past it when a later one arrives first — at a level of a frame
 //!   or two most losses look like an underrun at their tick), the shortfall concealment stood in for a whole frame:
 //!   the engine fills the rest of it from the next packet's in-band FEC (the frame's unplayed end; concealment if
-//!   more than a frame is missing) before that packet, so the timeline does not jump back within speech.
+//!   more than a frame is missing) before that packet, so the timeline does not jump back within speech. If the burst
+//!   goes on (the next frame is lost too, so the jitter buffer hands out FEC or concealment rather than a packet),
+//!   the rest is concealed before it: dropping it moved the timeline forward by up to a frame at each such burst.
 //! * **Merge**: the first decoded audio after concealment is aligned to a periodic continuation of the concealment
 //!   and cross-faded into it ([`tsm::merge`]).
 //! * **Comfort noise**: DTX gaps, pauses and re-buffering play [`ComfortNoise`] at the last background level.
@@ -94,6 +96,28 @@ pub const LOSS_MARGIN_TICKS: u32 = 250;
 const FRAME_US: i64 = 20_000;
 /// libopus conceals in steps of 2.5 ms.
 const CONCEAL_STEP_MS: u32 = 5; // in half milliseconds
+
+/// Conceals `n` samples (rounded up to libopus's 2.5 ms steps; nothing if `n` is 0) at the start of `dst`, a frame
+/// at a time; returns the samples written.
+fn conceal_run<D: FrameDecoder + ?Sized>(
+    dec: &mut D,
+    dst: &mut [i16],
+    n: usize,
+    spf: usize,
+    hz: u32,
+) -> (usize, Result<()>) {
+    let step = ((hz * CONCEAL_STEP_MS / 2000) as usize).max(1);
+    let total = (n.div_ceil(step) * step).min(dst.len());
+    let mut done = 0;
+    while done < total {
+        let k = (total - done).min(spf);
+        if let Err(e) = dec.conceal(&mut dst[done..done + k]) {
+            return (done, Err(e));
+        }
+        done += k;
+    }
+    (done, Ok(()))
+}
 
 /// What the engine did at a tick (the last operation, for tests and benches).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,9 +401,18 @@ impl PlayoutEngine {
                 }
             }
             Playout::Fec { next_payload } => {
+                // The burst goes on: the held frame's unplayed part is concealed before this frame's FEC (dropping
+                // it would move the timeline forward by up to a frame in the middle of speech).
                 self.held = 0;
-                let dst = &mut self.buf[start..start + spf];
-                (Operation::Normal, dec.decode_fec(next_payload, dst), spf)
+                let (pre, ok) = conceal_run(dec, &mut self.buf[start..], complete, spf, hz);
+                self.concealed += pre as u64;
+                let dst = &mut self.buf[start + pre..start + pre + spf];
+                let r = if ok.is_ok() {
+                    dec.decode_fec(next_payload, dst)
+                } else {
+                    ok
+                };
+                (Operation::Normal, r, pre + spf)
             }
             Playout::Conceal => {
                 let dst = &mut self.buf[start..start + spf];
@@ -407,7 +440,11 @@ impl PlayoutEngine {
                     } else {
                         self.held = 0;
                     }
-                    (Operation::Expand, dec.conceal(&mut dst[..n]), n)
+                    // A held frame that turned out lost, with the burst going on: its unplayed part first.
+                    let (pre, ok) = conceal_run(dec, &mut self.buf[start..], complete, spf, hz);
+                    let dst = &mut self.buf[start + pre..start + pre + n];
+                    let r = if ok.is_ok() { dec.conceal(dst) } else { ok };
+                    (Operation::Expand, r, pre + n)
                 }
             }
             Playout::Silence => {
@@ -420,9 +457,11 @@ impl PlayoutEngine {
         let mut op = op;
         if r.is_err() {
             out.decode_errors += 1;
-            let dst = &mut self.buf[start..start + n];
-            if dec.conceal(dst).is_err() {
-                dst.fill(0);
+            if conceal_run(dec, &mut self.buf[start..], n, spf, hz)
+                .1
+                .is_err()
+            {
+                self.buf[start..start + n].fill(0);
             }
             op = Operation::Expand;
         }

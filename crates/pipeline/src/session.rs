@@ -453,6 +453,8 @@ pub struct MediaSession {
     delivering: bool,
     stats: SessionStats,
     fec: FecController,
+    /// Ticks until the next look at the inbound loss for the FEC controller.
+    local_loss_ticks: u32,
     /// The encoder settings apart from FEC (configuration plus overrides).
     encoder_base: EncoderSettings,
 }
@@ -537,6 +539,7 @@ impl MediaSession {
             delivering: false,
             stats: SessionStats::default(),
             fec,
+            local_loss_ticks: crate::fec::LOCAL_LOSS_WINDOW_TICKS,
             encoder_base: cfg.encoder,
             cfg,
         };
@@ -824,6 +827,20 @@ impl MediaSession {
         let deadline = self.pacer.next_deadline();
         self.stats.ticks += 1;
         self.receive_tick(deadline);
+        self.local_loss_ticks -= 1;
+        if self.local_loss_ticks == 0 {
+            // Once a second: the inbound loss stands in for the far end's report until one comes.
+            self.local_loss_ticks = crate::fec::LOCAL_LOSS_WINDOW_TICKS;
+            let (mut lost, mut received) = (0, 0);
+            for s in self.streams.iter().filter(|s| s.source_id.is_some()) {
+                let j = s.jitter.stats();
+                lost += j.lost;
+                received += j.received;
+            }
+            if self.fec.observe_local_loss(lost, received) {
+                self.apply_encoder();
+            }
+        }
         self.send_pending = true;
         true
     }

@@ -367,7 +367,28 @@ fn diag_replay_harness_trace() {
         transit_trace: Some(transit),
         ..NetConfig::default()
     };
-    let src = source(false, 0.0);
+    // With PLAYOUT_SPEECH=source.wav (16 kHz mono 16-bit, the harness's `--keep` copy) the replay plays that speech
+    // and PLAYOUT_OUT=out.wav gets what the bot heard (score it with `python3 -m benches.quality.score`).
+    let src = match std::env::var_os("PLAYOUT_SPEECH") {
+        Some(wav) => {
+            let bytes = std::fs::read(wav).unwrap();
+            let data = bytes.windows(4).position(|w| w == b"data").unwrap() + 8;
+            let pcm: Vec<i16> = bytes[data..]
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            Source::from_pcm(
+                SampleRate::HZ_16000,
+                pcm,
+                EncoderSettings {
+                    inband_fec: true,
+                    expected_loss_percent: 5,
+                    ..EncoderSettings::default()
+                },
+            )
+        }
+        None => source(false, 0.0),
+    };
     let secs = (transit.len() / 50) as u64;
     let (session, trace) = run(&src, net, 1, Duration::from_secs(secs), true);
     let s = session.stream_stats(7).unwrap();
@@ -391,4 +412,50 @@ fn diag_replay_harness_trace() {
         })
         .collect();
     println!("time-scale ops (s since the bot's first frame: +inserted/-removed ms): {steps:?}");
+    // Every tick where the stream lost, rebuilt, concealed, underran, merged or was late: what concealment did.
+    let events: Vec<String> = trace
+        .stats
+        .windows(2)
+        .enumerate()
+        .filter_map(|(i, w)| {
+            let d = |f: fn(&JitterStats) -> u64| f(&w[1]) - f(&w[0]);
+            let ev = [
+                ("lost", d(|s| s.lost)),
+                ("fec", d(|s| s.fec_recovered)),
+                ("under", d(|s| s.underruns)),
+                ("late", d(|s| s.late)),
+                ("concms", d(|s| s.concealed_ms)),
+                ("merge", d(|s| s.merges)),
+                ("accms", d(|s| s.accelerated_ms)),
+                ("decms", d(|s| s.decelerated_ms)),
+            ];
+            let ev: Vec<String> = ev
+                .iter()
+                .filter(|e| e.1 > 0)
+                .map(|e| format!("{}{}", e.0, e.1))
+                .collect();
+            (!ev.is_empty()).then(|| format!("{:.2}s:{}", (i + 1) as f64 * 0.02, ev.join("/")))
+        })
+        .collect();
+    println!("events: {events:?}");
+    if let Some(out) = std::env::var_os("PLAYOUT_OUT") {
+        let mut w = Vec::with_capacity(44 + 2 * trace.audio.len());
+        let n = (2 * trace.audio.len()) as u32;
+        w.extend_from_slice(b"RIFF");
+        w.extend_from_slice(&(36 + n).to_le_bytes());
+        w.extend_from_slice(b"WAVEfmt ");
+        w.extend_from_slice(&16u32.to_le_bytes());
+        w.extend_from_slice(&1u16.to_le_bytes());
+        w.extend_from_slice(&1u16.to_le_bytes());
+        w.extend_from_slice(&16_000u32.to_le_bytes());
+        w.extend_from_slice(&32_000u32.to_le_bytes());
+        w.extend_from_slice(&2u16.to_le_bytes());
+        w.extend_from_slice(&16u16.to_le_bytes());
+        w.extend_from_slice(b"data");
+        w.extend_from_slice(&n.to_le_bytes());
+        for s in &trace.audio {
+            w.extend_from_slice(&s.to_le_bytes());
+        }
+        std::fs::write(out, w).unwrap();
+    }
 }

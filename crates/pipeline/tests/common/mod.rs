@@ -141,7 +141,6 @@ impl Source {
         settings: EncoderSettings,
         noise_rms: f64,
     ) -> Self {
-        let spf = rate.samples_per_frame();
         let mut rng = Rng::new(99);
         let pcm: Vec<i16> = speech_like(rate.hz(), seconds * rate.hz() as usize)
             .into_iter()
@@ -150,6 +149,12 @@ impl Source {
                     .clamp(-32768.0, 32767.0) as i16
             })
             .collect();
+        Self::from_pcm(rate, pcm, settings)
+    }
+
+    /// Packets of `pcm` encoded with `settings` (a recorded signal, e.g. the quality harness's speech).
+    pub fn from_pcm(rate: SampleRate, pcm: Vec<i16>, settings: EncoderSettings) -> Self {
+        let spf = rate.samples_per_frame();
         let mut enc = OpusEncoder::new(rate, settings).unwrap();
         let mut buf = [0u8; MAX_PAYLOAD];
         let packets = pcm
