@@ -386,6 +386,20 @@ fn fleet(redis: &Redis, capacities: &[usize]) -> Vec<Node> {
         .collect()
 }
 
+/// A Redis, three nodes of capacity 50 registered, and 30 sessions created round-robin through them.
+async fn three_nodes_with_30_sessions(
+    binary: std::path::PathBuf,
+) -> (Redis, Vec<Node>, Vec<Session>) {
+    let redis = Redis::start(binary);
+    let nodes = fleet(&redis, &[50, 50, 50]);
+    wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
+    let mut sessions = Vec::new();
+    for i in 0..30 {
+        sessions.push(create(&nodes[i % 3].api).await.unwrap());
+    }
+    (redis, nodes, sessions)
+}
+
 fn ids(nodes: &[Node]) -> Vec<&str> {
     nodes.iter().map(|n| n.id.as_str()).collect()
 }
@@ -490,13 +504,7 @@ async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
 async fn a_drained_node_gets_nothing_keeps_its_calls_exits_when_empty_and_undrain_restores_it() {
     let Some(binary) = redis_server() else { return };
     let _serial = SERIAL.lock().await;
-    let redis = Redis::start(binary);
-    let mut nodes = fleet(&redis, &[50, 50, 50]);
-    wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
-    let mut sessions = Vec::new();
-    for i in 0..30 {
-        sessions.push(create(&nodes[i % 3].api).await.unwrap());
-    }
+    let (_redis, mut nodes, mut sessions) = three_nodes_with_30_sessions(binary).await;
     let drained = nodes[2].id.clone();
     let mine: Vec<Session> = sessions
         .iter()
@@ -593,13 +601,7 @@ async fn a_killed_node_leaves_placement_within_5_s_and_only_its_sessions_are_los
     // (and a drain's deadline ends the calls left, which are then ended, not lost)
     let Some(binary) = redis_server() else { return };
     let _serial = SERIAL.lock().await;
-    let redis = Redis::start(binary);
-    let mut nodes = fleet(&redis, &[50, 50, 50]);
-    wait_for_nodes(&nodes[0].api, &ids(&nodes), Duration::from_secs(10)).await;
-    let mut sessions = Vec::new();
-    for i in 0..30 {
-        sessions.push(create(&nodes[i % 3].api).await.unwrap());
-    }
+    let (_redis, mut nodes, mut sessions) = three_nodes_with_30_sessions(binary).await;
     let killed = nodes[1].id.clone();
     nodes[1].signal("-KILL");
     nodes[1].wait_exit(Duration::from_secs(5));
