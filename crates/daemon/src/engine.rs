@@ -734,14 +734,15 @@ impl Engine {
         true
     }
 
-    /// Refuses new sessions, ends every session and stops the workers (graceful shutdown).
-    pub async fn shutdown(&self) {
+    /// Refuses new sessions, ends every session (their bots' `stop` says `reason`) and stops the workers (graceful
+    /// shutdown).
+    pub async fn shutdown(&self, reason: &'static str) {
         self.draining.store(true, Ordering::Relaxed);
         // Flag them all first, so the workers end them in one pass rather than one confirmation at a time.
         let ids: Vec<Uuid> = {
             let sessions = self.lock_sessions();
             for held in sessions.values() {
-                held.entry.live.request_end();
+                held.entry.live.request_end_because(reason);
             }
             sessions.keys().copied().collect()
         };

@@ -225,6 +225,13 @@ impl RunningDaemon {
     /// Graceful shutdown: refuse new sessions, end every session (bots get `stop`, recordings are finalised),
     /// stop the workers and the API; a fleet node deregisters.
     pub async fn shutdown(self) {
+        self.shutdown_because("the media processor is shutting down")
+            .await;
+    }
+
+    /// [`RunningDaemon::shutdown`], with the reason the bots' `stop` gives for the calls it ends (say, a drain's
+    /// deadline).
+    pub async fn shutdown_because(self, reason: &'static str) {
         let ended: Vec<String> = match &self.state.fleet {
             Some(_) => self
                 .state
@@ -235,7 +242,7 @@ impl RunningDaemon {
                 .collect(),
             None => Vec::new(),
         };
-        self.state.engine.shutdown().await;
+        self.state.engine.shutdown(reason).await;
         self.stop_http.send_replace(true);
         if let Some(heartbeat) = self.heartbeat {
             let _ = heartbeat.await;

@@ -286,6 +286,8 @@ pub struct LiveSession {
     /// A WebSocket bot is connected now.
     pub bot_connected: AtomicBool,
     end_requested: AtomicBool,
+    /// Why the session ends, for the bot's `stop` (set once, by the first asker that gives a reason).
+    end_reason: std::sync::OnceLock<&'static str>,
     ended: watch::Sender<bool>,
 }
 
@@ -304,6 +306,7 @@ impl LiveSession {
             recording_files: AtomicU64::new(0),
             bot_connected: AtomicBool::new(false),
             end_requested: AtomicBool::new(false),
+            end_reason: std::sync::OnceLock::new(),
             ended: watch::channel(false).0,
         }
     }
@@ -365,6 +368,17 @@ impl LiveSession {
     /// Asks the worker to end the session on its next pass (a flag, so no full queue can lose the request).
     pub fn request_end(&self) {
         self.end_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks for the end as [`LiveSession::request_end`] does, saying why (the bot's `stop` carries it).
+    pub fn request_end_because(&self, reason: &'static str) {
+        let _ = self.end_reason.set(reason);
+        self.request_end();
+    }
+
+    /// Why the session ends: the reason the first asker gave, else "session ended".
+    pub fn end_reason(&self) -> &'static str {
+        self.end_reason.get().copied().unwrap_or("session ended")
     }
 
     /// True once the end was asked for.
@@ -464,6 +478,16 @@ impl LiveSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_reason_given_for_the_end_is_the_one_the_bot_hears() {
+        let live = LiveSession::new(None, Arc::new(DropCounters::default()));
+        assert_eq!(live.end_reason(), "session ended");
+        live.request_end_because("the node's drain deadline passed");
+        live.request_end_because("the media processor is shutting down");
+        assert!(live.end_requested());
+        assert_eq!(live.end_reason(), "the node's drain deadline passed");
+    }
 
     #[test]
     fn drops_count_in_the_session_and_daemon_wide_and_notices_stay_bounded() {

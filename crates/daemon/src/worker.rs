@@ -909,7 +909,7 @@ impl WorkerSession {
         let udp = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
         self.count_net_drops(&quic, udp.as_ref());
         let _ = self.events.try_send(BotEvent::Stop {
-            reason: "session ended".to_owned(),
+            reason: self.live.end_reason().to_owned(),
         });
         self.live.mark_ended();
     }

@@ -84,20 +84,22 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
             output::line(&format!("fleet node    {node}"));
         }
         let drain_on_sigterm = config_is_fleet;
+        // What the bots of the calls still running hear in their `stop`.
+        let mut reason = "the media processor is shutting down";
         tokio::select! {
             () = shutdown_signal() => {
                 if drain_on_sigterm {
                     daemon.drain(drain_deadline);
                     tokio::select! {
-                        left = daemon.drained() => log_drained(left),
+                        left = daemon.drained() => reason = log_drained(left),
                         () = shutdown_signal() => tracing::info!("second signal: ending the calls now"),
                     }
                 }
             }
-            left = daemon.drained() => log_drained(left),
+            left = daemon.drained() => reason = log_drained(left),
         }
         tracing::info!("shutting down: ending calls");
-        daemon.shutdown().await;
+        daemon.shutdown_because(reason).await;
         Ok(())
     })
 }
@@ -125,9 +127,11 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn log_drained(left: usize) {
+/// Logs a completed drain; returns the `stop` reason for the calls it left.
+fn log_drained(left: usize) -> &'static str {
     // The drain itself said why (the last call ended, or the deadline with how many were left).
     tracing::info!(calls_left = left, "drain complete: exiting");
+    "the node's drain deadline passed"
 }
 
 /// `serve`'s fleet flags (they override `[fleet]` in the file).
