@@ -870,7 +870,8 @@ fn histogram_json(counts: &[u64; crate::health::BUCKETS], max_us: u64) -> Value 
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = crate::metrics::render(&state.engine, &state.http);
+    let fleet = state.fleet.as_ref().map(|f| &f.counters);
+    let text = crate::metrics::render(&state.engine, &state.http, fleet);
     (
         [(
             header::CONTENT_TYPE,

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::Engine;
+use crate::fleet::FleetCounters;
 use crate::health::HealthStatus;
 use crate::session::Dropped;
 use crate::worker::STREAM_FIELDS;
@@ -69,9 +70,55 @@ impl Out {
     }
 }
 
-/// Renders the daemon's metrics.
-pub fn render(engine: &Engine, http: &HttpCounters) -> String {
+/// Renders the daemon's metrics (and a fleet node's placement counters).
+pub fn render(engine: &Engine, http: &HttpCounters, fleet: Option<&FleetCounters>) -> String {
     let mut out = Out(String::with_capacity(4096));
+    if let Some(f) = fleet {
+        for (name, help, value) in [
+            (
+                "mediaproc_fleet_placed_here_total",
+                "Sessions the registry placed on this node.",
+                &f.placed_here,
+            ),
+            (
+                "mediaproc_fleet_placed_remote_total",
+                "Sessions this node placed on another node.",
+                &f.placed_remote,
+            ),
+            (
+                "mediaproc_fleet_placed_local_unreachable_total",
+                "Sessions created here because the registry was unreachable (when_unreachable = local).",
+                &f.placed_local_unreachable,
+            ),
+            (
+                "mediaproc_fleet_refused_total",
+                "Creations refused: no node with headroom, or the registry unreachable (when_unreachable = refuse).",
+                &f.refused,
+            ),
+            (
+                "mediaproc_fleet_reservations_refused_total",
+                "Reservations the registry's script refused (full, draining, gone): races lost to other placers.",
+                &f.reservations_refused,
+            ),
+            (
+                "mediaproc_fleet_remote_failures_total",
+                "Node-to-node creations that failed (the next candidate was tried).",
+                &f.remote_failures,
+            ),
+            (
+                "mediaproc_fleet_heartbeat_failures_total",
+                "Heartbeats that failed.",
+                &f.heartbeat_failures,
+            ),
+            (
+                "mediaproc_fleet_forwarded_total",
+                "Requests forwarded to the node holding the session.",
+                &f.forwarded,
+            ),
+        ] {
+            out.counter(name, help, value.load(Ordering::Relaxed));
+        }
+    }
     let load = engine.load();
     out.gauge(
         "mediaproc_sessions",

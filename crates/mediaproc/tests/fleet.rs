@@ -455,6 +455,28 @@ async fn a_burst_of_300_creations_spreads_by_capacity_share_and_audio_flows() {
             node.id
         );
     }
+    // Every placement is counted in `/metrics`: here, or on another node.
+    let mut placed = 0;
+    for node in &nodes {
+        let text = client()
+            .get(format!("{}/metrics", node.api))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in [
+            "mediaproc_fleet_placed_here_total",
+            "mediaproc_fleet_placed_remote_total",
+        ] {
+            placed += text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", node.id));
+        }
+    }
+    assert_eq!(placed, 300, "placements counted in /metrics");
     // The registry agrees: active (and reserved) within capacity.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     for node in nodes_seen(&nodes[0].api).await {
