@@ -1020,7 +1020,7 @@ pub fn run(
             }
         }
         let woke = origin.elapsed();
-        // Sessions whose arrivals were counted long enough to move their ticks (a few per pass; the rest next time).
+        // Sessions whose tick phase is due to be looked at (a few per pass; the rest on the next one).
         let mut aligning = [0usize; 4];
         let mut n_aligning = 0;
         for (i, session) in sessions.iter_mut().enumerate() {
