@@ -28,6 +28,8 @@ pub const KEEP_US: i64 = 1_000;
 pub const MIN_GAIN_US: i64 = 4_000;
 /// How often a session's slack is looked at (arrivals drift against the ticks, ≈ 10 ms a minute at 150 ppm).
 pub const INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a session without a trusted slack yet (no stream, or its first seconds) is looked at again.
+pub const RETRY: Duration = Duration::from_millis(500);
 
 /// The move of the ticks (µs, negative: earlier; a multiple of [`STEP_US`], at most half a frame) that takes
 /// `slack_us` of the wait off but [`KEEP_US`], the largest whose target slot is not `crowded` (the argument is the

@@ -856,6 +856,8 @@ impl WorkerSession {
             "lateTicks": stats.late_ticks,
             "skippedTicks": stats.skipped_ticks,
             "tickPhaseShifts": c.phase_shifts,
+            // Wait from the latest on-time arrivals (plus the jitter buffer's margin) to the tick that plays them.
+            "tickSlackMs": self.media.tick_slack_us().map(|us| us as f64 / 1000.0),
             "packetsReceived": stats.packets_received,
             "packetsIgnored": stats.packets_ignored + c.ignored_payload_type,
             "encoder": encoder_json(&self.media),
@@ -938,8 +940,9 @@ pub fn dtmf_digit(event: u8) -> char {
 /// wake-up).
 fn align_tick_phases(sessions: &mut [WorkerSession], indices: &[usize], now: Duration) {
     const SLOTS: i64 = phase::TICK_PHASE_SLOTS as i64;
+    const FRAME_US: i64 = mediaproc_pipeline::FRAME_DURATION.as_micros() as i64;
     let slot_of = |deadline: Duration| {
-        (deadline.as_micros() as i64 % 20_000 / phase::STEP_US).rem_euclid(SLOTS)
+        (deadline.as_micros() as i64 % FRAME_US / phase::STEP_US).rem_euclid(SLOTS)
     };
     let mut occupancy = [0usize; phase::TICK_PHASE_SLOTS as usize];
     for s in sessions.iter() {
@@ -948,10 +951,13 @@ fn align_tick_phases(sessions: &mut [WorkerSession], indices: &[usize], now: Dur
     let cap = (2 * sessions.len()).div_ceil(SLOTS as usize).max(8);
     for &i in indices {
         let session = &mut sessions[i];
-        session.next_alignment = now + phase::INTERVAL;
+        // A stream whose statistics are not trusted yet (its first seconds) is looked at again soon: the first
+        // move is the one a call's round trip waits for.
         let Some(slack) = session.media.tick_slack_us() else {
+            session.next_alignment = now + phase::RETRY;
             continue;
         };
+        session.next_alignment = now + phase::INTERVAL;
         let current = slot_of(session.media.poll_timeout());
         let target = |shift: i64| (current + shift / phase::STEP_US).rem_euclid(SLOTS) as usize;
         let choice = phase::earlier_shift_us(slack, |shift| occupancy[target(shift)] >= cap);

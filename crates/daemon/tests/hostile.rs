@@ -64,10 +64,6 @@ async fn healthz(daemon: &RunningDaemon) -> (u16, Duration) {
     (status, elapsed)
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    metric_value(text, name).unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
-}
-
 /// A healthy session: an echo bot and an edge attached to it.
 async fn healthy_echo(daemon: &RunningDaemon) -> Edge {
     let session = create_session(daemon, json!({"bot": "echo"})).await;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const PAGE_SCRIPT: &str = include_str!("webrtc_page.js");
+const LOOPBACK_SCRIPT: &str = include_str!("webrtc_loopback.js");
 /// Seconds of echo the browser records.
 const RECORD_SECONDS: u32 = 6;
 /// Time the jitter buffers (the daemon's and the browser's) get to settle before the recording starts.
@@ -278,7 +279,33 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         let edge = connect_edge(&daemon, &quic_session).await.unwrap();
         talk_and_listen(&edge, &quic_packets, Duration::from_millis(600)).await
     };
-    let (page_result, quic_received) = tokio::join!(evaluate(devtools, &page, &script), quic);
+    // MEDIAPROC_WEBRTC_TRACE=1 prints the session's playout figures every 300 ms while the page runs.
+    let trace = async {
+        if std::env::var_os("MEDIAPROC_WEBRTC_TRACE").is_none() {
+            return;
+        }
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let st = session_stats(&daemon, &session).await;
+            let w = &st["stats"]["webrtc"]["stream"];
+            println!(
+                "trace: tick slack {} ms, shifts {}; target {} playout {} envelope {} wait {} ms; accelerated {} \
+                 decelerated {} ms, underruns {}, late {}",
+                st["stats"]["tickSlackMs"],
+                st["stats"]["tickPhaseShifts"],
+                w["targetDelayMs"],
+                w["playoutDelayMs"],
+                w["envelopeDelayMs"],
+                w["packetWaitMs"],
+                w["acceleratedMs"],
+                w["deceleratedMs"],
+                w["underruns"],
+                w["late"],
+            );
+        }
+    };
+    let (page_result, quic_received, ()) =
+        tokio::join!(evaluate(devtools, &page, &script), quic, trace);
     let result: Value = serde_json::from_str(&page_result).unwrap();
     assert!(result["error"].is_null(), "{}", result["error"]);
     let sent = samples(&result["sent"]);
@@ -325,8 +352,11 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         started.elapsed().as_secs_f64(),
     );
     println!(
-        "daemon: webrtc {} peer {}",
-        stats["stats"]["webrtc"], stats["webrtc"]
+        "daemon: tick phase shifts {}, tick slack {} ms, webrtc {} peer {}",
+        stats["stats"]["tickPhaseShifts"],
+        stats["stats"]["tickSlackMs"],
+        stats["stats"]["webrtc"],
+        stats["webrtc"]
     );
     // As the QUIC echo test: within 80 % of what two Opus generations alone leave of the signal.
     assert!(
@@ -396,6 +426,30 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let after = session_stats(&daemon, &session).await;
     assert!(after["webrtc"].is_null(), "{after}");
     assert_ne!(after["state"], "ended", "{after}");
+
+    // The browser's own floor, in the same browser and run: its one-way delay between two of its own peer
+    // connections (capture, Opus framing, NetEQ, playout). The echo's round trip minus this is the daemon's share.
+    let loopback = LOOPBACK_SCRIPT
+        .replace("__SECONDS__", &RECORD_SECONDS.to_string())
+        .replace("__WARMUP_MS__", &WARMUP_MS.to_string());
+    let floor: Value = serde_json::from_str(&evaluate(devtools, &page, &loopback).await).unwrap();
+    assert!(floor["error"].is_null(), "{}", floor["error"]);
+    let floor_lags = window_lags(
+        &samples(&floor["sent"]),
+        &samples(&floor["received"]),
+        16_000,
+    );
+    assert!(
+        floor_lags.len() >= 4,
+        "too few windows with speech: {floor_lags:?}"
+    );
+    let floor_p50 = median(floor_lags.iter().map(|(_, l)| *l as f64 / 16.0).collect());
+    println!(
+        "browser alone (one peer connection to another in the page): one-way p50 {floor_p50:.1} ms, browser jitter \
+         buffer {} ms; the echo's round trip through the daemon {p50_lag:.1} ms, of which the daemon's share {:.1} ms",
+        floor["jitterBufferDelayMs"],
+        p50_lag - floor_p50
+    );
     daemon.shutdown().await;
 }
 
@@ -457,10 +511,6 @@ async fn post_offer_as(
         .get("location")
         .map(|v| v.to_str().unwrap().to_owned());
     (status, response.text().await.unwrap(), location)
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    metric_value(text, name).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,7 @@ pub mod error;
 pub mod histogram;
 pub mod ring;
 pub mod rtcp;
+pub mod rxtime;
 pub mod server;
 pub mod stats;
 pub mod tls;

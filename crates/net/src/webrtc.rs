@@ -10,7 +10,8 @@
 //! (sequence number, timestamp, SSRC, marker and payload kept; the payload type mapped to the session's) into the
 //! same kind of receive ring as the RTP/UDP edge's, and each packet the worker queues is handed to str0m with its
 //! own sequence number and timestamp. The session's jitter buffer therefore sees the browser's real sequence
-//! numbers and arrival times (loss, reordering and FEC work as on the other edges), and the pipeline's Opus
+//! numbers and arrival times — the kernel's receive stamps ([`crate::rxtime`]), so a delay of this task on a busy
+//! machine does not look like network jitter — (loss, reordering and FEC work as on the other edges), and the pipeline's Opus
 //! packets go out unchanged; str0m's frame API would have re-timed both. str0m does the RTCP (receiver and sender
 //! reports, NACK) itself; its statistics (round trip, the peer's loss report) are copied into the session's
 //! [`SessionStats`], so the encoder's adaptive FEC follows the browser's loss reports as it follows an RTP/UDP
@@ -36,6 +37,7 @@ use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 
@@ -44,6 +46,7 @@ use crate::ring::{
     MAX_PACKET_LEN, PacketConsumer, PacketProducer, RX_RING_CAPACITY, TX_RING_CAPACITY, packet_ring,
 };
 use crate::rtcp::StreamRtcp;
+use crate::rxtime;
 use crate::server::{TX_POLL_INTERVAL, TxWaker};
 use crate::stats::{SessionStats, add, inc};
 use crate::udp::UdpSession;
@@ -307,6 +310,7 @@ impl WebRtcPeer {
             rtcp: StreamRtcp::new(48_000),
             next_seq: None,
             out: vec![0u8; MAX_PACKET_LEN].into_boxed_slice(),
+            arrived: now,
         };
         let task = tokio::spawn(driver.run(
             notify.clone(),
@@ -433,6 +437,7 @@ fn bind_in_range(config: &WebRtcConfig) -> Result<UdpSocket, NetError> {
             continue;
         };
         std_sock.set_nonblocking(true)?;
+        rxtime::enable(&std_sock)?;
         return UdpSocket::from_std(std_sock).map_err(NetError::Io);
     }
     Err(NetError::NoPort {
@@ -460,6 +465,8 @@ struct Driver {
     /// Extended sequence number of the next packet we send (str0m wants the rollover counter).
     next_seq: Option<u64>,
     out: Box<[u8]>,
+    /// When the datagram being handled reached the host (its kernel stamp).
+    arrived: Instant,
 }
 
 /// Why the task stops.
@@ -477,6 +484,7 @@ impl Driver {
         connect_timeout: Duration,
     ) {
         let mut inbuf = vec![0u8; DATAGRAM_BUFFER].into_boxed_slice();
+        let mut cmsg = [0u8; rxtime::CMSG_SPACE];
         let mut poll = tokio::time::interval(tx_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut woken = pin!(wake.notified());
@@ -492,9 +500,13 @@ impl Driver {
             };
             let connected = self.info.state() == PeerState::Connected;
             tokio::select! {
-                r = self.sock.recv_from(&mut inbuf) => {
-                    let Ok((n, source)) = r else { continue };
-                    self.on_datagram(&inbuf[..n], source);
+                r = self.sock.readable() => {
+                    if r.is_err() { continue }
+                    // One datagram per pass: the top of the loop drains str0m's events for it before the next.
+                    let sock = &self.sock;
+                    let read = sock.try_io(Interest::READABLE, || rxtime::recv_stamped(sock, &mut inbuf, &mut cmsg));
+                    let Ok((n, source, arrived)) = read else { continue };
+                    self.on_datagram(&inbuf[..n], source, arrived);
                 }
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(timeout)) => {
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
@@ -621,12 +633,16 @@ impl Driver {
         Ok(())
     }
 
-    fn on_datagram(&mut self, data: &[u8], source: SocketAddr) {
+    /// A datagram that reached the host at `arrived` (its kernel stamp; see [`rxtime`]).
+    fn on_datagram(&mut self, data: &[u8], source: SocketAddr, arrived: Instant) {
         let Ok(contents) = data.try_into() else {
             inc(&self.stats.rx_malformed);
             self.info.rejected.fetch_add(1, Relaxed);
             return;
         };
+        // str0m's clock moves forward only, so it gets the time of the read; the jitter buffer gets the stamp (the
+        // packet's event comes out of this datagram's drain, at the top of the loop).
+        self.arrived = arrived;
         let input = Input::Receive(
             Instant::now(),
             Receive {
@@ -666,7 +682,11 @@ impl Driver {
             inc(&self.stats.rx_malformed);
             return;
         };
-        let now = self.origin.elapsed().as_nanos() as u64;
+        // The time the datagram reached the host, as the jitter buffer needs it.
+        let now = self
+            .arrived
+            .saturating_duration_since(self.origin)
+            .as_nanos() as u64;
         if let Ok(parsed) = RtpPacket::parse(&self.out[..len]) {
             self.rtcp.on_received(&parsed, now, &self.stats);
         }

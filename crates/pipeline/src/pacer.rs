@@ -64,7 +64,9 @@ pub struct SendPacer {
     encoder: OpusEncoder,
     g711: G711Encoder,
     codec: Codec,
+    /// Deadline of packet `anchor_index` (the first, or the next one at the last [`SendPacer::shift`]).
     start: Duration,
+    anchor_index: u64,
     next_index: u64,
     ssrc: u32,
     payload_type: u8,
@@ -104,6 +106,7 @@ impl SendPacer {
             g711: G711Encoder::new(Codec::Pcmu, rate)?,
             codec: Codec::Opus,
             start,
+            anchor_index: 0,
             next_index: 0,
             ssrc,
             payload_type,
@@ -158,7 +161,7 @@ impl SendPacer {
 
     /// When the next packet is due.
     pub fn next_deadline(&self) -> Duration {
-        deadline(self.start, self.next_index)
+        deadline(self.start, self.next_index - self.anchor_index)
     }
 
     /// Moves every later deadline by `by_us` µs (negative: earlier), at most half a frame either way; the RTP
@@ -170,18 +173,22 @@ impl SendPacer {
             return false;
         }
         let magnitude = Duration::from_micros(by_us.unsigned_abs());
-        let start = if by_us >= 0 {
-            self.start + magnitude
+        // Re-anchored on the next packet: a start near the clock's origin (a session created in a daemon's first
+        // milliseconds) could not move earlier than zero, though its next deadline can.
+        let next = self.next_deadline();
+        let moved = if by_us >= 0 {
+            next + magnitude
         } else {
-            match self.start.checked_sub(magnitude) {
-                Some(start) => start,
+            match next.checked_sub(magnitude) {
+                Some(moved) => moved,
                 None => return false,
             }
         };
-        if deadline(start, self.next_index) < not_before {
+        if moved < not_before {
             return false;
         }
-        self.start = start;
+        self.start = moved;
+        self.anchor_index = self.next_index;
         true
     }
 
@@ -318,6 +325,36 @@ pub fn deadline(start: Duration, index: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pacer_started_near_the_clock_origin_still_moves_earlier() {
+        let ms = Duration::from_millis;
+        let mut p = SendPacer::new(
+            ms(4),
+            SampleRate::HZ_16000,
+            EncoderSettings::default(),
+            1,
+            111,
+            0,
+            0,
+        )
+        .unwrap();
+        for _ in 0..3 {
+            p.produce(None).unwrap();
+        }
+        assert_eq!(p.next_deadline(), ms(64));
+        assert!(
+            !p.shift(-10_000, ms(55)),
+            "the next deadline may not fall before `not_before`"
+        );
+        assert!(p.shift(-10_000, ms(50)));
+        assert_eq!(p.next_deadline(), ms(54));
+        p.produce(None).unwrap();
+        assert_eq!(p.next_deadline(), ms(74));
+        assert!(p.shift(4_000, ms(60)));
+        assert_eq!(p.next_deadline(), ms(78));
+        assert!(!p.shift(-12_000, ms(0)), "at most half a frame");
+    }
 
     #[test]
     fn pacing_silence_underruns_and_status() {

@@ -383,3 +383,9 @@ pub fn metric_value(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// The value of the series `name` in a `/metrics` text; a missing series fails the test (the daemon exports every
+/// counter from its start, so absence is a bug, not a zero).
+pub fn metric(text: &str, name: &str) -> u64 {
+    metric_value(text, name).unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
+}
