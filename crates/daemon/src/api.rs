@@ -842,6 +842,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Json<Value> {
         "status": load.status(),
         "sessions": state.engine.session_count(),
         "workers": loads.len(),
+        "workerPriority": state.engine.media_priority(),
         "workerLoad": loads,
         "lateTicks": load.late_ticks().iter().sum::<u64>(),
         "tickLateness": histogram_json(&lateness, lateness_max),

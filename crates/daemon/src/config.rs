@@ -112,6 +112,10 @@ pub struct Config {
     /// A media worker sleeps this many µs past its earliest session deadline, so the sessions due meanwhile share one
     /// wake-up (each tick late by at most this): less CPU (−14 % at 2000 with 50 echo calls), a little latency.
     pub worker_wake_coalesce_us: u64,
+    /// Scheduling priority of the media workers (and, at most `high`, of the network threads): `realtime`
+    /// (`SCHED_FIFO`), `high` (nice -10, the default) or `normal`; see [`crate::priority`]. Refused rights fall back
+    /// with one warning at start.
+    pub media_priority: crate::priority::MediaPriority,
     /// Address the WebRTC edge's peer sockets bind (`0.0.0.0` for every interface).
     pub webrtc_bind: IpAddr,
     /// Addresses the WebRTC edge offers as ICE host candidates; empty = `webrtc_bind` (required when that is
@@ -237,6 +241,7 @@ impl Default for Config {
             quic_socket_buffer_bytes: server::SOCKET_BUFFER,
             rtp_rebind_packets: mediaproc_net::udp::REBIND_PACKETS,
             worker_wake_coalesce_us: 0,
+            media_priority: crate::priority::MediaPriority::default(),
             webrtc_bind: IpAddr::from([127, 0, 0, 1]),
             webrtc_candidates: Vec::new(),
             webrtc_port_min: 0,
@@ -568,6 +573,12 @@ mod tests {
         assert!(!parsed.recording_rotate);
         assert_eq!(parsed.http_max_connections, 64);
         assert!(Config::from_toml("recording_max_bytez = 1").is_err());
+        use crate::priority::MediaPriority;
+        assert_eq!(Config::default().media_priority, MediaPriority::High);
+        let rt = Config::from_toml("media_priority = \"realtime\"").unwrap();
+        assert_eq!(rt.media_priority, MediaPriority::Realtime);
+        let err = Config::from_toml("media_priority = \"urgent\"").unwrap_err();
+        assert!(err.to_string().contains("media_priority"), "{err}");
     }
 
     #[test]

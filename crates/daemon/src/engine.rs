@@ -127,6 +127,8 @@ pub struct Engine {
     fingerprint: String,
     origin: Instant,
     config: Config,
+    /// The scheduling priority the media workers got (see [`crate::priority`]), as `/healthz` reports it.
+    media_priority: String,
     bot_limits: bots::BotLimits,
     load: Arc<LoadMonitor>,
     sessions: Mutex<HashMap<Uuid, Held>>,
@@ -183,13 +185,20 @@ impl Engine {
         let coalesce = Duration::from_micros(config.worker_wake_coalesce_us);
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
+        let wanted = config.media_priority;
+        let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(count);
         for index in 0..count {
             let (tx, rx) = std::sync::mpsc::sync_channel(WORKER_COMMAND_CAPACITY);
             let load = load.clone();
             let waker = server.tx_waker();
+            let applied_tx = applied_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
-                .spawn(move || crate::worker::run(index, origin, rx, load, waker, coalesce))
+                .spawn(move || {
+                    let _ = applied_tx.send(crate::priority::apply_to_current_thread(wanted, true));
+                    drop(applied_tx);
+                    crate::worker::run(index, origin, rx, load, waker, coalesce)
+                })
                 .map_err(|source| DaemonError::Io {
                     context: "cannot start a media worker".into(),
                     source,
@@ -197,6 +206,19 @@ impl Engine {
             workers.push(tx);
             threads.push(thread);
         }
+        drop(applied_tx);
+        // Every worker asks for the same and has the same rights: the first answer speaks for all.
+        let media_priority = applied_rx.recv().map_or_else(
+            |_| "unknown".to_owned(),
+            |applied| {
+                if applied.was_refused() {
+                    tracing::warn!("media workers: priority {applied}");
+                } else {
+                    tracing::info!("media workers: priority {applied}");
+                }
+                applied.to_string()
+            },
+        );
         Ok(Engine {
             server,
             workers,
@@ -207,6 +229,7 @@ impl Engine {
             fingerprint,
             origin,
             config: config.clone(),
+            media_priority,
             bot_limits: bots::BotLimits::from_config(config),
             load,
             sessions: Mutex::new(HashMap::new()),
@@ -248,6 +271,11 @@ impl Engine {
     /// Worker load.
     pub fn load(&self) -> &LoadMonitor {
         &self.load
+    }
+
+    /// The scheduling priority the media workers got, e.g. "high (nice -10)".
+    pub fn media_priority(&self) -> &str {
+        &self.media_priority
     }
 
     /// True once shutdown or a drain began (new sessions are refused).

@@ -39,6 +39,7 @@ pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod phase;
+pub mod priority;
 pub mod request;
 pub mod session;
 pub mod webrtc;

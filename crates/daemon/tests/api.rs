@@ -224,6 +224,57 @@ async fn sessions_are_listed_shown_and_deleted() {
     daemon.shutdown().await;
 }
 
+/// `(scheduling policy, nice)` of this process's threads named `media-worker-*`, from `/proc`.
+fn media_worker_scheduling() -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("media-worker-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+        // Fields after the command's closing parenthesis start at field 3 (state): nice is 19, policy 41.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        out.push((fields[38].parse().unwrap(), fields[16].parse().unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_workers_run_at_the_priority_healthz_reports() {
+    let _serial = serial().await;
+    let dir = temp_dir("api-priority");
+    let config = mediaproc_daemon::Config {
+        media_priority: mediaproc_daemon::priority::MediaPriority::Realtime,
+        workers: 2,
+        ..test_config(&dir)
+    };
+    let daemon = mediaproc_daemon::start(config).await.unwrap();
+    let health: Value = http()
+        .get(format!("http://{}/healthz", daemon.api_addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reported = health["workerPriority"].as_str().unwrap().to_owned();
+    let threads = media_worker_scheduling();
+    println!("workerPriority {reported:?}, media workers (policy, nice): {threads:?}");
+    assert_eq!(threads.len(), 2, "{threads:?}");
+    for (policy, nice) in threads {
+        if reported.starts_with("realtime") {
+            assert_eq!(policy, 1, "SCHED_FIFO: {reported}");
+        } else if reported.starts_with("high") {
+            assert_eq!((policy, nice), (0, -10), "{reported}");
+        } else {
+            assert!(reported.contains("refused"), "{reported}");
+            assert_eq!(policy, 0, "{reported}");
+        }
+    }
+    daemon.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_turns_overloaded_under_load_and_new_sessions_get_503() {
     let _serial = serial().await;

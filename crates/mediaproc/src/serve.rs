@@ -54,9 +54,14 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
     // Once, on one line: what the media endpoint will hold at most. (An RTP/UDP edge bound to a non-loopback
     // address is reported by the network layer itself, once per process, when the first one binds.)
     tracing::info!("media limits: {}", config.media_limits_line());
+    // The network threads (the edges, and also the HTTP API) at the media priority, but never a real-time class.
+    let priority = config.media_priority;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mediaproc-net")
+        .on_thread_start(move || {
+            let _ = mediaproc_daemon::priority::apply_to_current_thread(priority, false);
+        })
         .build()
         .map_err(|err| Failure::invalid(format!("cannot start the runtime: {err}")))?;
     let config_is_fleet = config.fleet.redis.is_some();
