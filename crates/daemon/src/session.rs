@@ -33,13 +33,36 @@ pub struct BotPort {
 
 /// "A tick's frame is in the inbound ring": the worker raises it without a lock (an atomic flag and an atomic
 /// waker), the WebSocket bridge awaits it instead of polling. Ticks raised while nobody waits collapse into one.
+///
+/// The other way, "the bot's answer is queued": the bridge calls [`FrameSignal::answered`], which unparks the
+/// session's worker so the tick's send half goes out now rather than at the end of its answer window.
 #[derive(Debug, Default)]
 pub struct FrameSignal {
     raised: AtomicBool,
     waker: futures_util::task::AtomicWaker,
+    answer: AtomicBool,
+    worker: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl FrameSignal {
+    /// Bot side: audio was queued in the outbound ring; wakes the session's worker (if it has registered).
+    pub fn answered(&self) {
+        self.answer.store(true, Ordering::Release);
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
+    }
+
+    /// Worker side: the thread to wake when the bot answers (the first caller's; a session stays on its worker).
+    pub fn register_worker(&self) {
+        let _ = self.worker.set(std::thread::current());
+    }
+
+    /// Worker side: true once after each [`FrameSignal::answered`].
+    pub fn take_answer(&self) -> bool {
+        self.answer.swap(false, Ordering::AcqRel)
+    }
+
     /// Raises the signal and wakes the task waiting for it, if any.
     pub fn raise(&self) {
         self.raised.store(true, Ordering::Release);

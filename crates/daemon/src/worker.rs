@@ -177,12 +177,12 @@ pub struct WorkerSession {
     /// A bot outside the worker that answers frame by frame (WebSocket bridge, in-process bot): raised when the
     /// tick's frame is in the inbound ring.
     bridge: Option<Arc<FrameSignal>>,
-    /// With a bridge: when the pending tick's send half may run, and whether it must then. The send half runs half a
-    /// tick after the deadline if the bot's answer is there by then (it goes out 10 ms sooner than after the next
-    /// tick), else at the next tick's deadline, where it ran before: the answer never waits longer than without the
-    /// early look. An early send never follows a bot frame sent less than a tick before (after a late answer the
-    /// session stays on the later phase while the bot talks), so the bot's audio is never paced out faster than
-    /// real time.
+    /// With a bridge: when the pending tick's send half may run, and whether it must then. The send half runs as soon
+    /// as the bot's answer is queued (the bridge unparks the worker), if that is within half a tick of the deadline,
+    /// else at the next tick's deadline, where it ran before: the answer never waits longer than without the early
+    /// look. A bot frame never follows the bot's previous one by less than [`BRIDGE_MIN_SPACING`] (after a late
+    /// answer the session comes back to the early phase 2 ms a tick), so the bot's audio is never paced out much
+    /// faster than real time.
     send_at: Option<(Duration, bool)>,
     /// When the last send half ran and whether it carried a frame of the bot's.
     last_send: Option<(Duration, bool)>,
@@ -208,8 +208,12 @@ struct HandOffs {
     tick_to_bot: LocalHistogram,
 }
 
-/// How long after a tick's deadline a bridge's bot has to answer for the answer to go out at once.
+/// How long after a tick's deadline a bridge's bot has to answer for the answer to go out in the same tick.
 const BRIDGE_ANSWER_WINDOW: Duration = Duration::from_millis(10);
+/// Closest spacing of two of a bridge's bot frames on the wire: a frame less 2 ms, so a session whose sends fell
+/// behind the bot's answers comes back by 2 ms a tick (the far end sees packets 2 ms early) and the bot's audio is
+/// never paced out much faster than real time.
+const BRIDGE_MIN_SPACING: Duration = Duration::from_millis(18);
 
 /// The network layer's cumulative counters as last counted, so each publish adds only the delta and the
 /// daemon-wide totals keep what ended sessions dropped.
@@ -392,6 +396,11 @@ impl WorkerSession {
     pub fn with_bridge(mut self, bridge: Option<Arc<FrameSignal>>) -> Self {
         self.bridge = bridge;
         self
+    }
+
+    /// True once after the bot's bridge queued audio while a send half waits for it.
+    fn answer_arrived(&self) -> bool {
+        self.send_at.is_some() && self.bridge.as_ref().is_some_and(|b| b.take_answer())
     }
 
     /// When this session next needs the worker: its next tick, or the pending send half.
@@ -605,20 +614,30 @@ impl WorkerSession {
         let mut sent = (false, false);
         loop {
             match self.send_at {
-                Some((at, _)) if now < at => break,
-                // Half a tick on and no answer yet (or the bot's last frame went less than a tick ago): look again
-                // at the next tick's deadline, and send then.
-                Some((at, false))
-                    if self.media.bot_frames_queued() == 0
-                        || self.last_send.is_some_and(|(sent, bot)| {
-                            bot && now.saturating_sub(sent) < 2 * BRIDGE_ANSWER_WINDOW
-                        }) =>
-                {
-                    self.send_at = Some((at + BRIDGE_ANSWER_WINDOW, true));
-                    continue;
+                Some((at, must)) => {
+                    if self.media.bot_frames_queued() > 0 {
+                        // The bot's answer is there (the bridge woke the worker for it): it goes now, but never
+                        // sooner than `BRIDGE_MIN_SPACING` after the bot's last frame, so after a late answer the
+                        // session comes back to the bot's early phase 2 ms a tick, not in one jump.
+                        let earliest = self
+                            .last_send
+                            .filter(|&(_, bot)| bot)
+                            .map(|(sent, _)| sent + BRIDGE_MIN_SPACING);
+                        if let Some(earliest) = earliest.filter(|&e| now < e) {
+                            self.send_at = Some((earliest, true));
+                            break;
+                        }
+                        self.send_at = None;
+                    } else if now < at {
+                        break;
+                    } else if !must {
+                        // Half a tick on and no answer yet: look again at the next tick's deadline, and send then.
+                        self.send_at = Some((at + BRIDGE_ANSWER_WINDOW, true));
+                        continue;
+                    } else {
+                        self.send_at = None;
+                    }
                 }
-                // The bot's answer is there (or its time is up): the send half runs now.
-                Some(_) => self.send_at = None,
                 None => {
                     let due = self.media.poll_timeout();
                     if due > now {
@@ -989,6 +1008,9 @@ pub fn run(
             match commands.try_recv() {
                 Ok(WorkerCommand::Add(mut session)) => {
                     session.origin = Some(origin);
+                    if let Some(bridge) = &session.bridge {
+                        bridge.register_worker();
+                    }
                     sessions.push(*session);
                 }
                 Ok(WorkerCommand::Encoder(id, encoder)) => {
@@ -1034,16 +1056,20 @@ pub fn run(
             // loads here, not a pass through its control events, rings and clock (a pass per session per wake-up
             // made the loop quadratic in the sessions a worker holds).
             let due = session.next_deadline();
-            if due > woke && !session.has_packets() {
+            // A bot's answer queued within its window: the send half goes now, not at the window's end.
+            let answer = due > woke && session.answer_arrived();
+            if due > woke && !answer && !session.has_packets() {
                 continue;
             }
             session.handle_net_events();
             session.drain_packets(origin.elapsed());
-            if due > woke {
+            if due > woke && !answer {
                 continue;
             }
             let now = origin.elapsed();
-            load.record_lateness(index, (now - due).as_micros() as u64);
+            if due <= now {
+                load.record_lateness(index, (now - due).as_micros() as u64);
+            }
             let (quic, _) = session.tick(now);
             if quic {
                 // Wakes only the connection this session is attached to.
@@ -1082,7 +1108,8 @@ pub fn run(
             .saturating_sub(origin.elapsed())
             .min(MAX_IDLE);
         if !wait.is_zero() {
-            std::thread::sleep(wait);
+            // A bot's bridge unparks the worker when its answer is queued (`FrameSignal::answered`).
+            std::thread::park_timeout(wait);
         }
     }
 }

@@ -41,7 +41,8 @@ struct Held {
 }
 
 impl Held {
-    /// Moves whole frames (and the marks between them) into the outbound queue while it has room.
+    /// Moves whole frames (and the marks between them) into the outbound queue while it has room; tells the worker
+    /// when it queued any (so an answer within the tick goes out at once).
     fn flush(&mut self, frame_bytes: usize, samples: &mut Vec<i16>, port: &mut BotPort) {
         let mut offset = 0;
         'frames: loop {
@@ -71,6 +72,9 @@ impl Held {
         }
         self.bytes.drain(..offset);
         self.base += offset as u64;
+        if offset > 0 {
+            port.frames.answered();
+        }
     }
 
     /// Places a mark behind everything the bot has sent (a partial frame counts as the frame it starts).
