@@ -177,15 +177,14 @@ pub struct WorkerSession {
     /// A bot outside the worker that answers frame by frame (WebSocket bridge, in-process bot): raised when the
     /// tick's frame is in the inbound ring.
     bridge: Option<Arc<FrameSignal>>,
-    /// With a bridge: when the pending tick's send half may run, and whether it must then. The send half runs as soon
-    /// as the bot's answer is queued (the bridge unparks the worker), if that is within half a tick of the deadline,
-    /// else at the next tick's deadline, where it ran before: the answer never waits longer than without the early
-    /// look. A bot frame never follows the bot's previous one by less than [`BRIDGE_MIN_SPACING`] (after a late
-    /// answer the session comes back to the early phase 2 ms a tick), so the bot's audio is never paced out much
-    /// faster than real time.
+    /// With a bridge: when the pending tick's send half may run, and whether it must then. It runs as soon as the
+    /// bot's answer is queued (the WebSocket bridge unparks the worker; a bot that does not is looked at half a tick
+    /// after the deadline), at the latest at the next tick's deadline, where it ran before: the answer never waits
+    /// longer than without the early look. A single fresh frame goes at once; audio the bot queued ahead goes half a
+    /// tick after the deadline and a frame after the bot's last frame at the earliest, never faster than real time.
     send_at: Option<(Duration, bool)>,
-    /// When the last send half ran and whether it carried a frame of the bot's.
-    last_send: Option<(Duration, bool)>,
+    /// With a bridge: when the last send half carrying a frame of the bot's ran.
+    last_bot_send: Option<Duration>,
     /// The worker's clock origin (set when the worker takes the session): hand-off timestamps.
     origin: Option<Instant>,
     /// Hand-off latencies since the session started, and as they were at its last publish (the difference is added
@@ -210,10 +209,6 @@ struct HandOffs {
 
 /// How long after a tick's deadline a bridge's bot has to answer for the answer to go out in the same tick.
 const BRIDGE_ANSWER_WINDOW: Duration = Duration::from_millis(10);
-/// Closest spacing of two of a bridge's bot frames on the wire: a frame less 2 ms, so a session whose sends fell
-/// behind the bot's answers comes back by 2 ms a tick (the far end sees packets 2 ms early) and the bot's audio is
-/// never paced out much faster than real time.
-const BRIDGE_MIN_SPACING: Duration = Duration::from_millis(18);
 
 /// The network layer's cumulative counters as last counted, so each publish adds only the delta and the
 /// daemon-wide totals keep what ended sessions dropped.
@@ -382,7 +377,7 @@ impl WorkerSession {
             loss_reports_seen: (0, 0),
             bridge: None,
             send_at: None,
-            last_send: None,
+            last_bot_send: None,
             origin: None,
             latency: HandOffs::default(),
             latency_published: HandOffs::default(),
@@ -614,30 +609,29 @@ impl WorkerSession {
         let mut sent = (false, false);
         loop {
             match self.send_at {
-                Some((at, must)) => {
-                    if self.media.bot_frames_queued() > 0 {
-                        // The bot's answer is there (the bridge woke the worker for it): it goes now, but never
-                        // sooner than `BRIDGE_MIN_SPACING` after the bot's last frame, so after a late answer the
-                        // session comes back to the bot's early phase 2 ms a tick, not in one jump.
+                Some((at, must)) => match self.media.bot_frames_queued() {
+                    0 if now < at => break,
+                    0 if !must => {
+                        // Half a tick on and no answer yet: look again at the next tick's deadline, and send then.
+                        self.send_at = Some((at + BRIDGE_ANSWER_WINDOW, true));
+                        continue;
+                    }
+                    // Time is up (the tick goes out without the bot), or a single fresh answer: it goes now (the
+                    // bridge woke the worker for it), whatever the phase of the bot's last frame.
+                    0 | 1 => self.send_at = None,
+                    // Audio the bot queued ahead: half a tick after the deadline and a frame after the bot's last
+                    // frame at the earliest, so it is never paced out faster than real time.
+                    _ => {
                         let earliest = self
-                            .last_send
-                            .filter(|&(_, bot)| bot)
-                            .map(|(sent, _)| sent + BRIDGE_MIN_SPACING);
-                        if let Some(earliest) = earliest.filter(|&e| now < e) {
+                            .last_bot_send
+                            .map_or(at, |sent| at.max(sent + mediaproc_pipeline::FRAME_DURATION));
+                        if now < earliest {
                             self.send_at = Some((earliest, true));
                             break;
                         }
                         self.send_at = None;
-                    } else if now < at {
-                        break;
-                    } else if !must {
-                        // Half a tick on and no answer yet: look again at the next tick's deadline, and send then.
-                        self.send_at = Some((at + BRIDGE_ANSWER_WINDOW, true));
-                        continue;
-                    } else {
-                        self.send_at = None;
                     }
-                }
+                },
                 None => {
                     let due = self.media.poll_timeout();
                     if due > now {
@@ -669,8 +663,8 @@ impl WorkerSession {
                     }
                 }
             }
-            if self.bridge.is_some() {
-                self.last_send = Some((now, self.media.bot_frames_queued() > 0));
+            if self.bridge.is_some() && self.media.bot_frames_queued() > 0 {
+                self.last_bot_send = Some(now);
             }
             self.media.handle_send(now);
             while let Some(output) = self.media.poll_output() {
