@@ -148,7 +148,7 @@ impl RtpUdpSocket {
     }
 
     /// Reads every queued datagram, at most `max` of them, handing each RTP packet and its arrival time to
-    /// `deliver`; returns how many were read. For callers that do not need the buffer in between.
+    /// `deliver`; returns how many it delivered. For callers that do not need the buffer in between.
     pub fn poll_rx(
         &mut self,
         now: Duration,
@@ -156,14 +156,18 @@ impl RtpUdpSocket {
         max: usize,
         mut deliver: impl FnMut(&[u8], Duration),
     ) -> usize {
-        for read in 0..max {
+        let mut delivered = 0;
+        for _ in 0..max {
             match self.recv(now, buf) {
-                RxEvent::Packet { len, arrival } => deliver(&buf[..len], arrival),
+                RxEvent::Packet { len, arrival } => {
+                    deliver(&buf[..len], arrival);
+                    delivered += 1;
+                }
                 RxEvent::Consumed => {}
-                RxEvent::Empty => return read,
+                RxEvent::Empty => break,
             }
         }
-        max
+        delivered
     }
 
     /// Sends one RTP packet (queued by the worker at `queued`, sent at `now`) to the session's remote;
