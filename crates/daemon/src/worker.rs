@@ -127,11 +127,7 @@ impl RenderFlow {
 
 impl NetSide {
     /// `rtp` is the session's RTP/UDP socket, bound on the engine's (= the workers') clock.
-    pub fn new(
-        quic: QuicSession,
-        rtp: Option<RtpUdpSocket>,
-        source_context: Option<Uuid>,
-    ) -> Self {
+    pub fn new(quic: QuicSession, rtp: Option<RtpUdpSocket>, source_context: Option<Uuid>) -> Self {
         NetSide {
             quic,
             udp: rtp.map(|socket| PacketEdge::Socket(Box::new(socket))),

@@ -178,7 +178,8 @@ impl RtpUdpCore {
             inc(&self.stats.rx_malformed);
             return false;
         };
-        if p.payload_type != self.payload_type && !self.extra_payload_types.contains(&p.payload_type)
+        if p.payload_type != self.payload_type
+            && !self.extra_payload_types.contains(&p.payload_type)
         {
             inc(&self.stats.rx_unexpected);
             return false;
@@ -240,12 +241,9 @@ impl RtpUdpCore {
         self.next_rtcp = now + interval;
         let to = self.guard.remote()?;
         let rr_ssrc = 0x4D50_0000 ^ self.rtcp.remote_ssrc();
-        let n = self.rtcp.write_report(
-            now.as_nanos() as u64,
-            self.ntp_at(now),
-            rr_ssrc,
-            out,
-        )?;
+        let n = self
+            .rtcp
+            .write_report(now.as_nanos() as u64, self.ntp_at(now), rr_ssrc, out)?;
         Some((n, to))
     }
 }

@@ -124,7 +124,12 @@ impl RtpUdpSocket {
                         }
                     }
                     let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-                    break (msg.bytes, msg.address.and_then(socket_addr), stamp, truncated);
+                    break (
+                        msg.bytes,
+                        msg.address.and_then(socket_addr),
+                        stamp,
+                        truncated,
+                    );
                 }
                 Err(Errno::EINTR) => continue,
                 // EAGAIN: the queue is empty. Another error on an unconnected UDP socket (none is expected)
@@ -252,9 +257,15 @@ mod tests {
         let ts = |d: Duration| TimeSpec::from(d);
         // 7 ms in the kernel: arrived 7 ms before the read.
         let stamp = ts(wall - Duration::from_millis(7));
-        assert_eq!(arrival_time(now, wall, stamp), now - Duration::from_millis(7));
+        assert_eq!(
+            arrival_time(now, wall, stamp),
+            now - Duration::from_millis(7)
+        );
         // A stamp "after" the read (the wall clock stepped back): arrived now.
-        assert_eq!(arrival_time(now, wall, ts(wall + Duration::from_secs(5))), now);
+        assert_eq!(
+            arrival_time(now, wall, ts(wall + Duration::from_secs(5))),
+            now
+        );
         // The wall clock stepped forward an hour: bounded.
         assert_eq!(
             arrival_time(now, wall, ts(wall - Duration::from_secs(3600))),

@@ -115,7 +115,8 @@ fn symmetric_rtp_with_g711() {
     let pcm = tone(160, 0);
     let mut payload = [0u8; 160];
     g711::ulaw_encode_slice(&pcm, &mut payload);
-    peer.send_to(&packet(0, 1, 160, 0xabc, &payload), to).unwrap();
+    peer.send_to(&packet(0, 1, 160, 0xabc, &payload), to)
+        .unwrap();
     let (got, _) = ep.next_packet();
     let rp = RtpPacket::parse(&got).unwrap();
     let mut decoded = [0i16; 160];
@@ -137,7 +138,8 @@ fn symmetric_rtp_with_g711() {
     assert_eq!(RtpPacket::parse(&buf[..n]).unwrap().sequence, 77);
 
     // Wrong payload type, garbage and RTCP are sorted and counted, never delivered as audio.
-    peer.send_to(&packet(96, 2, 320, 0xabc, b"opus?"), to).unwrap();
+    peer.send_to(&packet(96, 2, 320, 0xabc, b"opus?"), to)
+        .unwrap();
     peer.send_to(&[0x12, 0x34, 0x56], to).unwrap();
     let mut rr = [0u8; 64];
     let n = rtcp::write_receiver_report(0xabc, &[], &mut rr).unwrap();
@@ -176,7 +178,10 @@ fn arrival_is_the_kernels_receive_time_not_the_read() {
         if arrival <= sent + Duration::from_millis(1) {
             break;
         }
-        assert!(Instant::now() < deadline, "the kernel never stamped a datagram");
+        assert!(
+            Instant::now() < deadline,
+            "the kernel never stamped a datagram"
+        );
     }
     let before = ep.now();
     peer.send_to(&packet(0, 1, 160, 0xabc, &[0xff; 160]), to)
@@ -318,7 +323,10 @@ fn rtcp_reports_and_round_trip_time() {
     ep.sock.poll_rtcp(now);
     ep.sock.poll_rtcp(now);
     peer.set_nonblocking(true).unwrap();
-    assert!(peer.recv(&mut buf).is_err(), "a second report within the interval");
+    assert!(
+        peer.recv(&mut buf).is_err(),
+        "a second report within the interval"
+    );
 
     let block = ReportBlock {
         ssrc: 0xdef,
