@@ -520,9 +520,9 @@ impl WorkerSession {
             || matches!(&self.net.udp, Some(PacketEdge::Rings(rings, _)) if !rings.rx.is_empty())
     }
 
-    /// Hands every queued packet to the pipeline with its arrival time; `due`: the session's deadline has come,
-    /// so its RTP/UDP socket is read too.
-    fn drain_packets(&mut self, now: Duration, due: bool) {
+    /// Hands every queued packet to the pipeline with its arrival time; `deadline`: the session's deadline, when it
+    /// has come (its RTP/UDP socket is read then).
+    fn drain_packets(&mut self, now: Duration, deadline: Option<Duration>) {
         while let Some(meta) = self.net.quic.rx.pop(&mut self.packet[..]) {
             let Some(index) = self
                 .net
@@ -536,7 +536,9 @@ impl WorkerSession {
             let flow = self.net.render_flows[index];
             let source = (flow.msi != NO_MSI).then_some(flow.msi);
             let declared = Some((flow.payload_type, flow.clock_khz));
-            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, declared, now) {
+            if let Some(ssrc) =
+                self.deliver(meta, Duration::ZERO, source, declared, now, Duration::ZERO)
+            {
                 self.net.render_flows[index].ssrc = Some(ssrc);
             }
         }
@@ -544,12 +546,12 @@ impl WorkerSession {
         match self.net.udp.take() {
             Some(PacketEdge::Rings(mut rings, offset)) => {
                 while let Some(meta) = rings.rx.pop(&mut self.packet[..]) {
-                    self.deliver_edge_packet(meta, offset, now);
+                    self.deliver_edge_packet(meta, offset, now, Duration::ZERO);
                 }
                 self.net.udp = Some(PacketEdge::Rings(rings, offset));
             }
             Some(PacketEdge::Socket(mut socket)) => {
-                if due {
+                if let Some(deadline) = deadline {
                     for _ in 0..MAX_RX_PER_TICK {
                         match socket.recv(now, &mut self.packet[..]) {
                             RxEvent::Packet { len, arrival } => {
@@ -558,7 +560,9 @@ impl WorkerSession {
                                     time_ns: arrival.as_nanos() as u64,
                                     len,
                                 };
-                                self.deliver_edge_packet(meta, Duration::ZERO, now);
+                                // Until the deadline a packet waits for its tick by design, as a ring edge's
+                                // does in the jitter buffer: only the worker's delay past it is a hand-off wait.
+                                self.deliver_edge_packet(meta, Duration::ZERO, now, deadline);
                             }
                             RxEvent::Consumed => {}
                             RxEvent::Empty => break,
@@ -573,17 +577,24 @@ impl WorkerSession {
 
     /// A packet from the packet edge (RTP/UDP or WebRTC; it has no attach, so the first packet makes the session
     /// active).
-    fn deliver_edge_packet(&mut self, meta: PacketMeta, offset: Duration, now: Duration) {
+    fn deliver_edge_packet(
+        &mut self,
+        meta: PacketMeta,
+        offset: Duration,
+        now: Duration,
+        wait_from: Duration,
+    ) {
         if !self.udp_seen {
             self.udp_seen = true;
             self.live.set_state(SessionState::Active);
         }
-        if let Some(ssrc) = self.deliver(meta, offset, None, None, now) {
+        if let Some(ssrc) = self.deliver(meta, offset, None, None, now, wait_from) {
             self.udp_ssrc = Some(ssrc);
         }
     }
 
-    /// Hands one packet to the pipeline; returns the SSRC of an audio packet it was given.
+    /// Hands one packet to the pipeline; returns the SSRC of an audio packet it was given. Its hand-off wait
+    /// (`packetToWorker`) counts from its arrival or `wait_from`, whichever is later.
     fn deliver(
         &mut self,
         meta: PacketMeta,
@@ -591,6 +602,7 @@ impl WorkerSession {
         source_id: Option<u32>,
         declared: Option<(u8, u32)>,
         now: Duration,
+        wait_from: Duration,
     ) -> Option<u32> {
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
@@ -644,7 +656,7 @@ impl WorkerSession {
             source_id,
         };
         let arrival = Duration::from_nanos(meta.time_ns) + clock_offset;
-        let waited = now.saturating_sub(arrival).as_micros() as u64;
+        let waited = now.saturating_sub(arrival.max(wait_from)).as_micros() as u64;
         self.latency.packet_to_worker.record(waited);
         self.media.handle_packet(arrival, &info, rtp.payload);
         Some(rtp.ssrc)
@@ -1099,7 +1111,7 @@ pub fn run(
                 continue;
             }
             session.handle_net_events();
-            session.drain_packets(origin.elapsed(), due <= woke);
+            session.drain_packets(origin.elapsed(), (due <= woke).then_some(due));
             if due > woke {
                 continue;
             }
