@@ -22,7 +22,7 @@
 //!   session's tick (kernel receive timestamps give the true arrival times) and sends right after it; the
 //!   sans-IO [`RtpUdpCore`] decides and counts, the socket shell only moves datagrams (`udp`, `udp_socket`).
 //! * [`WebRtcPeer`] — the WebRTC edge (WHIP signalling in the daemon): str0m, driven sans-IO by one task per
-//!   peer, ICE-lite host candidates, DTLS-SRTP, Opus; it hands the worker the same rings as the RTP/UDP edge.
+//!   peer, ICE-lite host candidates, DTLS-SRTP, Opus; it hands the worker a pair of packet rings ([`UdpSession`]).
 //! * [`rtcp`] — the sans-IO RTCP bookkeeping both edges share (reports, RTT, overflow-free arithmetic).
 //! * [`ring`] — the bounded lock-free packet rings that connect the shell to session workers: the network
 //!   side never blocks, and on overflow the **oldest** packet is dropped and counted.

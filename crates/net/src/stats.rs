@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::histogram::{LatenessHistogram, LocalHistogram};
 use crate::ring::RingProbe;
 
-/// Live counters of one media session (QUIC) or one RTP/UDP endpoint.
+/// Live counters of one media session (QUIC) or one packet edge (RTP/UDP, WebRTC).
 #[derive(Debug, Default)]
 pub struct SessionStats {
     pub(crate) rx_packets: AtomicU64,
