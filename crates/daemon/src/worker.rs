@@ -763,11 +763,11 @@ impl WorkerSession {
                                 }
                             }
                             Some(PacketEdge::Socket(socket)) => {
-                                // Straight to the socket (a failed send is counted there as `txDropped`).
+                                // Straight to the socket: handed to the edge either way, as a ring push is; a send
+                                // that fails (no remote yet, socket buffer full) is counted there as `txDropped`.
                                 let sent_at = self.origin.map_or(now, |origin| origin.elapsed());
-                                if socket.send(&self.out[..len], now, sent_at) {
-                                    delivered = true;
-                                }
+                                let _ = socket.send(&self.out[..len], now, sent_at);
+                                delivered = true;
                             }
                             None => {}
                         }
