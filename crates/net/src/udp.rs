@@ -66,6 +66,8 @@ pub struct RtpUdpConfig {
     /// Interval of the endpoint's RTCP reports (SR when it sends, RR when it receives), multiplexed on the RTP
     /// port (RFC 5761). `None` (the default) sends none: peers without RTCP multiplexing, such as a plain
     /// `udpsrc ! rtpjitterbuffer` GStreamer pipeline, would take them for RTP. Received RTCP is always used.
+    /// Reports go out when the owner polls for them ([`RtpUdpCore::poll_report`]; the daemon's worker does
+    /// from its once-a-second path, so shorter intervals act as a second there).
     pub rtcp_interval: Option<Duration>,
     /// Symmetric mode: consecutive in-sequence packets (same SSRC, sequence +1) from a new address before the
     /// session moves there (NAT rebinding). Default [`REBIND_PACKETS`]; at least 1.
