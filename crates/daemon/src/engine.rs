@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mediaproc_blob::MediaSessionConfig;
-use mediaproc_net::{MediaServer, RtpUdpConfig, RtpUdpEndpoint, ServerConfig, TlsSource};
+use mediaproc_net::{MediaServer, RtpUdpConfig, RtpUdpSocket, ServerConfig, TlsSource};
 use mediaproc_pipeline::{Codec, EncoderOverrides, MediaSession, SampleRate, SessionConfig};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -82,8 +82,6 @@ pub struct SessionEntry {
 struct Held {
     entry: Arc<SessionEntry>,
     worker: usize,
-    /// Keeps the RTP/UDP endpoint's task alive; dropping it stops the task.
-    _rtp: Option<RtpUdpEndpoint>,
     bot_task: Option<bots::BotTask>,
     /// The session's WebRTC peer, if one answered (dropping it closes the peer).
     webrtc: Option<PeerSlot>,
@@ -366,7 +364,6 @@ impl Engine {
             Held {
                 entry: entry.clone(),
                 worker: started.worker,
-                _rtp: started.rtp,
                 bot_task: started.bot_task,
                 webrtc: None,
             },
@@ -439,9 +436,11 @@ impl Engine {
             &blob.data_source_contexts,
         ]);
 
-        // The RTP/UDP edge first: binding can fail on a bad address, and nothing else is registered yet.
-        let (rtp_endpoint, udp, payload_type, codec) = match &plan.rtp {
-            None => (None, None, QUIC_OPUS_PAYLOAD_TYPE, Codec::Opus),
+        // The RTP/UDP edge first: binding can fail on a bad address, and nothing else is registered yet. The socket
+        // goes to the session's worker, which reads and writes it on the workers' clock (the engine's origin);
+        // it closes when the session ends there.
+        let (rtp_socket, payload_type, codec) = match &plan.rtp {
+            None => (None, QUIC_OPUS_PAYLOAD_TYPE, Codec::Opus),
             Some(rtp) => {
                 let codec = match rtp.codec {
                     RtpCodec::Opus => Codec::Opus,
@@ -456,21 +455,12 @@ impl Engine {
                 config.rebind_packets =
                     rtp.rebind_packets.unwrap_or(self.config.rtp_rebind_packets);
                 config.extra_payload_types = vec![crate::worker::TELEPHONE_EVENT_PAYLOAD_TYPE];
-                let (endpoint, session) = RtpUdpEndpoint::bind(config)
-                    .await
+                let socket = RtpUdpSocket::bind(&config, self.origin.elapsed())
                     .map_err(|err| DaemonError::RtpBind(err.to_string()))?;
-                let offset = endpoint
-                    .clock_origin()
-                    .saturating_duration_since(self.origin);
-                (
-                    Some(endpoint),
-                    Some((session, offset)),
-                    rtp.payload_type,
-                    codec,
-                )
+                (Some(socket), rtp.payload_type, codec)
             }
         };
-        let rtp_local = rtp_endpoint.as_ref().map(RtpUdpEndpoint::local_addr);
+        let rtp_local = rtp_socket.as_ref().map(RtpUdpSocket::local_addr);
 
         // Spread sessions' ticks over the 20 ms period (golden-ratio steps keep any prefix evenly spread), so the
         // latency a session sees is its own processing time, not a whole batch's — on a grid of
@@ -544,7 +534,7 @@ impl Engine {
                 DaemonError::media("cannot register the session on the media endpoint", &err)
             })?;
         let source_context = source.first().copied();
-        let net = NetSide::new(quic, udp, source_context);
+        let net = NetSide::new(quic, rtp_socket, source_context);
         let worker = self.pick_worker();
         let session =
             WorkerSession::new(id, media, net, in_worker_bot, event_tx, live.clone(), rate)
@@ -565,7 +555,6 @@ impl Engine {
             rate,
             live,
             worker,
-            rtp: rtp_endpoint,
             bot_task,
         })
     }
@@ -801,7 +790,6 @@ struct StartedMedia {
     rate: SampleRate,
     live: Arc<LiveSession>,
     worker: usize,
-    rtp: Option<RtpUdpEndpoint>,
     bot_task: Option<bots::BotTask>,
 }
 

@@ -4,6 +4,13 @@
 //! ticks sit at its own phase of the 20 ms period, see `SessionConfig::tick_phase`) or [`MAX_IDLE`], whichever is
 //! first, then drains every session's receive ring (packets are handed to the jitter buffer with their *arrival*
 //! time), runs the ticks that are due, and queues the outgoing packets; the network task is woken once per loop.
+//!
+//! A session on the RTP/UDP edge has no network task and no rings: its worker owns the socket
+//! ([`RtpUdpSocket`]). At the session's tick it reads every queued datagram (non-blocking `recvmsg` until the
+//! queue is empty, at most [`MAX_RX_PER_TICK`]; each packet's arrival is the kernel's receive timestamp, so the
+//! jitter buffer sees when it really arrived), runs the tick, and sends its packets with `sendto` at once. RTCP
+//! reports go out from the once-a-second publish path. Between ticks datagrams wait in the kernel's queue.
+//!
 //! Nothing here allocates, locks or logs per frame: statistics are published once a second, the roster on change.
 
 use std::sync::Arc;
@@ -11,7 +18,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use mediaproc_net::server::{QuicSession, SessionEvent, TxWaker};
-use mediaproc_net::{PacketMeta, SessionStatsSnapshot, UdpSession};
+use mediaproc_net::{
+    PacketMeta, RtpUdpSocket, RxEvent, SessionStats, SessionStatsSnapshot, UdpSession,
+};
 use mediaproc_pipeline::{
     BotEndpoint, Codec as AudioCodec, EncoderOverrides, Event, FecMode, JitterStats, MediaSession,
     Output, ReceivedAudio, RtpPacketInfo, SampleRate, SendStatus,
@@ -38,6 +47,10 @@ pub const AUDIO_LEVEL_EXTENSION_ID: u8 = 1;
 const PACKET_BUFFER: usize = 1500;
 /// Flows remembered per session.
 const MAX_FLOWS: usize = 64;
+/// Most datagrams read from a session's RTP/UDP socket per tick (a tick normally finds one or two): a flood is
+/// left to the kernel's receive queue, whose overflow is counted, rather than stalling the worker's other
+/// sessions.
+pub const MAX_RX_PER_TICK: usize = 256;
 
 /// A command from the engine.
 #[derive(Debug)]
@@ -55,13 +68,30 @@ pub enum WorkerCommand {
     Stop,
 }
 
-/// The network side of a session: its QUIC rings and, optionally, an RTP/UDP endpoint.
+/// A session's packet edge besides QUIC.
+#[derive(Debug)]
+enum PacketEdge {
+    /// A WebRTC peer's rings (its network task runs the socket) and the offset of their clock from the worker's.
+    /// Its statistics are published as `webrtc`.
+    Rings(UdpSession, Duration),
+    /// The RTP/UDP socket, read and written by this worker on the worker's clock. Published as `rtpUdp`.
+    Socket(Box<RtpUdpSocket>),
+}
+
+impl PacketEdge {
+    fn stats(&self) -> &Arc<SessionStats> {
+        match self {
+            PacketEdge::Rings(rings, _) => &rings.stats,
+            PacketEdge::Socket(socket) => socket.stats(),
+        }
+    }
+}
+
+/// The network side of a session: its QUIC rings and, optionally, a packet edge (RTP/UDP or WebRTC).
 #[derive(Debug)]
 pub struct NetSide {
     quic: QuicSession,
-    udp: Option<(UdpSession, Duration)>,
-    /// The packet edge in `udp` is a WebRTC peer (its statistics are published as `webrtc`, not `rtpUdp`).
-    udp_is_webrtc: bool,
+    udp: Option<PacketEdge>,
     source_context: Option<Uuid>,
     /// The render flows the edge declared.
     render_flows: Vec<RenderFlow>,
@@ -96,16 +126,11 @@ impl RenderFlow {
 }
 
 impl NetSide {
-    /// `udp` carries the offset of the UDP endpoint's clock origin from the engine's.
-    pub fn new(
-        quic: QuicSession,
-        udp: Option<(UdpSession, Duration)>,
-        source_context: Option<Uuid>,
-    ) -> Self {
+    /// `rtp` is the session's RTP/UDP socket, bound on the engine's (= the workers') clock.
+    pub fn new(quic: QuicSession, rtp: Option<RtpUdpSocket>, source_context: Option<Uuid>) -> Self {
         NetSide {
             quic,
-            udp,
-            udp_is_webrtc: false,
+            udp: rtp.map(|socket| PacketEdge::Socket(Box::new(socket))),
             source_context,
             render_flows: Vec::with_capacity(MAX_FLOWS),
             send_flow: None,
@@ -408,12 +433,11 @@ impl WorkerSession {
     /// edge dropped is counted first, so the daemon-wide totals keep it.
     fn replace_packet_edge(&mut self, edge: Option<(UdpSession, Duration)>) {
         let quic = self.net.quic.stats.snapshot();
-        let old = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
+        let old = self.net.udp.as_ref().map(|edge| edge.stats().snapshot());
         self.count_net_drops(&quic, old.as_ref());
         // The new edge's counters start at zero: only the QUIC side's counts stay seen.
         self.count_net_drops(&quic, None);
-        self.net.udp_is_webrtc = edge.is_some();
-        self.net.udp = edge;
+        self.net.udp = edge.map(|(rings, offset)| PacketEdge::Rings(rings, offset));
         self.udp_seen = false;
         self.udp_ssrc = None;
         self.loss_reports_seen.1 = 0;
@@ -493,18 +517,16 @@ impl WorkerSession {
         }
     }
 
-    /// True when a packet waits in a receive ring (QUIC or the packet edge).
+    /// True when a packet waits in a receive ring (QUIC or a WebRTC peer's; an RTP/UDP socket is read at the
+    /// session's tick, not looked at in between).
     fn has_packets(&self) -> bool {
         !self.net.quic.rx.is_empty()
-            || self
-                .net
-                .udp
-                .as_ref()
-                .is_some_and(|(udp, _)| !udp.rx.is_empty())
+            || matches!(&self.net.udp, Some(PacketEdge::Rings(rings, _)) if !rings.rx.is_empty())
     }
 
-    /// Hands every queued packet to the pipeline with its arrival time.
-    fn drain_packets(&mut self, now: Duration) {
+    /// Hands every queued packet to the pipeline with its arrival time; `deadline`: the session's deadline, when it
+    /// has come (its RTP/UDP socket is read then).
+    fn drain_packets(&mut self, now: Duration, deadline: Option<Duration>) {
         while let Some(meta) = self.net.quic.rx.pop(&mut self.packet[..]) {
             let Some(index) = self
                 .net
@@ -518,26 +540,65 @@ impl WorkerSession {
             let flow = self.net.render_flows[index];
             let source = (flow.msi != NO_MSI).then_some(flow.msi);
             let declared = Some((flow.payload_type, flow.clock_khz));
-            if let Some(ssrc) = self.deliver(meta, Duration::ZERO, source, declared, now) {
+            if let Some(ssrc) =
+                self.deliver(meta, Duration::ZERO, source, declared, now, Duration::ZERO)
+            {
                 self.net.render_flows[index].ssrc = Some(ssrc);
             }
         }
         // Moved out for the loop so `deliver` may borrow the session; put back right after (no allocation).
-        if let Some((mut udp, offset)) = self.net.udp.take() {
-            while let Some(meta) = udp.rx.pop(&mut self.packet[..]) {
-                if !self.udp_seen {
-                    self.udp_seen = true;
-                    self.live.set_state(SessionState::Active);
+        match self.net.udp.take() {
+            Some(PacketEdge::Rings(mut rings, offset)) => {
+                while let Some(meta) = rings.rx.pop(&mut self.packet[..]) {
+                    self.deliver_edge_packet(meta, offset, now, Duration::ZERO);
                 }
-                if let Some(ssrc) = self.deliver(meta, offset, None, None, now) {
-                    self.udp_ssrc = Some(ssrc);
-                }
+                self.net.udp = Some(PacketEdge::Rings(rings, offset));
             }
-            self.net.udp = Some((udp, offset));
+            Some(PacketEdge::Socket(mut socket)) => {
+                if let Some(deadline) = deadline {
+                    for _ in 0..MAX_RX_PER_TICK {
+                        match socket.recv(now, &mut self.packet[..]) {
+                            RxEvent::Packet { len, arrival } => {
+                                let meta = PacketMeta {
+                                    flow_id: 0,
+                                    time_ns: arrival.as_nanos() as u64,
+                                    len,
+                                };
+                                // Until the deadline a packet waits for its tick by design, as a ring edge's
+                                // does in the jitter buffer: only the worker's delay past it is a hand-off wait.
+                                self.deliver_edge_packet(meta, Duration::ZERO, now, deadline);
+                            }
+                            RxEvent::Consumed => {}
+                            RxEvent::Empty => break,
+                        }
+                    }
+                }
+                self.net.udp = Some(PacketEdge::Socket(socket));
+            }
+            None => {}
         }
     }
 
-    /// Hands one packet to the pipeline; returns the SSRC of an audio packet it was given.
+    /// A packet from the packet edge (RTP/UDP or WebRTC; it has no attach, so the first packet makes the session
+    /// active).
+    fn deliver_edge_packet(
+        &mut self,
+        meta: PacketMeta,
+        offset: Duration,
+        now: Duration,
+        wait_from: Duration,
+    ) {
+        if !self.udp_seen {
+            self.udp_seen = true;
+            self.live.set_state(SessionState::Active);
+        }
+        if let Some(ssrc) = self.deliver(meta, offset, None, None, now, wait_from) {
+            self.udp_ssrc = Some(ssrc);
+        }
+    }
+
+    /// Hands one packet to the pipeline; returns the SSRC of an audio packet it was given. Its hand-off wait
+    /// (`packetToWorker`) counts from its arrival or `wait_from`, whichever is later.
     fn deliver(
         &mut self,
         meta: PacketMeta,
@@ -545,6 +606,7 @@ impl WorkerSession {
         source_id: Option<u32>,
         declared: Option<(u8, u32)>,
         now: Duration,
+        wait_from: Duration,
     ) -> Option<u32> {
         let bytes = &self.packet[..meta.len.min(PACKET_BUFFER)];
         if mediaproc_wire::roq::is_rtcp(bytes) {
@@ -598,7 +660,7 @@ impl WorkerSession {
             source_id,
         };
         let arrival = Duration::from_nanos(meta.time_ns) + clock_offset;
-        let waited = now.saturating_sub(arrival).as_micros() as u64;
+        let waited = now.saturating_sub(arrival.max(wait_from)).as_micros() as u64;
         self.latency.packet_to_worker.record(waited);
         self.media.handle_packet(arrival, &info, rtp.payload);
         Some(rtp.ssrc)
@@ -705,12 +767,22 @@ impl WorkerSession {
                                 self.counters.tx_ring_full += 1;
                             }
                         }
-                        if let Some((udp, offset)) = &mut self.net.udp {
-                            let queued = now.saturating_sub(*offset).as_nanos().max(1) as u64;
-                            if udp.tx.push(0, queued, &self.out[..len]).is_ok() {
-                                sent.1 = true;
+                        match &mut self.net.udp {
+                            Some(PacketEdge::Rings(rings, offset)) => {
+                                let queued = now.saturating_sub(*offset).as_nanos().max(1) as u64;
+                                if rings.tx.push(0, queued, &self.out[..len]).is_ok() {
+                                    sent.1 = true;
+                                    delivered = true;
+                                }
+                            }
+                            Some(PacketEdge::Socket(socket)) => {
+                                // Straight to the socket: handed to the edge either way, as a ring push is; a send
+                                // that fails (no remote yet, socket buffer full) is counted there as `txDropped`.
+                                let sent_at = self.origin.map_or(now, |origin| origin.elapsed());
+                                let _ = socket.send(&self.out[..len], now, sent_at);
                                 delivered = true;
                             }
+                            None => {}
                         }
                         if delivered {
                             self.counters.sent += 1;
@@ -741,9 +813,9 @@ impl WorkerSession {
                 }
             }
         }
-        if let Some((udp, _)) = &self.net.udp {
+        if let Some(PacketEdge::Rings(rings, _)) = &self.net.udp {
             if sent.1 {
-                udp.waker.wake();
+                rings.waker.wake();
             }
         }
         sent
@@ -753,7 +825,8 @@ impl WorkerSession {
     fn count_net_drops(&mut self, quic: &SessionStatsSnapshot, udp: Option<&SessionStatsSnapshot>) {
         let udp = udp.copied().unwrap_or_default();
         let now = NetSeen {
-            rx_ring: quic.rx_ring_dropped + udp.rx_ring_dropped,
+            // The RTP/UDP socket's kernel queue is its receive ring: what overflows it counts the same.
+            rx_ring: quic.rx_ring_dropped + udp.rx_ring_dropped + udp.rx_kernel_dropped,
             tx_ring: quic.tx_ring_dropped + udp.tx_ring_dropped,
             wrong_source: udp.rx_wrong_source,
             source_changes: udp.source_changes,
@@ -811,15 +884,20 @@ impl WorkerSession {
             .merge(&now_seen.tick_to_bot.since(&published.tick_to_bot));
         self.latency_published = now_seen;
         let mut sent_wait = self.net.quic.stats.tx_wait();
-        if let Some((udp, _)) = &self.net.udp {
-            sent_wait.add(&udp.stats.tx_wait());
+        if let Some(edge) = &mut self.net.udp {
+            sent_wait.add(&edge.stats().tx_wait());
+            if let PacketEdge::Socket(socket) = edge {
+                // RTCP reports (when configured) are due at most once per interval: this once-a-second path is
+                // their clock, not the tick.
+                socket.poll_rtcp(now);
+            }
         }
         load.bot_to_sent
             .merge(&sent_wait.since(&self.sent_wait_published));
         self.sent_wait_published = sent_wait;
         let stats = self.media.stats();
         let net = self.net.quic.stats.snapshot();
-        let udp_net = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
+        let udp_net = self.net.udp.as_ref().map(|edge| edge.stats().snapshot());
         self.count_net_drops(&net, udp_net.as_ref());
         self.follow_remote_loss(&net, udp_net.as_ref());
         let mut streams = Vec::new();
@@ -833,10 +911,9 @@ impl WorkerSession {
         }
         let c = self.counters;
         // The RTP/UDP (or WebRTC) edge's counters and its stream (by SSRC), when the session has one.
-        let udp_key = if self.net.udp_is_webrtc {
-            "webrtc"
-        } else {
-            "rtpUdp"
+        let udp_key = match self.net.udp {
+            Some(PacketEdge::Rings(..)) => "webrtc",
+            _ => "rtpUdp",
         };
         let udp = udp_net.map(|n| {
             let stream = self
@@ -853,6 +930,8 @@ impl WorkerSession {
                 // Times the latched source moved (symmetric RTP after `rebindPackets` in-sequence packets).
                 "sourceChanges": n.source_changes,
                 "rxRingDropped": n.rx_ring_dropped,
+                // RTP/UDP: datagrams the kernel dropped from the socket's full receive queue.
+                "rxKernelDropped": n.rx_kernel_dropped,
                 "txPackets": n.tx_packets,
                 "txBytes": n.tx_bytes,
                 "txDropped": n.tx_dropped,
@@ -921,7 +1000,7 @@ impl WorkerSession {
     fn end(mut self) {
         // What the network dropped since the last publish still counts daemon-wide.
         let quic = self.net.quic.stats.snapshot();
-        let udp = self.net.udp.as_ref().map(|(udp, _)| udp.stats.snapshot());
+        let udp = self.net.udp.as_ref().map(|edge| edge.stats().snapshot());
         self.count_net_drops(&quic, udp.as_ref());
         let _ = self.events.try_send(BotEvent::Stop {
             reason: self.live.end_reason().to_owned(),
@@ -1056,7 +1135,7 @@ pub fn run(
                 continue;
             }
             session.handle_net_events();
-            session.drain_packets(origin.elapsed());
+            session.drain_packets(origin.elapsed(), (due <= woke).then_some(due));
             if due > woke && !answer {
                 continue;
             }

@@ -15,11 +15,14 @@
 //!   and a per-connection control writer with a bounded queue and a write timeout, so a peer that stops
 //!   reading is closed and its sessions released without ever blocking a datagram path.
 //! * [`EdgeConnection`] — the edge side, for the call emulator and tests.
-//! * [`RtpUdpEndpoint`] — a plain RTP/UDP port per session for third-party tools (symmetric RTP or a
+//! * [`RtpUdpSocket`] — a plain RTP/UDP port per session for third-party tools (symmetric RTP or a
 //!   configured remote), Opus or G.711, with strict RTP ([`SourceGuard`]): strangers' packets are dropped
 //!   and counted, and a symmetric session follows a new address only after a run of in-sequence packets.
+//!   Unlike the other edges it has no task: the media worker that owns the session reads the socket at the
+//!   session's tick (kernel receive timestamps give the true arrival times) and sends right after it; the
+//!   sans-IO [`RtpUdpCore`] decides and counts, the socket shell only moves datagrams (`udp`, `udp_socket`).
 //! * [`WebRtcPeer`] — the WebRTC edge (WHIP signalling in the daemon): str0m, driven sans-IO by one task per
-//!   peer, ICE-lite host candidates, DTLS-SRTP, Opus; it hands the worker the same rings as the RTP/UDP edge.
+//!   peer, ICE-lite host candidates, DTLS-SRTP, Opus; it hands the worker a pair of packet rings ([`UdpSession`]).
 //! * [`rtcp`] — the sans-IO RTCP bookkeeping both edges share (reports, RTT, overflow-free arithmetic).
 //! * [`ring`] — the bounded lock-free packet rings that connect the shell to session workers: the network
 //!   side never blocks, and on overflow the **oldest** packet is dropped and counted.
@@ -31,11 +34,14 @@
 //! `MediaServer::add_session(SessionSpec{id, token, contexts})` returns a [`QuicSession`]: `rx` (packets from
 //! the edge, tagged with their flow id and arrival time), `tx` (push RTP tagged with a source flow id),
 //! `waker` (call once per tick after pushing; it wakes only the connection the session is attached to),
-//! `events` (attach/detach, flows, roster, dominant speaker, DTMF, send status) and `stats`. [`RtpUdpEndpoint::bind`] returns the same kind of ring handles
-//! ([`UdpSession`]). The worker owns its ring ends; no lock is shared with the network tasks.
+//! `events` (attach/detach, flows, roster, dominant speaker, DTMF, send status) and `stats`. A WebRTC peer hands
+//! the worker the same kind of ring handles ([`UdpSession`]). The worker owns its ring ends; no lock is shared
+//! with the network tasks. An RTP/UDP session's worker owns its [`RtpUdpSocket`] outright: it calls
+//! [`RtpUdpSocket::recv`] at the session's tick, [`RtpUdpSocket::send`] for each packet the tick produced, and
+//! [`RtpUdpSocket::poll_rtcp`] from its periodic path.
 //!
 //! ## Hot path
-//! One tokio task per QUIC connection (or per UDP endpoint) owns the connection's flow table and the
+//! One tokio task per QUIC connection (or per WebRTC peer) owns the connection's flow table and the
 //! network ends of its sessions' rings. Receiving a datagram: parse in place, look the flow id up, update
 //! RTP statistics, copy into the ring — no allocation (quinn hands datagrams over as `Bytes` it allocated),
 //! no lock, no logging. Sending: on the connection's own wake-up or every [`TX_POLL_INTERVAL`], drain the
@@ -52,6 +58,7 @@ pub mod server;
 pub mod stats;
 pub mod tls;
 pub mod udp;
+pub mod udp_socket;
 pub mod webrtc;
 
 pub use edge::{EdgeConfig, EdgeConnection, parse_mp_uri};
@@ -63,5 +70,6 @@ pub use server::{
 };
 pub use stats::{ConnectionStatsSnapshot, EndpointStats, SessionStats, SessionStatsSnapshot};
 pub use tls::{ServerTrust, TlsSource, fingerprint_hex, parse_fingerprint, quic_client_config};
-pub use udp::{RtpUdpConfig, RtpUdpEndpoint, SourceGuard, SourceVerdict, UdpSession};
+pub use udp::{RtpUdpConfig, RtpUdpCore, SourceGuard, SourceVerdict, UdpSession};
+pub use udp_socket::{RtpUdpSocket, RxEvent};
 pub use webrtc::{AcceptedPeer, PeerEvent, PeerInfo, PeerState, WebRtcConfig, WebRtcPeer};

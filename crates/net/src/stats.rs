@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::histogram::{LatenessHistogram, LocalHistogram};
 use crate::ring::RingProbe;
 
-/// Live counters of one media session (QUIC) or one RTP/UDP endpoint.
+/// Live counters of one media session (QUIC) or one packet edge (RTP/UDP, WebRTC).
 #[derive(Debug, Default)]
 pub struct SessionStats {
     pub(crate) rx_packets: AtomicU64,
@@ -26,6 +26,8 @@ pub struct SessionStats {
     pub(crate) events_dropped: AtomicU64,
     pub(crate) rx_wrong_source: AtomicU64,
     pub(crate) source_changes: AtomicU64,
+    /// RTP/UDP: datagrams the kernel dropped from the socket's full receive queue (`SO_RXQ_OVFL`).
+    pub(crate) rx_kernel_dropped: AtomicU64,
     /// RTCP reports the peer sent about our stream, and the fraction lost of the last one.
     pub(crate) remote_reports: AtomicU64,
     pub(crate) remote_fraction_lost: AtomicU64,
@@ -77,6 +79,9 @@ pub struct SessionStatsSnapshot {
     /// RTP/UDP symmetric mode: times the latched source moved to a new address (NAT rebinding, after enough
     /// consecutive in-sequence packets from it).
     pub source_changes: u64,
+    /// RTP/UDP: datagrams the kernel dropped because the socket's receive queue was full (the worker did not
+    /// read it in time; `SO_RXQ_OVFL`). Always 0 on QUIC and WebRTC.
+    pub rx_kernel_dropped: u64,
     /// RTCP report blocks the peer sent about our stream (receiver reports or sender reports).
     pub remote_reports: u64,
     /// The fraction of our packets the peer reported lost in its last report block (RFC 3550 §6.4.1: the
@@ -138,6 +143,7 @@ impl SessionStats {
             tx_ring_dropped: self.tx_ring.get().map_or(0, RingProbe::dropped),
             rx_wrong_source: self.rx_wrong_source.load(Relaxed),
             source_changes: self.source_changes.load(Relaxed),
+            rx_kernel_dropped: self.rx_kernel_dropped.load(Relaxed),
             remote_reports: self.remote_reports.load(Relaxed),
             remote_fraction_lost: self.remote_fraction_lost.load(Relaxed).min(255) as u8,
         }

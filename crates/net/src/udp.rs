@@ -1,6 +1,16 @@
-//! A plain RTP/UDP endpoint for one session: how third-party tools (GStreamer, ffmpeg, SIP gateways) exchange
+//! A plain RTP/UDP edge for one session: how third-party tools (GStreamer, ffmpeg, SIP gateways) exchange
 //! audio with a session. RTP and RTCP share the port (RFC 5761). Unencrypted: bind it to loopback or a
 //! trusted network (proto/SPEC.md §7); binding any other address logs a warning once.
+//!
+//! The edge runs on the media worker that owns the session, not on a network task: there is no ring and no
+//! cross-thread wake-up per packet. It is split in two:
+//!
+//! * [`RtpUdpCore`] (here, sans-IO): everything the edge decides — strict RTP, the payload-type filter, RTCP
+//!   (received reports used, SR/RR when due), and every counter in [`SessionStats`] — given datagrams, their
+//!   arrival times and the current time.
+//! * [`RtpUdpSocket`](crate::udp_socket::RtpUdpSocket) (`udp_socket`): the thin synchronous socket shell the
+//!   worker calls at the session's tick — non-blocking `recvmsg` until the queue is empty, each datagram with
+//!   its kernel receive timestamp, and `sendto` for each outgoing packet right after the tick.
 //!
 //! **Strict RTP** (the behaviour of Asterisk's `strictrtp` and rtpengine's strict source), see
 //! [`SourceGuard`]: with a configured remote, packets from any other address are dropped and counted
@@ -8,28 +18,31 @@
 //! there; another address takes over only after [`RtpUdpConfig::rebind_packets`] consecutive in-sequence
 //! packets (same SSRC, sequence +1) from it — a NAT rebinding, counted in `source_changes` — so a stranger's
 //! short burst neither enters the session nor redirects its audio.
+//!
+//! [`UdpSession`] is the ring-based handle the WebRTC edge hands its worker (a network task per peer).
 
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mediaproc_wire::control::Codec;
 use mediaproc_wire::{RtpPacket, roq};
-use tokio::net::UdpSocket;
-use tokio::sync::Notify;
 
-use crate::error::NetError;
-use crate::ring::{
-    MAX_PACKET_LEN, PacketConsumer, PacketProducer, RX_RING_CAPACITY, TX_RING_CAPACITY, packet_ring,
-};
+use crate::ring::{PacketConsumer, PacketProducer};
 use crate::rtcp::StreamRtcp;
-use crate::server::{TX_POLL_INTERVAL, TxWaker, ntp_after, ntp_now_wallclock};
+use crate::server::{TxWaker, ntp_after};
 use crate::stats::{SessionStats, add, inc};
 
 /// Default number of consecutive in-sequence packets from a new address before a symmetric-RTP session
 /// follows it (Asterisk's `strictrtp` learning and rtpengine both use a handful).
 pub const REBIND_PACKETS: u16 = 4;
+
+/// Default kernel receive buffer of an RTP/UDP socket (`SO_RCVBUF`, as the QUIC socket's; the kernel caps it
+/// at `net.core.rmem_max`): what arrives while the worker is busy or stalled waits there, not in a ring.
+pub const RTP_RECV_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Buffer for one RTCP report of the edge (SR or RR with one report block, and SDES).
+pub const RTCP_REPORT_BUFFER: usize = 256;
 
 /// Configuration of an RTP/UDP endpoint.
 #[derive(Debug, Clone)]
@@ -48,15 +61,13 @@ pub struct RtpUdpConfig {
     pub codec: Codec,
     /// Further payload types passed to the worker (e.g. 101 telephone-event); others are dropped and counted.
     pub extra_payload_types: Vec<u8>,
-    /// Receive ring capacity.
-    pub rx_ring_capacity: usize,
-    /// Transmit ring capacity.
-    pub tx_ring_capacity: usize,
-    /// Fallback drain interval of the transmit ring.
-    pub tx_poll_interval: Duration,
+    /// Kernel receive buffer (`SO_RCVBUF`, best effort), see [`RTP_RECV_BUFFER`].
+    pub recv_buffer: usize,
     /// Interval of the endpoint's RTCP reports (SR when it sends, RR when it receives), multiplexed on the RTP
     /// port (RFC 5761). `None` (the default) sends none: peers without RTCP multiplexing, such as a plain
     /// `udpsrc ! rtpjitterbuffer` GStreamer pipeline, would take them for RTP. Received RTCP is always used.
+    /// Reports go out when the owner polls for them ([`RtpUdpCore::poll_report`]; the daemon's worker does
+    /// from its once-a-second path, so shorter intervals act as a second there).
     pub rtcp_interval: Option<Duration>,
     /// Symmetric mode: consecutive in-sequence packets (same SSRC, sequence +1) from a new address before the
     /// session moves there (NAT rebinding). Default [`REBIND_PACKETS`]; at least 1.
@@ -64,7 +75,7 @@ pub struct RtpUdpConfig {
 }
 
 impl RtpUdpConfig {
-    /// Opus on `payload_type`, symmetric RTP, default capacities.
+    /// Opus on `payload_type`, symmetric RTP, default buffer.
     pub fn opus(bind: SocketAddr, payload_type: u8) -> Self {
         Self {
             bind,
@@ -73,16 +84,14 @@ impl RtpUdpConfig {
             payload_type,
             codec: Codec::Opus,
             extra_payload_types: Vec::new(),
-            rx_ring_capacity: RX_RING_CAPACITY,
-            tx_ring_capacity: TX_RING_CAPACITY,
-            tx_poll_interval: TX_POLL_INTERVAL,
+            recv_buffer: RTP_RECV_BUFFER,
             rtcp_interval: None,
             rebind_packets: REBIND_PACKETS,
         }
     }
 }
 
-/// The worker-side handle of an RTP/UDP endpoint (flow id is always 0).
+/// The worker-side handle of a packet edge run by a network task (the WebRTC peer; flow id is always 0).
 #[derive(Debug)]
 pub struct UdpSession {
     /// RTP packets received.
@@ -95,83 +104,150 @@ pub struct UdpSession {
     pub stats: Arc<SessionStats>,
 }
 
-/// A running RTP/UDP endpoint; dropping it stops its task.
+/// The sans-IO core of an RTP/UDP edge (see the module docs): decides about each received datagram and each
+/// sent packet, counts them, and says when an RTCP report is due. Times are the caller's monotonic clock.
 #[derive(Debug)]
-pub struct RtpUdpEndpoint {
-    local: SocketAddr,
-    origin: Instant,
-    task: tokio::task::JoinHandle<()>,
+pub struct RtpUdpCore {
+    payload_type: u8,
+    extra_payload_types: Vec<u8>,
+    guard: SourceGuard,
+    rtcp: StreamRtcp,
+    rtcp_interval: Option<Duration>,
+    next_rtcp: Duration,
+    /// The wall clock (NTP) at `ntp_origin.0` on the caller's clock: RTCP's NTP timestamps.
+    ntp_origin: (Duration, u64),
+    stats: Arc<SessionStats>,
 }
 
-impl Drop for RtpUdpEndpoint {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RtpUdpEndpoint {
-    /// Binds the socket and starts the endpoint's task.
-    pub async fn bind(config: RtpUdpConfig) -> Result<(Self, UdpSession), NetError> {
-        let sock = UdpSocket::bind(config.bind)
-            .await
-            .map_err(|source| NetError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let local = sock.local_addr()?;
-        if !local.ip().is_loopback() {
-            warn_unencrypted_once(local);
+impl RtpUdpCore {
+    /// A core for `config`, created at `now` when the wall clock read `ntp_now` (a 64-bit NTP timestamp).
+    pub fn new(config: &RtpUdpConfig, now: Duration, ntp_now: u64) -> Self {
+        let clock: u64 = match config.codec {
+            Codec::Pcmu | Codec::Pcma => 8_000,
+            _ => 48_000,
+        };
+        Self {
+            payload_type: config.payload_type,
+            extra_payload_types: config.extra_payload_types.clone(),
+            guard: SourceGuard::new(config.remote, config.source, config.rebind_packets),
+            rtcp: StreamRtcp::new(clock),
+            rtcp_interval: config.rtcp_interval,
+            next_rtcp: now + config.rtcp_interval.unwrap_or_default(),
+            ntp_origin: (now, ntp_now),
+            stats: Arc::new(SessionStats::default()),
         }
-        let (rx_p, rx_c) = packet_ring(config.rx_ring_capacity);
-        let (tx_p, tx_c) = packet_ring(config.tx_ring_capacity);
-        let notify = Arc::new(Notify::new());
-        let stats = Arc::new(SessionStats::with_rings(rx_c.probe(), tx_c.probe()));
-        let origin = Instant::now();
-        let task = tokio::spawn(run(
-            sock,
-            config,
-            rx_p,
-            tx_c,
-            notify.clone(),
-            stats.clone(),
-            origin,
-        ));
-        Ok((
-            Self {
-                local,
-                origin,
-                task,
-            },
-            UdpSession {
-                rx: rx_c,
-                tx: tx_p,
-                waker: TxWaker::single(notify),
-                stats,
-            },
-        ))
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// Live statistics.
+    pub fn stats(&self) -> &Arc<SessionStats> {
+        &self.stats
     }
 
-    /// The instant that ring timestamps count from.
-    pub fn clock_origin(&self) -> Instant {
-        self.origin
+    /// Where the session sends: the fixed remote, or the latched source (`None` before the first packet).
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.guard.remote()
     }
-}
 
-fn warn_unencrypted_once(local: SocketAddr) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
-    WARNED.call_once(|| {
-        tracing::warn!(
-            %local,
-            "RTP/UDP endpoint bound to a non-loopback address: its media is unencrypted and unauthenticated \
-             (strict RTP drops strangers' packets, but anyone on the path can read and spoof); prefer QUIC \
-             or a trusted network"
-        );
-    });
+    fn ntp_at(&self, now: Duration) -> u64 {
+        ntp_after(self.ntp_origin.1, now.saturating_sub(self.ntp_origin.0))
+    }
+
+    /// Handles one received datagram that arrived at `arrival`: strict source check, RTCP (used and counted)
+    /// or RTP (payload-type filter, receive statistics). Returns true when it is RTP for the session's worker;
+    /// everything else is counted here and needs nothing more.
+    pub fn on_datagram(&mut self, pkt: &[u8], from: SocketAddr, arrival: Duration) -> bool {
+        // A fixed remote is checked before parsing: nothing from elsewhere is even looked at.
+        if self.guard.fixed.is_some() && !self.guard.check_other(from) {
+            inc(&self.stats.rx_wrong_source);
+            return false;
+        }
+        let arrival_ns = arrival.as_nanos() as u64;
+        if roq::is_rtcp(pkt) {
+            if !self.guard.check_other(from) {
+                inc(&self.stats.rx_wrong_source);
+                return false;
+            }
+            let input = self.rtcp.on_rtcp(pkt, arrival_ns, self.ntp_at(arrival));
+            self.stats.record_rtcp(&input);
+            if input.ok {
+                inc(&self.stats.rx_rtcp);
+            } else {
+                inc(&self.stats.rx_malformed);
+            }
+            return false;
+        }
+        let Ok(p) = RtpPacket::parse(pkt) else {
+            inc(&self.stats.rx_malformed);
+            return false;
+        };
+        if p.payload_type != self.payload_type
+            && !self.extra_payload_types.contains(&p.payload_type)
+        {
+            inc(&self.stats.rx_unexpected);
+            return false;
+        }
+        match self.guard.check(from, p.ssrc, p.sequence) {
+            SourceVerdict::Drop => {
+                inc(&self.stats.rx_wrong_source);
+                return false;
+            }
+            SourceVerdict::Moved => {
+                inc(&self.stats.source_changes);
+                // Rare (each move needs a run of in-sequence packets), so a log line is affordable here.
+                tracing::info!(%from, "RTP/UDP source moved to a new address (NAT rebinding)");
+            }
+            SourceVerdict::Accept => {}
+        }
+        self.rtcp.on_received(&p, arrival_ns, &self.stats);
+        inc(&self.stats.rx_packets);
+        add(&self.stats.rx_bytes, pkt.len() as u64);
+        true
+    }
+
+    /// Counts a datagram that did not fit the receive buffer (truncated by the kernel): malformed.
+    pub fn on_truncated(&self) {
+        inc(&self.stats.rx_malformed);
+    }
+
+    /// Records the kernel's cumulative count of datagrams dropped from the socket's full receive queue.
+    pub fn on_kernel_dropped(&self, total: u64) {
+        self.stats
+            .rx_kernel_dropped
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a packet handed to the socket at `now` that the worker queued at `queued`.
+    pub fn on_sent(&mut self, pkt: &[u8], queued: Duration, now: Duration) {
+        self.stats
+            .record_tx_wait((queued.as_nanos() as u64).max(1), now.as_nanos() as u64);
+        inc(&self.stats.tx_packets);
+        add(&self.stats.tx_bytes, pkt.len() as u64);
+        if let Ok(p) = RtpPacket::parse(pkt) {
+            self.rtcp.on_sent(&p, now.as_nanos() as u64);
+        }
+    }
+
+    /// Counts a packet that could not be sent (no remote yet, socket buffer full, send error): a drop.
+    pub fn on_send_failed(&self) {
+        inc(&self.stats.tx_dropped);
+    }
+
+    /// When configured and due at `now`, writes the next RTCP report (SR when we send, RR with our receive
+    /// statistics, and SDES) into `out`; returns its length and where it goes. A report that is due while no
+    /// remote is known is skipped.
+    pub fn poll_report(&mut self, now: Duration, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let interval = self.rtcp_interval?;
+        if now < self.next_rtcp {
+            return None;
+        }
+        self.next_rtcp = now + interval;
+        let to = self.guard.remote()?;
+        let rr_ssrc = 0x4D50_0000 ^ self.rtcp.remote_ssrc();
+        let n = self
+            .rtcp
+            .write_report(now.as_nanos() as u64, self.ntp_at(now), rr_ssrc, out)?;
+        Some((n, to))
+    }
 }
 
 /// What [`SourceGuard::check`] decided about a packet.
@@ -256,152 +332,6 @@ impl SourceGuard {
             self.candidate = Some((from, ssrc, seq, run));
             SourceVerdict::Drop
         }
-    }
-}
-
-async fn run(
-    sock: UdpSocket,
-    config: RtpUdpConfig,
-    mut rx: PacketProducer,
-    mut tx: PacketConsumer,
-    notify: Arc<Notify>,
-    stats: Arc<SessionStats>,
-    origin: Instant,
-) {
-    let clock: u64 = match config.codec {
-        Codec::Pcmu | Codec::Pcma => 8_000,
-        _ => 48_000,
-    };
-    let mut guard = SourceGuard::new(config.remote, config.source, config.rebind_packets);
-    let mut inbuf = vec![0u8; 2048].into_boxed_slice();
-    let mut outbuf = vec![0u8; MAX_PACKET_LEN].into_boxed_slice();
-    let mut tick = tokio::time::interval(config.tx_poll_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut notified = pin!(notify.notified());
-    notified.as_mut().enable();
-    let ntp_origin = ntp_now_wallclock();
-    let mut rtcp_state = StreamRtcp::new(clock);
-    let mut last_rtcp = Instant::now();
-    // Sends use `try_send_to`, which needs the reactor to have seen the socket writable once.
-    let _ = sock.writable().await;
-    loop {
-        let drain = tokio::select! {
-            r = sock.recv_from(&mut inbuf) => {
-                if let Ok((n, from)) = r {
-                    on_packet(&inbuf[..n], from, &config, &mut guard, &mut rtcp_state, &mut rx, &stats, origin, ntp_origin);
-                }
-                false
-            }
-            () = notified.as_mut() => {
-                notified.set(notify.notified());
-                notified.as_mut().enable();
-                true
-            }
-            _ = tick.tick() => true,
-        };
-        if drain {
-            let now_ns = origin.elapsed().as_nanos() as u64;
-            while let Some(meta) = tx.pop(&mut outbuf) {
-                let len = meta.len.min(outbuf.len());
-                match guard.remote() {
-                    Some(to) if sock.try_send_to(&outbuf[..len], to).is_ok() => {
-                        stats.record_tx_wait(meta.time_ns, now_ns);
-                        inc(&stats.tx_packets);
-                        add(&stats.tx_bytes, len as u64);
-                        if let Ok(p) = RtpPacket::parse(&outbuf[..len]) {
-                            rtcp_state.on_sent(&p, now_ns);
-                        }
-                    }
-                    _ => inc(&stats.tx_dropped),
-                }
-            }
-            if config
-                .rtcp_interval
-                .is_some_and(|i| last_rtcp.elapsed() >= i)
-            {
-                last_rtcp = Instant::now();
-                if let Some(to) = guard.remote() {
-                    let now = origin.elapsed();
-                    let mut pkt = [0u8; 256];
-                    let rr_ssrc = 0x4D50_0000 ^ rtcp_state.remote_ssrc();
-                    if let Some(n) = rtcp_state.write_report(
-                        now.as_nanos() as u64,
-                        ntp_after(ntp_origin, now),
-                        rr_ssrc,
-                        &mut pkt,
-                    ) {
-                        let _ = sock.try_send_to(&pkt[..n], to);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Handles one received datagram: strict source check, RTCP or RTP, into the receive ring.
-#[allow(clippy::too_many_arguments)]
-fn on_packet(
-    pkt: &[u8],
-    from: SocketAddr,
-    config: &RtpUdpConfig,
-    guard: &mut SourceGuard,
-    rtcp_state: &mut StreamRtcp,
-    rx: &mut PacketProducer,
-    stats: &SessionStats,
-    origin: Instant,
-    ntp_origin: u64,
-) {
-    // A fixed remote is checked before parsing: nothing from elsewhere is even looked at.
-    if guard.fixed.is_some() && !guard.check_other(from) {
-        inc(&stats.rx_wrong_source);
-        return;
-    }
-    if roq::is_rtcp(pkt) {
-        if !guard.check_other(from) {
-            inc(&stats.rx_wrong_source);
-            return;
-        }
-        let now = origin.elapsed();
-        let input = rtcp_state.on_rtcp(pkt, now.as_nanos() as u64, ntp_after(ntp_origin, now));
-        stats.record_rtcp(&input);
-        if input.ok {
-            inc(&stats.rx_rtcp);
-        } else {
-            inc(&stats.rx_malformed);
-        }
-        return;
-    }
-    let p = match RtpPacket::parse(pkt) {
-        Err(_) => {
-            inc(&stats.rx_malformed);
-            return;
-        }
-        Ok(p) => p,
-    };
-    if p.payload_type != config.payload_type
-        && !config.extra_payload_types.contains(&p.payload_type)
-    {
-        inc(&stats.rx_unexpected);
-        return;
-    }
-    match guard.check(from, p.ssrc, p.sequence) {
-        SourceVerdict::Drop => {
-            inc(&stats.rx_wrong_source);
-            return;
-        }
-        SourceVerdict::Moved => {
-            inc(&stats.source_changes);
-            // Rare (each move needs a run of in-sequence packets), so a log line is affordable here.
-            tracing::info!(%from, "RTP/UDP source moved to a new address (NAT rebinding)");
-        }
-        SourceVerdict::Accept => {}
-    }
-    let now = origin.elapsed().as_nanos() as u64;
-    rtcp_state.on_received(&p, now, stats);
-    inc(&stats.rx_packets);
-    add(&stats.rx_bytes, pkt.len() as u64);
-    if rx.push(0, now, pkt).is_err() {
-        inc(&stats.rx_unexpected);
     }
 }
 

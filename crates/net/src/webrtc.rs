@@ -7,8 +7,8 @@
 //! sans-IO: a thin tokio task here owns the socket and the `Rtc`, and passes it packets and the time.
 //!
 //! **RTP mode.** str0m runs in its RTP mode: each SRTP packet it decrypts is re-written as a plain RTP packet
-//! (sequence number, timestamp, SSRC, marker and payload kept; the payload type mapped to the session's) into the
-//! same kind of receive ring as the RTP/UDP edge's, and each packet the worker queues is handed to str0m with its
+//! (sequence number, timestamp, SSRC, marker and payload kept; the payload type mapped to the session's) into a
+//! receive ring ([`UdpSession`], which the worker drains as it does the QUIC edge's), and each packet the worker queues is handed to str0m with its
 //! own sequence number and timestamp. The session's jitter buffer therefore sees the browser's real sequence
 //! numbers and arrival times — the kernel's receive stamps ([`crate::rxtime`]), so a delay of this task on a busy
 //! machine does not look like network jitter — (loss, reordering and FEC work as on the other edges), and the pipeline's Opus

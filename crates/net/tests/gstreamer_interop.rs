@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Bitrate, Channels, SampleRate};
-use mediaproc_net::{RtpUdpConfig, RtpUdpEndpoint, UdpSession};
+use mediaproc_net::{RtpUdpConfig, RtpUdpSocket, RxEvent};
 use mediaproc_wire::RtpPacket;
 
 const RATE: u32 = 16_000;
@@ -131,8 +131,9 @@ struct WorkerReport {
     latency_us: Vec<u64>,
 }
 
-/// The session side: decode each arriving Opus packet, re-encode, packetize with our own SSRC/seq/ts.
-fn worker(mut s: UdpSession, origin: Instant, stop: Arc<AtomicBool>) -> WorkerReport {
+/// The session side, as a media worker drives its socket: read what is queued, decode each arriving Opus packet,
+/// re-encode, packetize with our own SSRC/seq/ts and send at once.
+fn worker(mut s: RtpUdpSocket, origin: Instant, stop: Arc<AtomicBool>) -> WorkerReport {
     let mut dec = Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap();
     let mut enc = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).unwrap();
     enc.set_bitrate(Bitrate::BitsPerSecond(32_000)).unwrap();
@@ -149,27 +150,33 @@ fn worker(mut s: UdpSession, origin: Instant, stop: Arc<AtomicBool>) -> WorkerRe
         latency_us: Vec::new(),
     };
     while !stop.load(Ordering::Relaxed) {
-        let Some(meta) = s.rx.pop(&mut inbuf) else {
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
+        let (len, arrival) = match s.recv(origin.elapsed(), &mut inbuf) {
+            RxEvent::Packet { len, arrival } => (len, arrival.as_nanos() as u64),
+            RxEvent::Consumed => continue,
+            RxEvent::Empty => {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
         };
-        let p = RtpPacket::parse(&inbuf[..meta.len]).unwrap();
+        let p = RtpPacket::parse(&inbuf[..len]).unwrap();
         let n = dec.decode(Some(p.payload), &mut pcm[..], false).unwrap();
         assert_eq!(n, 960, "GStreamer sends 20 ms frames");
         let m = enc.encode(&pcm[..n], &mut opus).unwrap();
         let out = RtpPacket::new(PT, seq, ts, ssrc, &opus[..m]);
         let len = out.write(&mut outbuf).unwrap();
-        s.tx.push(0, 0, &outbuf[..len]).unwrap();
-        s.waker.wake();
+        let now = origin.elapsed();
+        assert!(
+            s.send(&outbuf[..len], now, now),
+            "{:?}",
+            s.stats().snapshot()
+        );
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(960);
         report.received += 1;
-        first.get_or_insert(meta.time_ns);
-        last = meta.time_ns;
+        first.get_or_insert(arrival);
+        last = arrival;
         let now = origin.elapsed().as_nanos() as u64;
-        report
-            .latency_us
-            .push(now.saturating_sub(meta.time_ns) / 1000);
+        report.latency_us.push(now.saturating_sub(arrival) / 1000);
     }
     report.arrival_span = Duration::from_nanos(last - first.unwrap_or(last));
     report
@@ -199,24 +206,22 @@ fn gstreamer_opus_rtp_round_trip() {
     let source = speech_like();
     write_wav(&in_wav, &source);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let gw_port = free_udp_port();
     // Two pipelines: the sender's socket is not the receiver's. Strict RTP takes packets only from the
     // configured source, so the sender binds a known port.
     let send_port = free_udp_port();
-    let (ep, session) = rt
-        .block_on(RtpUdpEndpoint::bind(RtpUdpConfig {
+    let origin = Instant::now();
+    let session = RtpUdpSocket::bind(
+        &RtpUdpConfig {
             remote: Some(format!("127.0.0.1:{gw_port}").parse().unwrap()),
             source: Some(format!("127.0.0.1:{send_port}").parse().unwrap()),
             ..RtpUdpConfig::opus("127.0.0.1:0".parse().unwrap(), PT)
-        }))
-        .unwrap();
-    let stats = session.stats.clone();
-    let mp_port = ep.local_addr().port();
+        },
+        origin.elapsed(),
+    )
+    .unwrap();
+    let stats = session.stats().clone();
+    let mp_port = session.local_addr().port();
 
     let mut receiver = gst(
         &format!(
@@ -231,7 +236,6 @@ fn gstreamer_opus_rtp_round_trip() {
     std::thread::sleep(Duration::from_millis(700));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let origin = ep.clock_origin();
     let w = {
         let stop = stop.clone();
         std::thread::spawn(move || worker(session, origin, stop))
@@ -268,7 +272,6 @@ fn gstreamer_opus_rtp_round_trip() {
         wait_timeout(&mut receiver, Duration::from_secs(10)),
         "receiver pipeline did not stop"
     );
-    drop(ep);
 
     let out: Vec<i16> = hound::WavReader::open(&out_wav)
         .unwrap_or_else(|e| panic!("no WAV from the receiver ({e}); logs in {}", dir.display()))

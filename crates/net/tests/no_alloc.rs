@@ -79,3 +79,54 @@ fn packet_path_does_not_allocate() {
     assert_eq!(allocs, 0, "{allocs} allocations on the packet path");
     assert_eq!(stats.received(), 10_000);
 }
+
+/// The RTP/UDP edge as a worker drives it — `recvmsg` with its control messages, the strict-RTP and RTCP core,
+/// `sendto` — allocates nothing per packet (the socket's control-message buffer is allocated at bind).
+#[test]
+fn rtp_udp_socket_path_does_not_allocate() {
+    use std::time::{Duration, Instant};
+
+    use mediaproc_net::{RtpUdpConfig, RtpUdpSocket, RxEvent};
+
+    let origin = Instant::now();
+    let config = RtpUdpConfig::opus("127.0.0.1:0".parse().unwrap(), 96);
+    let mut sock = RtpUdpSocket::bind(&config, origin.elapsed()).unwrap();
+    let to = sock.local_addr();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let payload = [0x42u8; 80];
+    let mut wire = [0u8; 1500];
+    let mut buf = [0u8; 1500];
+    let mut back = [0u8; 1500];
+    let mut counted = 0u64;
+    for seq in 0..2_000u16 {
+        let p = RtpPacket::new(96, seq, u32::from(seq) * 960, 0xabc, &payload);
+        let n = p.write(&mut wire).unwrap();
+        peer.send_to(&wire[..n], to).unwrap();
+        let before = allocs();
+        let mut got = None;
+        // On loopback the datagram is queued within `send_to`; a few reads at most.
+        for _ in 0..1000 {
+            match sock.recv(origin.elapsed(), &mut buf) {
+                RxEvent::Packet { len, .. } => {
+                    got = Some(len);
+                    break;
+                }
+                RxEvent::Consumed => {}
+                RxEvent::Empty => std::thread::yield_now(),
+            }
+        }
+        let len = got.expect("the datagram arrived");
+        let now = origin.elapsed();
+        assert!(sock.send(&buf[..len], now, now + Duration::from_micros(1)));
+        assert_eq!(sock.recv(origin.elapsed(), &mut buf), RxEvent::Empty);
+        // The first packet latches the peer (symmetric RTP); every packet counts from there on.
+        if seq > 0 {
+            counted += allocs() - before;
+        }
+        while peer.recv(&mut back).is_ok() {}
+    }
+    assert_eq!(counted, 0, "the RTP/UDP socket path allocated");
+    let st = sock.stats().snapshot();
+    assert_eq!((st.rx_packets, st.tx_packets), (2000, 2000));
+}

@@ -1,12 +1,13 @@
-//! The plain RTP/UDP endpoint against a raw UDP peer.
+//! The plain RTP/UDP edge (the worker-driven socket) against a raw UDP peer. The tests poll the socket the way
+//! a media worker does at its ticks, on their own monotonic clock.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
 
-use mediaproc_net::{RtpUdpConfig, RtpUdpEndpoint, UdpSession};
+use mediaproc_net::{RtpUdpConfig, RtpUdpSocket, RxEvent, SessionStatsSnapshot};
 use mediaproc_wire::control::Codec;
 use mediaproc_wire::{RtpPacket, g711, rtcp};
-use tokio::net::UdpSocket;
 
 fn pcmu_config() -> RtpUdpConfig {
     RtpUdpConfig {
@@ -25,38 +26,98 @@ fn tone(n: usize, phase: usize) -> Vec<i16> {
         .collect()
 }
 
-async fn pop(s: &mut UdpSession) -> Vec<u8> {
-    let mut buf = [0u8; 1500];
-    for _ in 0..500 {
-        if let Some(m) = s.rx.pop(&mut buf) {
-            return buf[..m.len].to_vec();
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("no packet arrived");
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
 }
 
-#[tokio::test]
-async fn symmetric_rtp_with_g711() {
-    let (ep, mut s) = RtpUdpEndpoint::bind(pcmu_config()).await.unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let p = RtpPacket::new(pt, seq, ts, ssrc, payload);
+    let mut out = vec![0u8; p.encoded_len()];
+    p.write(&mut out).unwrap();
+    out
+}
+
+/// The socket under test and its clock.
+struct Edge {
+    sock: RtpUdpSocket,
+    origin: Instant,
+}
+
+impl Edge {
+    fn bind(config: RtpUdpConfig) -> Self {
+        let origin = Instant::now();
+        Self {
+            sock: RtpUdpSocket::bind(&config, origin.elapsed()).unwrap(),
+            origin,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn stats(&self) -> SessionStatsSnapshot {
+        self.sock.stats().snapshot()
+    }
+
+    /// Polls (every millisecond, as ticks would) until one RTP packet is delivered: its bytes and arrival.
+    fn next_packet(&mut self) -> (Vec<u8>, Duration) {
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.sock.recv(self.now(), &mut buf) {
+                RxEvent::Packet { len, arrival } => return (buf[..len].to_vec(), arrival),
+                RxEvent::Consumed => {}
+                RxEvent::Empty => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        panic!("no packet arrived; stats {:?}", self.stats());
+    }
+
+    /// Polls until `cond` holds on the statistics (5 s at most); returns the packets delivered meanwhile.
+    fn poll_until(&mut self, what: &str, cond: impl Fn(&SessionStatsSnapshot) -> bool) -> usize {
+        let mut buf = [0u8; 1500];
+        let mut delivered = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = self.now();
+            delivered += self.sock.poll_rx(now, &mut buf, 1024, |_, _| {});
+            if cond(&self.stats()) {
+                return delivered;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out: {what}; {:?}",
+                self.stats()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn symmetric_rtp_with_g711() {
+    let mut ep = Edge::bind(pcmu_config());
+    let to = ep.sock.local_addr();
+    let peer = peer();
 
     // Before the peer sent anything there is nowhere to send: counted, not sent.
-    s.tx.push(0, 0, &[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1])
-        .unwrap();
-    s.waker.wake();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(s.stats.snapshot().tx_dropped, 1);
+    let now = ep.now();
+    assert!(
+        !ep.sock
+            .send(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], now, now)
+    );
+    assert_eq!(ep.stats().tx_dropped, 1);
 
     // Peer → endpoint: 20 ms of µ-law.
     let pcm = tone(160, 0);
     let mut payload = [0u8; 160];
     g711::ulaw_encode_slice(&pcm, &mut payload);
-    let p = RtpPacket::new(0, 1, 160, 0xabc, &payload);
-    let mut pkt = vec![0u8; p.encoded_len()];
-    p.write(&mut pkt).unwrap();
-    peer.send_to(&pkt, ep.local_addr()).await.unwrap();
-    let got = pop(&mut s).await;
+    peer.send_to(&packet(0, 1, 160, 0xabc, &payload), to)
+        .unwrap();
+    let (got, _) = ep.next_packet();
     let rp = RtpPacket::parse(&got).unwrap();
     let mut decoded = [0i16; 160];
     g711::ulaw_decode_slice(rp.payload, &mut decoded);
@@ -69,66 +130,111 @@ async fn symmetric_rtp_with_g711() {
     assert!(err < 300, "µ-law error {err}");
 
     // Endpoint → peer: replies go to where the packet came from.
-    let p = RtpPacket::new(0, 77, 320, 0xdef, &payload);
-    let mut out = vec![0u8; p.encoded_len()];
-    p.write(&mut out).unwrap();
-    s.tx.push(0, 0, &out).unwrap();
-    s.waker.wake();
+    let now = ep.now();
+    assert!(ep.sock.send(&packet(0, 77, 320, 0xdef, &payload), now, now));
     let mut buf = [0u8; 1500];
-    let (n, from) = tokio::time::timeout(Duration::from_secs(2), peer.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(from, ep.local_addr());
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(from, to);
     assert_eq!(RtpPacket::parse(&buf[..n]).unwrap().sequence, 77);
 
     // Wrong payload type, garbage and RTCP are sorted and counted, never delivered as audio.
-    let wrong = RtpPacket::new(96, 2, 320, 0xabc, b"opus?");
-    let mut w = vec![0u8; wrong.encoded_len()];
-    wrong.write(&mut w).unwrap();
-    peer.send_to(&w, ep.local_addr()).await.unwrap();
-    peer.send_to(&[0x12, 0x34, 0x56], ep.local_addr())
-        .await
+    peer.send_to(&packet(96, 2, 320, 0xabc, b"opus?"), to)
         .unwrap();
+    peer.send_to(&[0x12, 0x34, 0x56], to).unwrap();
     let mut rr = [0u8; 64];
     let n = rtcp::write_receiver_report(0xabc, &[], &mut rr).unwrap();
-    peer.send_to(&rr[..n], ep.local_addr()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let st = s.stats.snapshot();
+    peer.send_to(&rr[..n], to).unwrap();
+    let delivered = ep.poll_until("three datagrams sorted", |st| {
+        st.rx_unexpected + st.rx_malformed + st.rx_rtcp == 3
+    });
+    assert_eq!(delivered, 0);
+    let st = ep.stats();
     assert_eq!(
         (st.rx_packets, st.rx_unexpected, st.rx_malformed, st.rx_rtcp),
         (1, 1, 1, 1)
     );
     assert_eq!((st.tx_packets, st.tx_dropped), (1, 1));
-    assert!(s.rx.pop(&mut buf).is_none());
 }
 
-#[tokio::test]
-async fn configured_remote_and_pcma() {
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// A datagram read long after it arrived keeps its arrival time (the kernel's receive timestamp), so the jitter
+/// buffer sees true arrivals whenever the worker reads the socket.
+#[test]
+fn arrival_is_the_kernels_receive_time_not_the_read() {
+    let mut ep = Edge::bind(pcmu_config());
+    let to = ep.sock.local_addr();
+    let peer = peer();
+    // The kernel switches receive timestamps on system-wide asynchronously when the first socket asks (and off
+    // when the last closes, as other tests' do): until then a datagram is stamped when it is read. Wait for the
+    // switch with probes (bounded), then measure a fresh datagram.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        peer.send_to(&packet(0, 0, 0, 0xabc, &[0xff; 160]), to)
+            .unwrap();
+        let sent = ep.now();
+        while ep.now() < sent + Duration::from_millis(10) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (_, arrival) = ep.next_packet();
+        if arrival <= sent + Duration::from_millis(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel never stamped a datagram"
+        );
+    }
+    let before = ep.now();
+    peer.send_to(&packet(0, 1, 160, 0xabc, &[0xff; 160]), to)
+        .unwrap();
+    // On loopback the datagram is queued (and stamped) within `send_to`.
+    let sent = ep.now();
+    // Let it wait in the kernel's queue as it would between two ticks.
+    while ep.now() < sent + Duration::from_millis(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let read = ep.now();
+    let (_, arrival) = ep.next_packet();
+    // Never later than the send returned (1 ms for the two clocks' rates and reads), well before the read.
+    assert!(
+        arrival <= sent + Duration::from_millis(1),
+        "arrival {arrival:?} after the send returned at {sent:?}"
+    );
+    assert!(
+        arrival + Duration::from_millis(25) <= read,
+        "arrival {arrival:?} is the read time {read:?}, not the kernel's"
+    );
+    // And not absurdly early either (a worker stall is bounded by `MAX_KERNEL_WAIT` anyway).
+    assert!(
+        arrival + Duration::from_secs(1) >= before,
+        "arrival {arrival:?} long before the send at {before:?}"
+    );
+}
+
+#[test]
+fn configured_remote_and_pcma() {
+    let peer = peer();
     let cfg = RtpUdpConfig {
         remote: Some(peer.local_addr().unwrap()),
         payload_type: g711::PT_PCMA,
         codec: Codec::Pcma,
         ..pcmu_config()
     };
-    let (_ep, mut s) = RtpUdpEndpoint::bind(cfg).await.unwrap();
+    let mut ep = Edge::bind(cfg);
     let pcm = tone(160, 40);
     let mut payload = [0u8; 160];
     g711::alaw_encode_slice(&pcm, &mut payload);
     for seq in 0..5u16 {
-        let p = RtpPacket::new(8, seq, u32::from(seq) * 160, 1, &payload);
-        let mut out = vec![0u8; p.encoded_len()];
-        p.write(&mut out).unwrap();
-        s.tx.push(0, 0, &out).unwrap();
+        let now = ep.now();
+        assert!(
+            ep.sock
+                .send(&packet(8, seq, u32::from(seq) * 160, 1, &payload), now, now)
+        );
     }
-    s.waker.wake();
     let mut buf = [0u8; 1500];
     for seq in 0..5u16 {
-        let n = tokio::time::timeout(Duration::from_secs(2), peer.recv(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("stats {:?}", s.stats.snapshot()))
-            .unwrap();
+        let n = peer
+            .recv(&mut buf)
+            .unwrap_or_else(|_| panic!("stats {:?}", ep.stats()));
         let p = RtpPacket::parse(&buf[..n]).unwrap();
         assert_eq!((p.payload_type, p.sequence), (8, seq));
         let mut d = [0i16; 160];
@@ -141,23 +247,23 @@ async fn configured_remote_and_pcma() {
             .unwrap();
         assert!(err < 300, "A-law error {err}");
     }
+    assert_eq!(ep.stats().tx_packets, 5);
 }
 
-#[tokio::test]
-async fn rtcp_reports_and_round_trip_time() {
+#[test]
+fn rtcp_reports_and_round_trip_time() {
     use mediaproc_wire::rtcp::{ReportBlock, RtcpPacket, SenderInfo};
     let cfg = RtpUdpConfig {
         rtcp_interval: Some(Duration::from_millis(100)),
         ..pcmu_config()
     };
-    let (ep, mut s) = RtpUdpEndpoint::bind(cfg).await.unwrap();
-    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut ep = Edge::bind(cfg);
+    let to = ep.sock.local_addr();
+    let peer = peer();
     let payload = [0xffu8; 160];
     for seq in (0..6u16).filter(|q| *q != 2) {
-        let p = RtpPacket::new(0, seq, u32::from(seq) * 160, 0xabc, &payload);
-        let mut pkt = vec![0u8; p.encoded_len()];
-        p.write(&mut pkt).unwrap();
-        peer.send_to(&pkt, ep.local_addr()).await.unwrap();
+        peer.send_to(&packet(0, seq, u32::from(seq) * 160, 0xabc, &payload), to)
+            .unwrap();
     }
     let mut sr = [0u8; 64];
     let info = SenderInfo {
@@ -165,26 +271,30 @@ async fn rtcp_reports_and_round_trip_time() {
         ..Default::default()
     };
     let n = rtcp::write_sender_report(0xabc, &info, &[], &mut sr).unwrap();
-    peer.send_to(&sr[..n], ep.local_addr()).await.unwrap();
-    let _ = pop(&mut s).await;
+    peer.send_to(&sr[..n], to).unwrap();
+    let delivered = ep.poll_until("5 RTP and an SR", |st| {
+        st.rx_packets == 5 && st.rx_rtcp == 1
+    });
+    assert_eq!(delivered, 5);
     for seq in 0..3u16 {
-        let p = RtpPacket::new(0, seq, u32::from(seq) * 160, 0xdef, &payload);
-        let mut out = vec![0u8; p.encoded_len()];
-        p.write(&mut out).unwrap();
-        s.tx.push(0, 0, &out).unwrap();
+        let now = ep.now();
+        assert!(ep.sock.send(
+            &packet(0, seq, u32::from(seq) * 160, 0xdef, &payload),
+            now,
+            now
+        ));
     }
-    s.waker.wake();
 
+    // The periodic path asks for a report; it is due once per interval.
+    peer.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let mut buf = [0u8; 1500];
     let mut sr_ntp = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while sr_ntp.is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no RTCP from the endpoint"
-        );
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), peer.recv(&mut buf)).await
-        else {
+        assert!(Instant::now() < deadline, "no RTCP from the endpoint");
+        ep.sock.poll_rtcp(ep.now());
+        let Ok(n) = peer.recv(&mut buf) else {
             continue;
         };
         if !mediaproc_wire::roq::is_rtcp(&buf[..n]) {
@@ -208,6 +318,16 @@ async fn rtcp_reports_and_round_trip_time() {
         assert!(matches!(pkts[1], RtcpPacket::SourceDescription(_)));
         sr_ntp = Some(sr.info.ntp_timestamp);
     }
+    // Not again before the interval has passed.
+    let now = ep.now();
+    ep.sock.poll_rtcp(now);
+    ep.sock.poll_rtcp(now);
+    peer.set_nonblocking(true).unwrap();
+    assert!(
+        peer.recv(&mut buf).is_err(),
+        "a second report within the interval"
+    );
+
     let block = ReportBlock {
         ssrc: 0xdef,
         last_sr: rtcp::ntp_middle32(sr_ntp.unwrap()),
@@ -215,12 +335,36 @@ async fn rtcp_reports_and_round_trip_time() {
     };
     let mut rr = [0u8; 64];
     let n = rtcp::write_receiver_report(0xabc, &[block], &mut rr).unwrap();
-    peer.send_to(&rr[..n], ep.local_addr()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while s.stats.snapshot().rtcp_rtt_us == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no RTT from RTCP");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    peer.send_to(&rr[..n], to).unwrap();
+    ep.poll_until("RTT from RTCP", |st| st.rtcp_rtt_us != 0);
+    assert!(ep.stats().rtcp_rtt_us < 2_000_000);
+    assert_eq!(ep.stats().rx_rtcp, 2);
+}
+
+/// A worker that stalls: datagrams wait in the kernel; what its queue cannot hold is counted (`SO_RXQ_OVFL`).
+#[test]
+fn a_full_kernel_queue_is_counted() {
+    let cfg = RtpUdpConfig {
+        // The kernel's minimum: a few dozen datagrams.
+        recv_buffer: 1,
+        ..pcmu_config()
+    };
+    let mut ep = Edge::bind(cfg);
+    let to = ep.sock.local_addr();
+    let peer = peer();
+    let payload = [0xffu8; 160];
+    const SENT: u16 = 2000;
+    for seq in 0..SENT {
+        peer.send_to(&packet(0, seq, u32::from(seq) * 160, 0xabc, &payload), to)
+            .unwrap();
     }
-    assert!(s.stats.snapshot().rtcp_rtt_us < 2_000_000);
-    assert_eq!(s.stats.snapshot().rx_rtcp, 2);
+    // One more after the overflow, so its control message carries the final count.
+    ep.poll_until("the queue read", |st| st.rx_packets > 0);
+    peer.send_to(&packet(0, SENT, u32::from(SENT) * 160, 0xabc, &payload), to)
+        .unwrap();
+    ep.poll_until("every datagram read or counted", |st| {
+        st.rx_packets + st.rx_kernel_dropped == u64::from(SENT) + 1
+    });
+    let st = ep.stats();
+    assert!(st.rx_kernel_dropped > 0, "{st:?}");
 }
