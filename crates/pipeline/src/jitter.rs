@@ -36,7 +36,9 @@
 //! late to play) and a held frame that the driver handed over only after the tick that missed it raise the
 //! envelope. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
 //! and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th percentile of all
-//! packets misses a third of the bursts.
+//! packets misses a third of the bursts. A packet a stalled driver hands over before the overdue tick that plays it
+//! ([`JitterBuffer::insert_stalled`]) is stored without feeding these statistics: its stamp is when the driver ran
+//! again, not when the path delivered it.
 //!
 //! ## Adaptive target delay (the buffer alone)
 //! The target level below drives [`JitterBuffer::pop`]'s start-up (the level a stream buffers before it plays),

@@ -17,6 +17,17 @@
 //! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
 //! sessions over the 20 ms period.
 //!
+//! ## A stalled driver
+//! On a loaded host the driver's threads are descheduled now and then, its receive thread and its ticks together:
+//! the packets that arrived meanwhile are stamped when the thread runs again, after the deadlines of the ticks that
+//! then run late in a bunch and still play them. Those stamps say nothing about the path, so such packets (stamped
+//! after the deadline of a tick that has not run yet, [`SessionStats::late_stamped_packets`]) do not feed the jitter
+//! buffer's delay statistics ([`JitterBuffer::insert_stalled`]), and the frames of the overdue ticks are no surplus
+//! for the playout. Counted at their stamps, a 90 ms stall raised the on-time envelope's 5 s peak by 90 ms: the
+//! playout stretched speech by as much and removed it again 5 s later (the quality harness's "overload collapse":
+//! STOI 0.4–0.7 in one run in three). A driver more than [`MAX_CATCH_UP_TICKS`] behind skips the missed ticks, and
+//! their audio is played out unheard so the streams stay at their delay.
+//!
 //! ## Codecs
 //! The send codec is [`SessionConfig::codec`] with [`SessionConfig::payload_type`] (Opus by default; PCMU/PCMA for
 //! SIP gateways), switchable at run time with [`MediaSession::set_send_codec`]. Received packets are decoded by the
