@@ -80,6 +80,9 @@ pub const MAX_SKIPPED_PLAYOUT_TICKS: u64 = crate::jitter::JITTER_CAPACITY_FRAMES
 /// If the driver falls this many ticks behind, the missed ticks are skipped instead of replayed: the bot does not
 /// get their frames and nothing is sent for them.
 pub const MAX_CATCH_UP_TICKS: u64 = 5;
+/// A packet stamped this much after the deadline of a tick that has not run yet marks a stalled driver (see
+/// [`MediaSession::handle_packet`]); within it, the driver is only waking up (its ticks run a fraction of a ms late).
+pub const STALL_MIN_LATENESS: Duration = Duration::from_millis(1);
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
 
@@ -279,7 +282,8 @@ pub struct SessionStats {
     pub late_ticks: u64,
     /// RTP packets given to the session.
     pub packets_received: u64,
-    /// Packets stamped after the deadline of a tick the driver had not run yet (it stalled): in time for that tick,
+    /// Packets stamped more than [`STALL_MIN_LATENESS`] after the deadline of a tick the driver had not run yet (it
+    /// stalled): in time for that tick,
     /// so their stamps do not feed the delay statistics (see [`MediaSession::handle_packet`]).
     pub late_stamped_packets: u64,
     /// Packets ignored (wrong payload type, no stream free, malformed).
@@ -814,7 +818,7 @@ impl MediaSession {
             } else {
                 Duration::ZERO
             };
-        let stalled = now > pending;
+        let stalled = now > pending + STALL_MIN_LATENESS;
         self.stats.late_stamped_packets += u64::from(stalled);
         let s = &mut self.streams[idx];
         // The source changed codec (a re-INVITE, a PT switch): restart its jitter buffer on the new clock.
