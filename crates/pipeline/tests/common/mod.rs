@@ -255,7 +255,8 @@ pub fn run(
     let (mut session, mut bot) = MediaSession::new(cfg, Duration::ZERO).unwrap();
     let mut rng = Rng::new(seed);
     // (hand-over to the session, tie-break, frame index, RTP sequence, arrival stamp)
-    let mut heap: BinaryHeap<Reverse<(u128, u64, usize, u16, u128)>> = BinaryHeap::new();
+    type InFlight = (u128, u64, usize, u16, u128);
+    let mut heap: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
     let mut rtp_seq: u16 = 40_000;
     let mut order = 0u64;
     let mut sent = 0usize;
