@@ -80,9 +80,11 @@ pub const MAX_SKIPPED_PLAYOUT_TICKS: u64 = crate::jitter::JITTER_CAPACITY_FRAMES
 /// If the driver falls this many ticks behind, the missed ticks are skipped instead of replayed: the bot does not
 /// get their frames and nothing is sent for them.
 pub const MAX_CATCH_UP_TICKS: u64 = 5;
-/// A packet stamped this much after the deadline of a tick that has not run yet marks a stalled driver (see
-/// [`MediaSession::handle_packet`]); within it, the driver is only waking up (its ticks run a fraction of a ms late).
-pub const STALL_MIN_LATENESS: Duration = Duration::from_millis(1);
+/// A packet stamped this much (half a frame) after the deadline of a tick that has not run yet marks a stalled
+/// driver (see [`MediaSession::handle_packet`]). Below it the driver's receive thread may well have been on time and
+/// only the ticks late (a loaded machine wakes a sleeping worker a few ms late): the stamp is then the packet's
+/// real arrival, which the envelope must cover for the ticks that do run on time.
+pub const STALL_MIN_LATENESS: Duration = Duration::from_millis(10);
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
 
