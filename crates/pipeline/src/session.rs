@@ -21,7 +21,8 @@
 //! On a loaded host the driver's threads are descheduled now and then, its receive thread and its ticks together:
 //! the packets that arrived meanwhile are stamped when the thread runs again, after the deadlines of the ticks that
 //! then run late in a bunch and still play them. Those stamps say nothing about the path, so such packets (stamped
-//! after the deadline of a tick that has not run yet, [`SessionStats::late_stamped_packets`]) do not feed the jitter
+//! more than [`STALL_MIN_LATENESS`] after the deadline of a tick that has not run yet,
+//! [`SessionStats::late_stamped_packets`]) do not feed the jitter
 //! buffer's delay statistics ([`JitterBuffer::insert_stalled`]), and the frames of the overdue ticks are no surplus
 //! for the playout. Counted at their stamps, a 90 ms stall raised the on-time envelope's 5 s peak by 90 ms: the
 //! playout stretched speech by as much and removed it again 5 s later (the quality harness's "overload collapse":
