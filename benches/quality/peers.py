@@ -310,6 +310,13 @@ class MediaprocEcho:
         targets = [float(v) for _, st in self.samples for v in find_key(st, "targetDelayMs")
                    if isinstance(v, (int, float))]
         out = {"sessionId": self.sid, "stats": last}
+        # The session's figures per 1 s sample, for finding when something happened (tick lateness, underruns,
+        # time-scaling): seconds since the first sample, then the counters.
+        t0 = self.samples[0][0] if self.samples else 0.0
+        keys = ("lateTicks", "skippedTicks", "underruns", "concealedMs", "acceleratedMs", "deceleratedMs", "late",
+                "envelopeDelayMs", "targetDelayMs", "jitterBufferDelayMs", "resyncs", "tickPhaseShifts")
+        out["series"] = [{"t": round(t - t0, 2), **{k: next(iter(find_key(st, k)), None) for k in keys}}
+                         for t, st in self.samples]
         self.sid = None
         if delays:
             out["jitterBufferDelayMs"] = sum(delays) / len(delays)

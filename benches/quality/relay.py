@@ -162,6 +162,11 @@ class Relay:
         # (leg, time forwarded, first 12 bytes) of every packet the relay passed on (lost ones are missing), for
         # diagnostics (`write_arrivals`): on leg "in" what the echo received and when.
         self.in_log: list[tuple[str, float, bytes]] = []
+        # (time received, RTP timestamp) of every inbound RTP packet, and how late each forward left against its
+        # schedule (s, per leg): whether the sender or the relay itself was starved during this path's run (a loaded
+        # machine delays the way in before any echo sees it; see `stats()["starvation"]`).
+        self.rx_in: list[tuple[float, int]] = []
+        self.tx_late = {"in": 0.0, "out": 0.0}
         self._heap: list = []
         self._seq = 0
         self._cv = threading.Condition()
@@ -200,7 +205,32 @@ class Relay:
             "out": self.leg_out.stats.as_dict(),
             "noTarget": self.no_target,
             "rtcpReceiverReports": self.rr_sent,
+            "starvation": self.starvation(),
         }
+
+    def starvation(self) -> dict:
+        """How much the way in was delayed before any echo saw it: `senderSpikeMs`, the largest on-time envelope of a
+        0.5 s window of the inbound arrivals (arrival minus RTP time, the window's latest packet) above the median of
+        those windows (a sender that sends in chunks, as ffmpeg does, has a steady envelope too); `relayLateMs`, the
+        largest lateness of a forward against its schedule, per leg. On an idle machine both stay within a few ms;
+        tens of ms mean the sender or the relay was starved of CPU during this run, which delays that path's packets
+        only (the paths run one after another)."""
+        out = {"relayLateMs": {k: round(v * 1000, 1) for k, v in self.tx_late.items()}, "senderSpikeMs": None}
+        if len(self.rx_in) < 50:
+            return out
+        t0, ts0 = self.rx_in[0]
+        unwrapped, last, base = [], ts0, 0
+        for _, ts in self.rx_in:
+            d = (ts - last) & 0xFFFFFFFF
+            base += d - (1 << 32) if d >= 1 << 31 else d
+            last = ts
+            unwrapped.append(base)
+        transit = [(t - t0) * 1000 - u / 48 for (t, _), u in zip(self.rx_in, unwrapped)]
+        windows = [max(transit[i:i + 25]) for i in range(0, len(transit) - 24, 25)]
+        if windows:
+            med = sorted(windows)[len(windows) // 2]
+            out["senderSpikeMs"] = round(max(windows) - med, 1)
+        return out
 
     def _rx_loop(self):
         socks = [self.in_sock, self.echo_sock]
@@ -218,6 +248,8 @@ class Relay:
                 if s is self.in_sock:
                     if self.t0 is None:
                         self.t0 = now
+                    if len(data) >= 12 and data[0] >> 6 == 2 and not 200 <= data[1] <= 204:
+                        self.rx_in.append((now, int.from_bytes(data[4:8], "big")))
                     leg, out_sock, dest = self.leg_in, self.echo_sock, self.echo_addr
                 else:
                     leg, out_sock, dest = self.leg_out, self.in_sock, self.receiver_addr
@@ -294,6 +326,9 @@ class Relay:
             try:
                 sock.sendto(data, dest)
                 leg.stats.forwarded += 1
-                self.in_log.append(("in" if leg is self.leg_in else "out", time.monotonic(), data[:12]))
+                sent = time.monotonic()
+                name = "in" if leg is self.leg_in else "out"
+                self.tx_late[name] = max(self.tx_late[name], sent - _due)
+                self.in_log.append((name, sent, data[:12]))
             except OSError:
                 pass

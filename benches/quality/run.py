@@ -39,6 +39,11 @@ SCENARIOS = {
 }
 
 
+# A way-in envelope this far above its median (ms) marks a run whose sender or relay was starved (see
+# relay.Relay.starvation): on an idle machine it stays within about 10 ms (GStreamer sender) / 20 ms (ffmpeg).
+STARVED_SPIKE_MS = 30
+
+
 def log(msg: str):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -226,6 +231,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rtcp-rr-ms", type=int, default=1000,
                     help="interval of the RTCP receiver reports the far end sends mediaproc's RTP/UDP echo about the "
                          "return leg's loss (drives its adaptive FEC); 0 = none")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="run the harness and everything it starts (peers, relay, echoes, the daemon) at this nice "
+                         "increment, e.g. -5 on a machine shared with other work (negative needs CAP_SYS_NICE): "
+                         "the paths run one after another, so load from outside hits whichever path is running")
     ap.add_argument("--json", help="write all results to this JSON file")
     ap.add_argument("--mediaproc", help="mediaproc binary (default: target/release/mediaproc, built if missing)")
     ap.add_argument("--daemon-api", help="use a running daemon (IP:PORT of its API) instead of starting one")
@@ -235,6 +244,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", help="keep the work files (WAVs, logs) in this directory")
     args = ap.parse_args(argv)
     P.JB_MODE = args.jb_mode
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError as e:
+            print(f"error: --nice {args.nice}: {e}", file=sys.stderr)
+            return 2
     if args.quick:
         args.scenarios, args.senders, args.seconds = "clean", "gstreamer", 4.0
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -291,9 +306,11 @@ def main(argv=None) -> int:
                     except Exception as e:  # keep going: one broken path must not hide the others
                         r = {"scenario": scenario, "sender": sender, "path": path, "error": str(e)}
                     results.append(r)
+                    starved = r.get("relay", {}).get("starvation", {})
                     log(f"      PESQ-WB {fmt(r.get('pesqWb'), '.2f')}  STOI {fmt(r.get('stoi'), '.3f')}  "
                         f"corr {fmt(r.get('corr'), '.3f')}  lag steps {r.get('lagSteps', 'n/a')}  "
-                        f"silent {r.get('silentFrames', 'n/a')}  jb {fmt(r.get('jitterBufferDelayMs'), '.0f')} ms"
+                        f"silent {r.get('silentFrames', 'n/a')}  jb {fmt(r.get('jitterBufferDelayMs'), '.0f')} ms  "
+                        f"way-in spike {fmt(starved.get('senderSpikeMs'), '.0f')} ms"
                         + (f"  ERROR {r['error']}" if r.get("error") else ""))
         if "quic" in paths and not args.no_pt_check and args.quic_pt != 96 and not args.quick:
             log("QUIC payload-type check: clean, gstreamer sender, flows declared with payload type 96 (SPEC §3/§4.1)")
@@ -323,6 +340,14 @@ def main(argv=None) -> int:
             daemon.stop()
     print(table(results))
     print()
+    starved = [r for r in results if (r.get("relay", {}).get("starvation", {}).get("senderSpikeMs") or 0)
+               > STARVED_SPIKE_MS]
+    if starved:
+        print(f"Runs whose way in was delayed by more than {STARVED_SPIKE_MS} ms before the echo (sender or relay "
+              "starved of CPU; that path alone met the extra jitter): "
+              + ", ".join(f"{r['scenario']}/{r['sender']}/{r['path']} run {r.get('repeat', 0) + 1} "
+                          f"(+{r['relay']['starvation']['senderSpikeMs']:.0f} ms)" for r in starved))
+        print()
     print(acceptance_table(results))
     if rtt:
         print()

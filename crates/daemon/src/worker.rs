@@ -947,6 +947,9 @@ impl WorkerSession {
             "ticks": stats.ticks,
             "lateTicks": stats.late_ticks,
             "skippedTicks": stats.skipped_ticks,
+            // Packets stamped more than half a frame after a tick the worker had not run yet (a stalled host):
+            // kept out of the delay statistics.
+            "lateStampedPackets": stats.late_stamped_packets,
             "tickPhaseShifts": c.phase_shifts,
             // Wait from the latest on-time arrivals (plus the jitter buffer's margin) to the tick that plays them.
             "tickSlackMs": self.media.tick_slack_us().map(|us| us as f64 / 1000.0),

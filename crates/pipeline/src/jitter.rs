@@ -36,7 +36,9 @@
 //! late to play) and a held frame that the driver handed over only after the tick that missed it raise the
 //! envelope. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
 //! and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th percentile of all
-//! packets misses a third of the bursts.
+//! packets misses a third of the bursts. A packet a stalled driver hands over before the overdue tick that plays it
+//! ([`JitterBuffer::insert_stalled`]) is stored without feeding these statistics: its stamp is when the driver ran
+//! again, not when the path delivered it.
 //!
 //! ## Adaptive target delay (the buffer alone)
 //! The target level below drives [`JitterBuffer::pop`]'s start-up (the level a stream buffers before it plays),
@@ -358,6 +360,8 @@ pub struct JitterBuffer {
     codec: Codec,
     /// The codec changed while the stream played: the next packet resumes it rather than starting it.
     resume_after_switch: bool,
+    /// The packet being inserted was handed over by a stalled driver ([`JitterBuffer::insert_stalled`]).
+    stalled: bool,
     stats: JitterStats,
 }
 
@@ -415,6 +419,7 @@ impl JitterBuffer {
             wait_us: -1.0,
             codec: Codec::Opus,
             resume_after_switch: false,
+            stalled: false,
             stats: JitterStats {
                 target_delay_ms: u32::from(initial) * 20,
                 ..JitterStats::default()
@@ -707,6 +712,24 @@ impl JitterBuffer {
         i64::from(initial - self.cfg.min_delay_frames) * FRAME_US
     }
 
+    /// Like [`JitterBuffer::insert`] for a packet the driver handed over while it was stalled: stamped (at `now`)
+    /// after the deadline of a tick that had not run yet, so in time for that tick whatever the stamp says. Its
+    /// stamp tells nothing about the path, so it does not feed the delay statistics (envelope, target) — unless it
+    /// is the frame a held underrun awaits (it really missed a tick) or it is too late to play.
+    pub fn insert_stalled(
+        &mut self,
+        now: Duration,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+        audio_level: Option<u8>,
+    ) -> InsertOutcome {
+        self.stalled = true;
+        let r = self.insert(now, seq, timestamp, payload, audio_level);
+        self.stalled = false;
+        r
+    }
+
     /// Stores a packet that arrived at `now` (session-relative). Untrusted input: never panics.
     pub fn insert(
         &mut self,
@@ -812,8 +835,11 @@ impl JitterBuffer {
                 resumed: std::mem::take(&mut self.resume_after_switch),
             };
         }
-        let at = self.effective_arrival_us(now, index);
-        self.update_delay_estimate(at, ext_ts);
+        let held = self.hold > 0 && index == self.playout;
+        if !self.stalled || held || self.transit_len == 0 {
+            let at = self.effective_arrival_us(now, index);
+            self.update_delay_estimate(at, ext_ts);
+        }
         let slot = self.slot_mut(index);
         slot.used = true;
         slot.played = false;

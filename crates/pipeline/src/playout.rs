@@ -185,6 +185,9 @@ pub struct PlayoutEngine {
     last_level: i64,
     /// The playout offset above the on-time envelope at the last tick (µs).
     envelope_delay_us: i64,
+    /// Ticks already overdue after the one about to run (the driver stalled and catches up): their packets are in
+    /// the buffer and are no surplus.
+    overdue_ticks: u32,
     accelerated: u64,
     decelerated: u64,
     merges: u64,
@@ -230,6 +233,7 @@ impl PlayoutEngine {
             last_db: 0.0,
             last_level: 0,
             envelope_delay_us: 0,
+            overdue_ticks: 0,
             accelerated: 0,
             decelerated: 0,
             merges: 0,
@@ -256,6 +260,7 @@ impl PlayoutEngine {
         self.last_db = 0.0;
         self.last_level = 0;
         self.envelope_delay_us = 0;
+        self.overdue_ticks = 0;
         self.accelerated = 0;
         self.decelerated = 0;
         self.merges = 0;
@@ -288,6 +293,12 @@ impl PlayoutEngine {
         s.playout_delay_ms = self.ms(self.last_level.max(0) as u64) as u32;
         s.envelope_delay_ms = (self.envelope_delay_us / 1000) as u32;
         s
+    }
+
+    /// Tells the engine how many ticks after the next one are already overdue (a driver catching up after a stall;
+    /// 0 normally): the packets they will play are in the buffer, so they do not count as surplus.
+    pub fn set_overdue_ticks(&mut self, ticks: u32) {
+        self.overdue_ticks = ticks;
     }
 
     /// Playout delay at the last tick (packets buffered plus decoded audio waiting), in samples.
@@ -557,9 +568,13 @@ impl PlayoutEngine {
             // their tick).
             let margin = self.margin_us(jb);
             // A buffer far above the jitter buffer's own target level is surplus even while the envelope's window
-            // and hold still remember later arrivals (a sender running fast, a catch-up after a stall).
-            let surplus =
-                level - (i64::from(jb.target_frames()) + LEVEL_SURPLUS_FRAMES) * spf as i64;
+            // and hold still remember later arrivals (a sender running fast, a sender's catch-up after a stall) —
+            // but not the frames of ticks this driver is late for (its own stall): they play in the next ticks.
+            let surplus = level
+                - (i64::from(jb.target_frames())
+                    + LEVEL_SURPLUS_FRAMES
+                    + i64::from(self.overdue_ticks))
+                    * spf as i64;
             let excess = to_samples(offset - keep - margin).max(surplus);
             voiced_excess = to_samples(offset - keep - FRAME_US).max(surplus);
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);

@@ -17,6 +17,18 @@
 //! into exactly one packet (the send half). The `phase` ([`SessionConfig::tick_phase`]) lets one worker spread many
 //! sessions over the 20 ms period.
 //!
+//! ## A stalled driver
+//! On a loaded host the driver's threads are descheduled now and then, its receive thread and its ticks together:
+//! the packets that arrived meanwhile are stamped when the thread runs again, after the deadlines of the ticks that
+//! then run late in a bunch and still play them. Those stamps say nothing about the path, so such packets (stamped
+//! more than [`STALL_MIN_LATENESS`] after the deadline of a tick that has not run yet,
+//! [`SessionStats::late_stamped_packets`]) do not feed the jitter
+//! buffer's delay statistics ([`JitterBuffer::insert_stalled`]), and the frames of the overdue ticks are no surplus
+//! for the playout. Counted at their stamps, a 90 ms stall raised the on-time envelope's 5 s peak by 90 ms: the
+//! playout stretched speech by as much and removed it again 5 s later (the quality harness's "overload collapse":
+//! STOI 0.4–0.7 in one run in three). A driver more than [`MAX_CATCH_UP_TICKS`] behind skips the missed ticks, and
+//! their audio is played out unheard so the streams stay at their delay.
+//!
 //! ## Codecs
 //! The send codec is [`SessionConfig::codec`] with [`SessionConfig::payload_type`] (Opus by default; PCMU/PCMA for
 //! SIP gateways), switchable at run time with [`MediaSession::set_send_codec`]. Received packets are decoded by the
@@ -63,8 +75,17 @@ pub const QUIET_DBOV: f32 = -40.0;
 /// A frame this much quieter than the stream's recent average (≈ 1 s) is also a good place (speech pauses over
 /// background noise).
 pub const QUIET_BELOW_AVERAGE_DB: f32 = 8.0;
-/// If the driver falls this many ticks behind, the missed ticks are skipped instead of replayed.
+/// Of the ticks skipped after a stall, at most this many (the latest) are played out unheard to keep the streams'
+/// playout points with the ticks (a jitter buffer's worth; older audio is gone from the buffers anyway).
+pub const MAX_SKIPPED_PLAYOUT_TICKS: u64 = crate::jitter::JITTER_CAPACITY_FRAMES as u64;
+/// If the driver falls this many ticks behind, the missed ticks are skipped instead of replayed: the bot does not
+/// get their frames and nothing is sent for them.
 pub const MAX_CATCH_UP_TICKS: u64 = 5;
+/// A packet stamped this much (half a frame) after the deadline of a tick that has not run yet marks a stalled
+/// driver (see [`MediaSession::handle_packet`]). Below it the driver's receive thread may well have been on time and
+/// only the ticks late (a loaded machine wakes a sleeping worker a few ms late): the stamp is then the packet's
+/// real arrival, which the envelope must cover for the ticks that do run on time.
+pub const STALL_MIN_LATENESS: Duration = Duration::from_millis(10);
 /// A stream without packets for this long may be reused for a new source.
 pub const STREAM_IDLE_REUSE: Duration = Duration::from_secs(2);
 
@@ -264,6 +285,10 @@ pub struct SessionStats {
     pub late_ticks: u64,
     /// RTP packets given to the session.
     pub packets_received: u64,
+    /// Packets stamped more than [`STALL_MIN_LATENESS`] after the deadline of a tick the driver had not run yet (it
+    /// stalled): in time for that tick,
+    /// so their stamps do not feed the delay statistics (see [`MediaSession::handle_packet`]).
+    pub late_stamped_packets: u64,
     /// Packets ignored (wrong payload type, no stream free, malformed).
     pub packets_ignored: u64,
     /// Of those, packets whose payload type is not in the receive table.
@@ -783,14 +808,32 @@ impl MediaSession {
                 i
             }
         };
+        // A packet handed over before an overdue tick has run was there in time for that tick, whatever its stamp
+        // says: on a loaded host the driver's receive thread and its ticks stall together, and the packets that came
+        // meanwhile are stamped when the thread runs again, after the deadlines of the ticks that still play them.
+        // Counted at their stamps they raised the on-time envelope (and its 5 s peak) by the stall, and the playout
+        // stretched speech by as much to cover a delay no packet had, then removed it again: the harness's overload
+        // collapse. Such a packet is stored without feeding the delay statistics (its stamp tells nothing about the
+        // path).
+        let pending = self.pacer.next_deadline()
+            + if self.send_pending {
+                FRAME_DURATION
+            } else {
+                Duration::ZERO
+            };
+        let stalled = now > pending + STALL_MIN_LATENESS;
+        self.stats.late_stamped_packets += u64::from(stalled);
         let s = &mut self.streams[idx];
         // The source changed codec (a re-INVITE, a PT switch): restart its jitter buffer on the new clock.
         s.set_codec(codec);
         s.last_packet = now;
-        if s.jitter
-            .insert(now, rtp.sequence, rtp.timestamp, payload, rtp.audio_level)
-            == crate::jitter::InsertOutcome::Malformed
-        {
+        let (seq, ts, level) = (rtp.sequence, rtp.timestamp, rtp.audio_level);
+        let outcome = if stalled {
+            s.jitter.insert_stalled(now, seq, ts, payload, level)
+        } else {
+            s.jitter.insert(now, seq, ts, payload, level)
+        };
+        if outcome == crate::jitter::InsertOutcome::Malformed {
             self.stats.packets_ignored += 1;
         }
         self.delivering = true;
@@ -819,6 +862,19 @@ impl MediaSession {
         }
         let behind = ((now - due).as_micros() / FRAME_DURATION.as_micros()) as u64;
         if behind > MAX_CATCH_UP_TICKS {
+            // The skipped ticks' audio is played out unheard (the last [`MAX_SKIPPED_PLAYOUT_TICKS`] of them): the
+            // streams' playout points move on with the ticks, so after the stall the bot hears the far end at the
+            // delay it had, with a gap as after a lost burst. Kept, that audio would play 100+ ms late and be
+            // time-scaled back over seconds of speech (and an echo's reply, whose RTP timestamps skip the gap,
+            // would be as much later at the far end until then).
+            let skipped = behind.min(MAX_SKIPPED_PLAYOUT_TICKS);
+            for k in behind - skipped..behind {
+                let at = due + FRAME_DURATION * k as u32;
+                for s in self.streams.iter_mut().filter(|s| s.source_id.is_some()) {
+                    s.playout.set_overdue_ticks((behind - k) as u32);
+                    self.stats.decode_errors += s.tick(self.spf, at);
+                }
+            }
             self.pacer.skip(behind);
             self.stats.skipped_ticks += behind;
         } else if behind >= 1 {
@@ -826,6 +882,12 @@ impl MediaSession {
         }
         let deadline = self.pacer.next_deadline();
         self.stats.ticks += 1;
+        // Ticks after this one that are already due (a catch-up): their frames are buffered, no surplus.
+        let overdue =
+            (now.saturating_sub(deadline).as_micros() / FRAME_DURATION.as_micros()) as u32;
+        for s in &mut self.streams {
+            s.playout.set_overdue_ticks(overdue);
+        }
         self.receive_tick(deadline);
         self.local_loss_ticks -= 1;
         if self.local_loss_ticks == 0 {

@@ -459,3 +459,110 @@ fn diag_replay_harness_trace() {
         std::fs::write(out, w).unwrap();
     }
 }
+
+/// The receiving host stalled now and then (a loaded CPU descheduling the daemon's threads), clean path, speech.
+fn stalled(stall: Stall, seed: u64) -> (PlayoutReport, TimeScaleOps, JitterStats, u32) {
+    let net = NetConfig {
+        stall,
+        ..NetConfig::default()
+    };
+    let src = source(false, 0.0);
+    let (session, trace) = run(&src, net, seed, Duration::from_secs(30), true);
+    let s = session.stream_stats(7).unwrap();
+    let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
+    let ops = timescale_ops(&trace, 320, 200);
+    let env: Vec<u32> = trace.stats[200..]
+        .iter()
+        .map(|s| s.envelope_delay_ms)
+        .collect();
+    let env_avg = env.iter().sum::<u32>() / env.len() as u32;
+    println!(
+        "stall {stall:?}: {rep:?} {ops:?} envelope delay avg {env_avg}; {:?}; {s:?}",
+        session.stats()
+    );
+    (rep, ops, s, env_avg)
+}
+
+#[test]
+#[ignore = "diagnostic: prints the playout's figures under host stalls"]
+fn diag_host_stalls() {
+    for (net, worker) in [(true, true), (false, true), (true, false)] {
+        for len_ms in [30.0, 90.0, 150.0] {
+            stalled(
+                Stall {
+                    first_ms: 6_013.0,
+                    every_ms: 3_000.0,
+                    len_ms,
+                    net,
+                    worker,
+                },
+                31,
+            );
+        }
+    }
+}
+
+/// A loaded host (the quality harness's overload collapse): the daemon's network thread and worker descheduled
+/// together for 90 ms every 3 s. The packets that arrive meanwhile are stamped at the stall's end, after the
+/// deadlines of the ticks that then run late in a bunch and still play them. Before the fix their stamps raised the
+/// on-time envelope (and its 5 s peak) by the stall: 1.1 s of preemptive expand and 1.1 s of accelerate in 26 s,
+/// 39 periods inserted into or removed from speech. Now the timeline does not move.
+#[test]
+fn host_stalls_with_late_ticks_leave_the_timeline_alone() {
+    for len_ms in [30.0, 90.0] {
+        let stall = Stall {
+            first_ms: 6_013.0,
+            every_ms: 3_000.0,
+            len_ms,
+            net: true,
+            worker: true,
+        };
+        let net = NetConfig {
+            stall,
+            ..NetConfig::default()
+        };
+        let (rep, s, trace) = scenario("host stalls", &source(false, 0.0), net, 31, 30, 0);
+        let ops = timescale_ops(&trace, 320, 200);
+        assert!(rep.mean > 0.999 && rep.p10 > 0.99, "{len_ms} ms: {rep:?}");
+        assert_eq!(ops.in_speech, 0, "{len_ms} ms: {ops:?}");
+        assert_eq!((s.underruns, s.concealed, s.late), (0, 0, 0), "{s:?}");
+        // The start-up's one frame down and nothing else.
+        assert!(
+            s.accelerated_ms <= 25 && s.decelerated_ms <= 5,
+            "{len_ms} ms: {s:?}"
+        );
+    }
+}
+
+/// A stall longer than `MAX_CATCH_UP_TICKS` (150 ms every 3 s): the session skips the missed ticks, and the
+/// streams play their audio out unheard, so after each stall the bot hears the far end at the delay it had, with a
+/// gap (on the bot's time axis) as after a lost burst. Before, the skipped ticks' audio stayed in the buffers: the
+/// bot heard it 140 ms late (a lag step of 7 frames) and the playout time-scaled it back over the next seconds.
+#[test]
+fn host_stalls_beyond_catch_up_skip_the_audio_too() {
+    let stall = Stall {
+        first_ms: 6_013.0,
+        every_ms: 3_000.0,
+        len_ms: 150.0,
+        net: true,
+        worker: true,
+    };
+    let net = NetConfig {
+        stall,
+        ..NetConfig::default()
+    };
+    let src = source(false, 0.0);
+    let (session, trace) = run(&src, net, 32, Duration::from_secs(30), true);
+    let s = session.stream_stats(7).unwrap();
+    let stats = session.stats();
+    let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
+    let ops = timescale_ops(&trace, 320, 200);
+    println!("skip: {rep:?} {ops:?} {stats:?} {s:?}");
+    assert!(stats.skipped_ticks >= 8 * 6, "{stats:?}");
+    assert!(rep.max_lag_step_ms < 20.0, "{rep:?}");
+    // The gaps themselves (7 frames per stall, 8 stalls) and nothing else.
+    assert!(rep.silent_while_speaking <= 8 * 7, "{rep:?}");
+    assert!(rep.p10 > 0.99, "{rep:?}");
+    assert_eq!(ops.in_speech, 0, "{ops:?}");
+    assert!(s.accelerated_ms <= 25 && s.decelerated_ms <= 5, "{s:?}");
+}

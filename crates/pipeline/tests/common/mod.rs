@@ -99,6 +99,42 @@ pub struct NetConfig {
     /// Recorded transit times (ms, one per packet in send order, looped; NaN = lost): replaces the jitter model (e.g.
     /// a quality harness run's `arrivals.csv`).
     pub transit_trace: Option<&'static [f64]>,
+    /// The receiving host stalls (its threads descheduled by a loaded CPU): see [`Stall`].
+    pub stall: Stall,
+}
+
+/// Periodic stalls of the receiving host: from `first_ms` on, every `every_ms` for `len_ms`. A stalled network
+/// thread (`net`) reads the packets that arrive meanwhile only at the stall's end and stamps them then; a stalled
+/// worker (`worker`) hands over packets and runs the ticks due meanwhile only at the stall's end, in a bunch (the
+/// packets first, as the daemon's worker drains its rings before it ticks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stall {
+    pub first_ms: f64,
+    pub every_ms: f64,
+    pub len_ms: f64,
+    pub net: bool,
+    pub worker: bool,
+}
+
+impl Stall {
+    /// When something due at `t` (ns) happens: the stall's end if `t` falls in one, else `t`.
+    pub fn delay(&self, t: u128) -> u128 {
+        if self.len_ms <= 0.0 || self.every_ms <= 0.0 {
+            return t;
+        }
+        let ms = t as f64 / 1e6 - self.first_ms;
+        if ms < 0.0 {
+            return t;
+        }
+        let k = (ms / self.every_ms).floor();
+        let start = self.first_ms + k * self.every_ms;
+        let end = start + self.len_ms;
+        if (t as f64 / 1e6) < end {
+            (end * 1e6).ceil() as u128
+        } else {
+            t
+        }
+    }
 }
 
 impl Default for NetConfig {
@@ -114,6 +150,7 @@ impl Default for NetConfig {
             pairs: false,
             chunk_ms: 0.0,
             transit_trace: None,
+            stall: Stall::default(),
         }
     }
 }
@@ -217,8 +254,9 @@ pub fn run(
     };
     let (mut session, mut bot) = MediaSession::new(cfg, Duration::ZERO).unwrap();
     let mut rng = Rng::new(seed);
-    // (arrival, tie-break, frame index, RTP sequence)
-    let mut heap: BinaryHeap<Reverse<(u128, u64, usize, u16)>> = BinaryHeap::new();
+    // (hand-over to the session, tie-break, frame index, RTP sequence, arrival stamp)
+    type InFlight = (u128, u64, usize, u16, u128);
+    let mut heap: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
     let mut rtp_seq: u16 = 40_000;
     let mut order = 0u64;
     let mut sent = 0usize;
@@ -228,12 +266,18 @@ pub fn run(
     let mut out = ReceivedAudio::new(source.rate);
     let mut trace = Trace::default();
     let mut last_seq: Option<u64> = None;
+    let mut last_ts: u64 = 0;
     let mut started = false;
     let end = duration.as_nanos();
     loop {
         let next_send = sender_start.as_nanos() + (sent as f64 * period_ns) as u128;
         let next_arrival = heap.peek().map(|Reverse((t, ..))| *t).unwrap_or(u128::MAX);
         let next_tick = session.poll_timeout().as_nanos();
+        let next_tick = if net.stall.worker {
+            net.stall.delay(next_tick)
+        } else {
+            next_tick
+        };
         let now = next_send.min(next_arrival).min(next_tick);
         if now > end {
             break;
@@ -284,12 +328,23 @@ pub fn run(
                         d += 30.0 + rng.f64() * 30.0;
                     }
                     order += 1;
-                    heap.push(Reverse((now + (d * 1e6) as u128, order, sent, seq)));
+                    let arrival = now + (d * 1e6) as u128;
+                    let stamp = if net.stall.net {
+                        net.stall.delay(arrival)
+                    } else {
+                        arrival
+                    };
+                    let handed = if net.stall.worker {
+                        net.stall.delay(stamp)
+                    } else {
+                        stamp
+                    };
+                    heap.push(Reverse((handed, order, sent, seq, stamp)));
                 }
             }
             sent += 1;
         } else if now == next_arrival {
-            let Reverse((_, _, n, seq)) = heap.pop().unwrap();
+            let Reverse((_, _, n, seq, stamp)) = heap.pop().unwrap();
             let payload = &source.packets[n % source.packets.len()];
             let rtp = RtpPacketInfo {
                 ssrc: 0xabcd,
@@ -300,7 +355,7 @@ pub fn run(
                 audio_level: None,
                 source_id: Some(7),
             };
-            session.handle_packet(now_d, &rtp, payload);
+            session.handle_packet(Duration::from_nanos(stamp as u64), &rtp, payload);
         } else {
             session.handle_tick(now_d);
             while let Some(o) = session.poll_output() {
@@ -316,6 +371,17 @@ pub fn run(
                 {
                     trace.seq_gaps += 1;
                 }
+                // Frames the session did not deliver (ticks it skipped after a stall) are silence on the bot's
+                // time axis, so the audio keeps its real-time alignment.
+                let gap = last_seq.map_or(0, |_| {
+                    (out.info.timestamp.saturating_sub(last_ts) / 200_000).saturating_sub(1)
+                });
+                if keep_audio {
+                    trace
+                        .audio
+                        .extend(std::iter::repeat_n(0, gap as usize * out.mixed().len()));
+                }
+                last_ts = out.info.timestamp;
                 last_seq = Some(out.info.sequence);
                 if keep_audio {
                     trace.audio.extend_from_slice(out.mixed());
