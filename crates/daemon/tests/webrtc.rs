@@ -16,6 +16,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// The recorder both page scripts use, put in front of each.
+const RECORD_SCRIPT: &str = include_str!("webrtc_record.js");
 const PAGE_SCRIPT: &str = include_str!("webrtc_page.js");
 const LOOPBACK_SCRIPT: &str = include_str!("webrtc_loopback.js");
 /// Seconds of echo the browser records.
@@ -263,7 +265,7 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let page = format!("http://{}/talk", daemon.api_addr);
     let started = std::time::Instant::now();
     let (_browser, devtools) = start_browser(binary, &format!("{page}#test"), &wav).await;
-    let script = PAGE_SCRIPT
+    let script = format!("{RECORD_SCRIPT}\n{PAGE_SCRIPT}")
         .replace("__SESSION__", id)
         .replace("__TOKEN__", token)
         .replace("__SECONDS__", &RECORD_SECONDS.to_string())
@@ -429,7 +431,7 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
 
     // The browser's own floor, in the same browser and run: its one-way delay between two of its own peer
     // connections (capture, Opus framing, NetEQ, playout). The echo's round trip minus this is the daemon's share.
-    let loopback = LOOPBACK_SCRIPT
+    let loopback = format!("{RECORD_SCRIPT}\n{LOOPBACK_SCRIPT}")
         .replace("__SECONDS__", &RECORD_SECONDS.to_string())
         .replace("__WARMUP_MS__", &WARMUP_MS.to_string());
     let floor: Value = serde_json::from_str(&evaluate(devtools, &page, &loopback).await).unwrap();

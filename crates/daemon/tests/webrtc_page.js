@@ -4,7 +4,6 @@
 // received), so their lag is the browser-to-browser round trip through the daemon. Returns JSON.
 (async () => {
   const SESSION = "__SESSION__", TOKEN = "__TOKEN__", SECONDS = __SECONDS__, WARMUP_MS = __WARMUP_MS__;
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const mic = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
   });
@@ -36,29 +35,10 @@
   });
   const connectMs = performance.now() - posted;
   if (pc.connectionState !== "connected") return JSON.stringify({ error: `connection ${pc.connectionState}` });
-  // Chrome feeds a remote track into WebAudio only while a media element plays it.
-  const element = new Audio();
-  element.srcObject = new MediaStream([track]);
-  element.muted = true;
-  element.play().catch(() => {});
+  playMuted(track);
   // Both jitter buffers settle in the first seconds; the round trip is measured after that.
   await sleep(WARMUP_MS);
-  const ctx = new AudioContext({ sampleRate: 48000 });
-  await ctx.resume();
-  const merger = ctx.createChannelMerger(2);
-  ctx.createMediaStreamSource(mic).connect(merger, 0, 0);
-  ctx.createMediaStreamSource(new MediaStream([track])).connect(merger, 0, 1);
-  const recorder = ctx.createScriptProcessor(4096, 2, 1);
-  const left = [], right = [];
-  recorder.onaudioprocess = (e) => {
-    left.push(new Float32Array(e.inputBuffer.getChannelData(0)));
-    right.push(new Float32Array(e.inputBuffer.getChannelData(1)));
-  };
-  const mute = ctx.createGain();
-  mute.gain.value = 0;
-  merger.connect(recorder);
-  recorder.connect(mute);
-  mute.connect(ctx.destination);
+  const recording = await recordBoth(mic, track);
   const rtts = [];
   let inbound = {}, outbound = {};
   for (let t = 0; t < SECONDS * 4; t++) {
@@ -69,32 +49,17 @@
       if (s.type === "outbound-rtp" && s.kind === "audio") outbound = s;
     });
   }
-  recorder.disconnect();
-  // 48 kHz float → 16 kHz i16 (mean of 3).
-  const pack = (chunks) => {
-    const n = chunks.reduce((a, c) => a + c.length, 0);
-    const all = new Float32Array(n);
-    let o = 0;
-    for (const c of chunks) { all.set(c, o); o += c.length; }
-    const out = new Int16Array(Math.floor(n / 3));
-    for (let i = 0; i < out.length; i++) {
-      const v = (all[3 * i] + all[3 * i + 1] + all[3 * i + 2]) / 3;
-      out[i] = Math.max(-32768, Math.min(32767, Math.round(v * 32767)));
-    }
-    return Array.from(out);
-  };
+  const { sent, received } = recording.stop();
   const result = {
     location,
     connectMs,
-    rate: ctx.sampleRate,
-    sent: pack(left),
-    received: pack(right),
+    rate: 48000,
+    sent,
+    received,
     rttMs: rtts,
     packetsReceived: inbound.packetsReceived || 0,
     packetsLost: inbound.packetsLost || 0,
-    jitterBufferDelayMs: inbound.jitterBufferEmittedCount
-      ? (1000 * inbound.jitterBufferDelay) / inbound.jitterBufferEmittedCount
-      : null,
+    jitterBufferDelayMs: jitterBufferMs(inbound),
     packetsSent: outbound.packetsSent || 0,
   };
   window.peerConnection = pc; // closed by the test after it has read the daemon's statistics
