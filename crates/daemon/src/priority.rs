@@ -8,8 +8,8 @@
 //!
 //! * [`MediaPriority::Realtime`]: `SCHED_FIFO` at [`REALTIME_PRIORITY`] (low in the real-time range, below the
 //!   kernel's own threads and audio servers), with `SCHED_RESET_ON_FORK`; refused → as `High`.
-//! * [`MediaPriority::High`] (the default): nice [`HIGH_NICE`], the value Chromium gives real-time audio where it
-//!   cannot use a real-time class; refused → unchanged.
+//! * [`MediaPriority::High`] (the default): nice [`HIGH_NICE`] (or the process's own, if that is higher already),
+//!   the value Chromium gives real-time audio where it cannot use a real-time class; refused → unchanged.
 //! * [`MediaPriority::Normal`]: the default scheduler, unchanged.
 //!
 //! Raising either needs `CAP_SYS_NICE` (or an `RLIMIT_RTPRIO` / `RLIMIT_NICE` that allows it); without it the daemon
@@ -89,8 +89,11 @@ pub fn apply_to_current_thread(wanted: MediaPriority, realtime_allowed: bool) ->
     if wanted == MediaPriority::Normal {
         return Applied::Unchanged(None);
     }
-    match set_nice(HIGH_NICE) {
-        Ok(()) => Applied::Nice(HIGH_NICE, refused),
+    // Never lower it: a daemon started at nice -15 keeps -15 (`mediaproc load` under `nice -n -15` measured its
+    // workers losing to its own load edge at -10 before).
+    let nice = current_thread_scheduling().1.min(HIGH_NICE);
+    match set_nice(nice) {
+        Ok(()) => Applied::Nice(nice, refused),
         Err(e) => Applied::Unchanged(Some(refused.unwrap_or_else(|| e.to_string()))),
     }
 }
@@ -162,7 +165,10 @@ mod tests {
                 assert_eq!(*p, REALTIME_PRIORITY);
                 assert_eq!(now.0 & !libc::SCHED_RESET_ON_FORK, libc::SCHED_FIFO);
             }
-            Applied::Nice(n, Some(_)) => assert_eq!((now.0, now.1), (libc::SCHED_OTHER, *n)),
+            Applied::Nice(n, Some(_)) => {
+                assert_eq!((now.0, now.1), (libc::SCHED_OTHER, *n));
+                assert!(*n <= HIGH_NICE);
+            }
             Applied::Unchanged(Some(_)) => assert_eq!(now.0, libc::SCHED_OTHER),
             other => panic!("unexpected {other:?}"),
         }
@@ -179,10 +185,8 @@ mod tests {
         .unwrap();
         assert_eq!(now.0, libc::SCHED_OTHER, "{applied}");
         assert!(
-            matches!(
-                applied,
-                Applied::Nice(HIGH_NICE, None) | Applied::Unchanged(Some(_))
-            ),
+            matches!(applied, Applied::Nice(n, None) if n <= HIGH_NICE && n == now.1)
+                || matches!(applied, Applied::Unchanged(Some(_))),
             "{applied:?}"
         );
     }

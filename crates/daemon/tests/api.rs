@@ -266,7 +266,9 @@ async fn media_workers_run_at_the_priority_healthz_reports() {
         if reported.starts_with("realtime") {
             assert_eq!(policy, 1, "SCHED_FIFO: {reported}");
         } else if reported.starts_with("high") {
-            assert_eq!((policy, nice), (0, -10), "{reported}");
+            // Nice -10, or the process's own if that was higher already (it is never lowered).
+            assert_eq!(policy, 0, "{reported}");
+            assert!(nice <= -10, "{reported}: nice {nice}");
         } else {
             assert!(reported.contains("refused"), "{reported}");
             assert_eq!(policy, 0, "{reported}");
