@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use mediaproc_blob::MediaSessionConfig;
 use mediaproc_net::{EdgeConfig, EdgeConnection, ServerTrust, parse_mp_uri};
-use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
+use mediaproc_pipeline::{
+    CLASSIC_DECODER_COMPLEXITY, EncoderSettings, OpusDecoder, OpusEncoder, SampleRate,
+};
 use mediaproc_wire::control::{
     Codec, ControlMessage, Direction, FlowDecl, MediaKind, NO_MSI, Participant,
 };
@@ -423,7 +425,9 @@ async fn listen(
     live: Arc<EdgeLive>,
 ) -> EdgeReport {
     let mut report = EdgeReport::default();
-    let Ok(mut decoder) = OpusDecoder::new(SampleRate::HZ_16000) else {
+    let Ok(mut decoder) =
+        OpusDecoder::with_complexity(SampleRate::HZ_16000, CLASSIC_DECODER_COMPLEXITY)
+    else {
         return report;
     };
     let mut pcm = [0i16; FRAME_SAMPLES];

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mediaproc_net::{EdgeConfig, EdgeConnection, ServerTrust};
-use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
+use mediaproc_pipeline::{
+    CLASSIC_DECODER_COMPLEXITY, EncoderSettings, OpusDecoder, OpusEncoder, SampleRate,
+};
 use mediaproc_wire::control::{Codec, Direction, FlowDecl, MediaKind, NO_MSI};
 use mediaproc_wire::rtp::RtpPacket;
 use tokio::net::UdpSocket;
@@ -157,7 +159,7 @@ impl ProbeReceiver {
         counters: Arc<LoadCounters>,
     ) -> Result<Self, CallsimError> {
         Ok(Self {
-            decoder: OpusDecoder::new(SampleRate::HZ_16000)
+            decoder: OpusDecoder::with_complexity(SampleRate::HZ_16000, CLASSIC_DECODER_COMPLEXITY)
                 .map_err(|err| CallsimError::Media(err.to_string()))?,
             pcm: [0; FRAME_SAMPLES],
             quiet_frames: 0,

@@ -116,6 +116,9 @@ pub struct Config {
     /// (`SCHED_FIFO`), `high` (nice -10, the default) or `normal`; see [`crate::priority`]. Refused rights fall back
     /// with one warning at start.
     pub media_priority: crate::priority::MediaPriority,
+    /// Opus decoder complexity of every inbound stream (0..=10): 7 (the default) runs libopus's deep PLC and NoLACE
+    /// post-filter, 5 deep PLC alone, 0 the classic decoder at about a quarter of the cost per frame.
+    pub decoder_complexity: u8,
     /// Address the WebRTC edge's peer sockets bind (`0.0.0.0` for every interface).
     pub webrtc_bind: IpAddr,
     /// Addresses the WebRTC edge offers as ICE host candidates; empty = `webrtc_bind` (required when that is
@@ -242,6 +245,7 @@ impl Default for Config {
             rtp_rebind_packets: mediaproc_net::udp::REBIND_PACKETS,
             worker_wake_coalesce_us: 0,
             media_priority: crate::priority::MediaPriority::default(),
+            decoder_complexity: mediaproc_pipeline::DEFAULT_DECODER_COMPLEXITY,
             webrtc_bind: IpAddr::from([127, 0, 0, 1]),
             webrtc_candidates: Vec::new(),
             webrtc_port_min: 0,
@@ -305,6 +309,12 @@ impl Config {
                     "need 0 < fleet.heartbeat_ms < fleet.node_ttl_ms".to_owned(),
                 ));
             }
+        }
+        if self.decoder_complexity > 10 {
+            return Err(DaemonError::Config(format!(
+                "`decoder_complexity` must be 0..=10 (got {})",
+                self.decoder_complexity
+            )));
         }
         if self.cert.is_some() != self.key.is_some() {
             return Err(DaemonError::Config(
@@ -575,6 +585,12 @@ mod tests {
         assert!(Config::from_toml("recording_max_bytez = 1").is_err());
         use crate::priority::MediaPriority;
         assert_eq!(Config::default().media_priority, MediaPriority::High);
+        let classic = Config::from_toml("decoder_complexity = 0").unwrap();
+        assert_eq!(classic.decoder_complexity, 0);
+        let err = Config::from_toml("decoder_complexity = 11")
+            .and_then(|c| c.validate().map(|()| c))
+            .unwrap_err();
+        assert!(err.to_string().contains("decoder_complexity"), "{err}");
         let rt = Config::from_toml("media_priority = \"realtime\"").unwrap();
         assert_eq!(rt.media_priority, MediaPriority::Realtime);
         let err = Config::from_toml("media_priority = \"urgent\"").unwrap_err();

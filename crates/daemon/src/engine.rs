@@ -482,6 +482,7 @@ impl Engine {
             codec,
             initial_sequence: rand_u32() as u16,
             initial_timestamp: rand_u32(),
+            decoder_complexity: self.config.decoder_complexity,
             // A bot outside the daemon may send text-to-speech seconds ahead (the 10 s default); a built-in bot
             // keeps at most PLAYOUT_LEAD_FRAMES queued, so a second is plenty (and 290 KB less per call).
             outbound_capacity_frames: match plan.bot {

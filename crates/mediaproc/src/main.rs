@@ -107,7 +107,8 @@ struct LoadArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Raise the number of calls until one would see a late tick or the daemon passes --max-cpu of the cores, for
-    /// each bot (record, silent, echo, websocket) on --edge; reports calls per core.
+    /// each bot (record, silent, echo, websocket) on --edge; reports calls per core. A size that is only late is run
+    /// up to 3 times and passes on one clean run (a VM's stalls do not repeat; a short CPU does).
     #[arg(long)]
     find_capacity: bool,
     /// The share of the cores the daemon may use at capacity.

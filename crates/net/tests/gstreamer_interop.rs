@@ -1,5 +1,5 @@
 //! Interoperability with real third-party software: GStreamer sends a speech-like WAV as Opus RTP to a
-//! session's RTP/UDP endpoint; the session side (here: audiopus directly plus our wire crate, standing in
+//! session's RTP/UDP endpoint; the session side (here: the pipeline's Opus codec plus our wire crate, standing in
 //! for the media pipeline) decodes, re-encodes and sends it back with its own SSRC, sequence numbers and
 //! timestamps; a second GStreamer pipeline writes what it receives to a WAV. The received audio must
 //! correlate with the source after removing the codec delay, and the timing must be sane.
@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use audiopus::coder::{Decoder, Encoder};
-use audiopus::{Application, Bitrate, Channels, SampleRate};
 use mediaproc_net::{RtpUdpConfig, RtpUdpSocket, RxEvent};
+use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
 use mediaproc_wire::RtpPacket;
 
 const RATE: u32 = 16_000;
@@ -134,10 +133,10 @@ struct WorkerReport {
 /// The session side, as a media worker drives its socket: read what is queued, decode each arriving Opus packet,
 /// re-encode, packetize with our own SSRC/seq/ts and send at once.
 fn worker(mut s: RtpUdpSocket, origin: Instant, stop: Arc<AtomicBool>) -> WorkerReport {
-    let mut dec = Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap();
-    let mut enc = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).unwrap();
-    enc.set_bitrate(Bitrate::BitsPerSecond(32_000)).unwrap();
-    let mut pcm = vec![0i16; 5760];
+    let rate = SampleRate::new(48_000).unwrap();
+    let mut dec = OpusDecoder::new(rate).unwrap();
+    let mut enc = OpusEncoder::new(rate, EncoderSettings::default()).unwrap();
+    let mut pcm = vec![0i16; 960];
     let mut opus = vec![0u8; 1275];
     let mut inbuf = vec![0u8; 1500];
     let mut outbuf = vec![0u8; 1500];
@@ -159,9 +158,10 @@ fn worker(mut s: RtpUdpSocket, origin: Instant, stop: Arc<AtomicBool>) -> Worker
             }
         };
         let p = RtpPacket::parse(&inbuf[..len]).unwrap();
-        let n = dec.decode(Some(p.payload), &mut pcm[..], false).unwrap();
-        assert_eq!(n, 960, "GStreamer sends 20 ms frames");
-        let m = enc.encode(&pcm[..n], &mut opus).unwrap();
+        // A packet longer than 20 ms fails to decode into one 20 ms frame.
+        dec.decode(p.payload, &mut pcm)
+            .expect("GStreamer sends 20 ms frames");
+        let m = enc.encode(&pcm, &mut opus).unwrap();
         let out = RtpPacket::new(PT, seq, ts, ssrc, &opus[..m]);
         let len = out.write(&mut outbuf).unwrap();
         let now = origin.elapsed();

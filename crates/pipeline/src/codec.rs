@@ -1,11 +1,11 @@
 //! The codec stage: which codec a stream speaks ([`Codec`]), the decoder interface of the playout engine
-//! ([`FrameDecoder`]) and Opus (libopus through `audiopus`); G.711 lives in [`crate::g711`].
+//! ([`FrameDecoder`]) and Opus (libopus 1.6 through `opusic-c`, built from its bundled source with OSCE and deep
+//! PLC); G.711 lives in [`crate::g711`].
 //!
 //! Opus decoders run straight at the bot's rate when Opus supports it (8/12/16/24/48 kHz), so no resampler sits in
 //! that path. Each decoder and encoder owns its buffers; nothing is allocated per frame.
 
-use audiopus::coder::{Decoder, Encoder};
-use audiopus::{Application, Bitrate, Channels};
+use opusic_c::{Application, Bitrate, Channels, Decoder, Encoder, ErrorCode, InbandFec, Signal};
 
 use crate::error::{Error, Result};
 use crate::frame::SampleRate;
@@ -137,9 +137,6 @@ impl FrameDecoder for OpusDecoder {
     }
 }
 
-/// libopus `OPUS_SET_DTX_REQUEST`.
-const OPUS_SET_DTX_REQUEST: i32 = 4016;
-
 /// Encoder settings. The defaults suit speech in a call: 32 kbit/s VoIP, complexity 5, in-band FEC off (it costs
 /// quality on a clean path; the session turns it on when the far end reports loss, see
 /// [`crate::fec::FecController`]), DTX off (the pacer already skips the encoder for digital silence).
@@ -194,9 +191,36 @@ impl EncoderSettings {
     }
 }
 
-fn opus_err(operation: &'static str) -> impl FnOnce(audiopus::Error) -> Error {
-    move |source| Error::Opus { operation, source }
+fn opus_err(operation: &'static str) -> impl FnOnce(ErrorCode) -> Error {
+    move |code| Error::Opus {
+        operation,
+        code: code as i32,
+        message: code.message(),
+    }
 }
+
+/// Views 16-bit PCM as the `u16` slice `opusic-c` passes to libopus (which reads and writes `opus_int16`).
+fn as_u16(pcm: &[i16]) -> &[u16] {
+    // SAFETY: i16 and u16 have the same size, alignment and validity (every bit pattern is valid); the
+    // returned slice borrows `pcm` for its whole life, so no aliasing is introduced.
+    unsafe { std::slice::from_raw_parts(pcm.as_ptr().cast::<u16>(), pcm.len()) }
+}
+
+/// Mutable counterpart of [`as_u16`].
+fn as_u16_mut(pcm: &mut [i16]) -> &mut [u16] {
+    // SAFETY: as in `as_u16`; the mutable borrow of `pcm` is moved into the returned slice, so it stays unique.
+    unsafe { std::slice::from_raw_parts_mut(pcm.as_mut_ptr().cast::<u16>(), pcm.len()) }
+}
+
+/// The decoder complexity every Opus decoder runs at unless told otherwise ([`OpusDecoder::with_complexity`]).
+/// libopus 1.5+ uses it to pick its decoder-side enhancements: 5 turns on deep PLC (a neural network
+/// continues the speech over a lost packet), 6 adds LACE and 7 NoLACE (OSCE: neural post-filters that remove
+/// SILK's coding noise; no added delay). 0 is the classic decoder. See `docs/performance.md` for what each
+/// costs and gives.
+pub const DEFAULT_DECODER_COMPLEXITY: u8 = 7;
+/// The classic decoder (libopus ≤ 1.4's, no neural stage): what a third-party far end decodes with, and the
+/// cheapest (a quarter of [`DEFAULT_DECODER_COMPLEXITY`]'s cost per frame).
+pub const CLASSIC_DECODER_COMPLEXITY: u8 = 0;
 
 /// An Opus decoder producing 20 ms mono frames at a rate Opus supports natively.
 pub struct OpusDecoder {
@@ -213,13 +237,28 @@ impl std::fmt::Debug for OpusDecoder {
 }
 
 impl OpusDecoder {
-    /// Creates a decoder at `rate` (must be 8, 12, 16, 24 or 48 kHz).
+    /// Creates a decoder at `rate` (must be 8, 12, 16, 24 or 48 kHz) and [`DEFAULT_DECODER_COMPLEXITY`].
     pub fn new(rate: SampleRate) -> Result<Self> {
+        Self::with_complexity(rate, DEFAULT_DECODER_COMPLEXITY)
+    }
+
+    /// Creates a decoder at `rate` and decoder `complexity` (0..=10, see [`DEFAULT_DECODER_COMPLEXITY`]).
+    pub fn with_complexity(rate: SampleRate, complexity: u8) -> Result<Self> {
         let native = rate.opus_native().ok_or(Error::UnsupportedSampleRate {
             hz: rate.hz(),
             context: "Opus decoder (8/12/16/24/48 kHz)",
         })?;
-        let inner = Decoder::new(native, Channels::Mono).map_err(opus_err("decoder creation"))?;
+        if complexity > 10 {
+            return Err(Error::Config {
+                field: "decoder complexity",
+                problem: "must be 0..=10",
+            });
+        }
+        let mut inner =
+            Decoder::new(Channels::Mono, native).map_err(opus_err("decoder creation"))?;
+        inner
+            .set_complexity(complexity)
+            .map_err(opus_err("set decoder complexity"))?;
         Ok(Self {
             inner,
             samples_per_frame: rate.samples_per_frame(),
@@ -246,9 +285,17 @@ impl OpusDecoder {
     /// is an error; the caller conceals instead.
     pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<()> {
         let out = self.out(out)?;
+        if packet.is_empty() {
+            // libopus reads an empty packet as a loss; here it is a malformed packet.
+            return Err(Error::Opus {
+                operation: "decode",
+                code: ErrorCode::InvalidPacket as i32,
+                message: ErrorCode::InvalidPacket.message(),
+            });
+        }
         let n = self
             .inner
-            .decode(Some(packet), &mut *out, false)
+            .decode_to_slice(packet, as_u16_mut(out), false)
             .map_err(opus_err("decode"))?;
         if n < out.len() {
             out[n..].fill(0);
@@ -273,7 +320,7 @@ impl OpusDecoder {
         }
         let out = &mut out[..n];
         self.inner
-            .decode(None::<&[u8]>, &mut *out, false)
+            .decode_to_slice(&[], as_u16_mut(out), false)
             .map_err(opus_err("concealment"))?;
         Ok(())
     }
@@ -282,8 +329,11 @@ impl OpusDecoder {
     /// `next_packet` libopus falls back to concealment.
     pub fn decode_fec(&mut self, next_packet: &[u8], out: &mut [i16]) -> Result<()> {
         let out = self.out(out)?;
+        if next_packet.is_empty() {
+            return self.conceal(out);
+        }
         self.inner
-            .decode(Some(next_packet), &mut *out, true)
+            .decode_to_slice(next_packet, as_u16_mut(out), true)
             .map_err(opus_err("FEC decode"))?;
         Ok(())
     }
@@ -294,6 +344,7 @@ pub struct OpusEncoder {
     inner: Encoder,
     samples_per_frame: usize,
     settings: EncoderSettings,
+    lookahead: u32,
 }
 
 impl std::fmt::Debug for OpusEncoder {
@@ -312,12 +363,17 @@ impl OpusEncoder {
             context: "Opus encoder (8/12/16/24/48 kHz)",
         })?;
         settings.validate()?;
-        let inner = Encoder::new(native, Channels::Mono, Application::Voip)
+        let mut inner = Encoder::new(Channels::Mono, native, Application::Voip)
             .map_err(opus_err("encoder creation"))?;
+        inner
+            .set_signal(Signal::Voice)
+            .map_err(opus_err("set signal"))?;
+        let lookahead = inner.get_look_ahead().map_err(opus_err("get lookahead"))?;
         let mut enc = Self {
             inner,
             samples_per_frame: rate.samples_per_frame(),
             settings,
+            lookahead,
         };
         enc.apply_all(settings)?;
         Ok(enc)
@@ -326,20 +382,18 @@ impl OpusEncoder {
     fn apply_all(&mut self, settings: EncoderSettings) -> Result<()> {
         let inner = &mut self.inner;
         inner
-            .set_bitrate(Bitrate::BitsPerSecond(settings.bitrate_bps))
+            .set_bitrate(Bitrate::Value(settings.bitrate_bps as u32))
             .map_err(opus_err("set bitrate"))?;
         inner
             .set_complexity(settings.complexity)
             .map_err(opus_err("set complexity"))?;
         inner
-            .set_inband_fec(settings.inband_fec)
+            .set_inband_fec(fec_mode(settings.inband_fec))
             .map_err(opus_err("set in-band FEC"))?;
         inner
-            .set_packet_loss_perc(settings.expected_loss_percent)
+            .set_packet_loss(settings.expected_loss_percent)
             .map_err(opus_err("set packet loss"))?;
-        inner
-            .set_encoder_ctl_request(OPUS_SET_DTX_REQUEST, i32::from(settings.dtx))
-            .map_err(opus_err("set DTX"))?;
+        inner.set_dtx(settings.dtx).map_err(opus_err("set DTX"))?;
         Ok(())
     }
 
@@ -355,7 +409,7 @@ impl OpusEncoder {
         let inner = &mut self.inner;
         if settings.bitrate_bps != old.bitrate_bps {
             inner
-                .set_bitrate(Bitrate::BitsPerSecond(settings.bitrate_bps))
+                .set_bitrate(Bitrate::Value(settings.bitrate_bps as u32))
                 .map_err(opus_err("set bitrate"))?;
         }
         if settings.complexity != old.complexity {
@@ -365,18 +419,16 @@ impl OpusEncoder {
         }
         if settings.inband_fec != old.inband_fec {
             inner
-                .set_inband_fec(settings.inband_fec)
+                .set_inband_fec(fec_mode(settings.inband_fec))
                 .map_err(opus_err("set in-band FEC"))?;
         }
         if settings.expected_loss_percent != old.expected_loss_percent {
             inner
-                .set_packet_loss_perc(settings.expected_loss_percent)
+                .set_packet_loss(settings.expected_loss_percent)
                 .map_err(opus_err("set packet loss"))?;
         }
         if settings.dtx != old.dtx {
-            inner
-                .set_encoder_ctl_request(OPUS_SET_DTX_REQUEST, i32::from(settings.dtx))
-                .map_err(opus_err("set DTX"))?;
+            inner.set_dtx(settings.dtx).map_err(opus_err("set DTX"))?;
         }
         self.settings = settings;
         Ok(())
@@ -384,7 +436,7 @@ impl OpusEncoder {
 
     /// Encoder look-ahead in samples at the encoder's rate (part of the codec delay).
     pub fn lookahead(&self) -> u32 {
-        self.inner.lookahead().unwrap_or(0)
+        self.lookahead
     }
 
     /// Encodes one 20 ms frame into `out`, returning the packet length.
@@ -397,8 +449,16 @@ impl OpusEncoder {
                 context: "Opus encoder input",
             });
         }
-        self.inner.encode(pcm, out).map_err(opus_err("encode"))
+        self.inner
+            .encode_to_slice(as_u16(pcm), out)
+            .map_err(opus_err("encode"))
     }
+}
+
+/// libopus's in-band FEC mode for "on" or "off". Mode 1 is libopus 1.3's behaviour (LBRR whenever the expected
+/// loss asks for it); mode 2 (1.5+) drops LBRR in frames it judges easy to conceal.
+fn fec_mode(on: bool) -> InbandFec {
+    if on { InbandFec::Mode1 } else { InbandFec::Off }
 }
 
 /// A one-byte Opus packet (TOC only: SILK wideband 20 ms, one frame of zero bytes) meaning "no audio": the

@@ -55,13 +55,14 @@ pub enum Error {
         max: usize,
     },
     /// libopus refused an operation.
-    #[error("Opus {operation} failed: {source}")]
+    #[error("Opus {operation} failed: {message} (libopus error {code})")]
     Opus {
         /// What was attempted (e.g. "decode", "encoder setup").
         operation: &'static str,
-        /// The libopus error.
-        #[source]
-        source: audiopus::Error,
+        /// The libopus error code (`OPUS_BAD_ARG`, `OPUS_INVALID_PACKET`, ...).
+        code: i32,
+        /// libopus's text for it.
+        message: &'static str,
     },
     /// rubato refused an operation.
     #[error("resampler {operation} failed: {message}")]

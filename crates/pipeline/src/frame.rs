@@ -58,13 +58,13 @@ impl SampleRate {
     }
 
     /// The libopus rate if Opus handles this rate natively.
-    pub fn opus_native(self) -> Option<audiopus::SampleRate> {
+    pub fn opus_native(self) -> Option<opusic_c::SampleRate> {
         match self.0 {
-            8_000 => Some(audiopus::SampleRate::Hz8000),
-            12_000 => Some(audiopus::SampleRate::Hz12000),
-            16_000 => Some(audiopus::SampleRate::Hz16000),
-            24_000 => Some(audiopus::SampleRate::Hz24000),
-            48_000 => Some(audiopus::SampleRate::Hz48000),
+            8_000 => Some(opusic_c::SampleRate::Hz8000),
+            12_000 => Some(opusic_c::SampleRate::Hz12000),
+            16_000 => Some(opusic_c::SampleRate::Hz16000),
+            24_000 => Some(opusic_c::SampleRate::Hz24000),
+            48_000 => Some(opusic_c::SampleRate::Hz48000),
             _ => None,
         }
     }

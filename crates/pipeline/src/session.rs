@@ -109,6 +109,9 @@ pub struct SessionConfig {
     /// Outbound in-band FEC: `Auto` (default) follows the loss the far end reports
     /// ([`MediaSession::set_remote_loss`]) and is off until then; `On`/`Off` force it.
     pub fec: FecMode,
+    /// Opus decoder complexity of the inbound streams (0..=10, default [`crate::DEFAULT_DECODER_COMPLEXITY`]: deep
+    /// PLC and the NoLACE post-filter; 0 is the classic decoder at a quarter of the cost).
+    pub decoder_complexity: u8,
     /// Jitter buffer settings (per inbound stream).
     pub jitter: JitterConfig,
     /// Speaker tracking settings.
@@ -144,6 +147,7 @@ impl Default for SessionConfig {
             rate: SampleRate::HZ_16000,
             encoder: EncoderSettings::default(),
             fec: FecMode::Auto,
+            decoder_complexity: crate::DEFAULT_DECODER_COMPLEXITY,
             jitter: JitterConfig::default(),
             speakers: SpeakerConfig::default(),
             max_streams: 4,
@@ -379,9 +383,12 @@ struct Stream {
 impl Stream {
     fn new(cfg: &SessionConfig) -> Result<Self> {
         let (opus, resampler) = match cfg.rate.opus_native() {
-            Some(_) => (OpusDecoder::new(cfg.rate)?, None),
+            Some(_) => (
+                OpusDecoder::with_complexity(cfg.rate, cfg.decoder_complexity)?,
+                None,
+            ),
             None => (
-                OpusDecoder::new(SampleRate::HZ_48000)?,
+                OpusDecoder::with_complexity(SampleRate::HZ_48000, cfg.decoder_complexity)?,
                 Some(FrameResampler::new(SampleRate::HZ_48000, cfg.rate)?),
             ),
         };

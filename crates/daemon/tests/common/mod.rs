@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use mediaproc_daemon::{Config, RunningDaemon};
 use mediaproc_net::{EdgeConfig, EdgeConnection, ServerTrust, parse_fingerprint};
-use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
+use mediaproc_pipeline::{
+    CLASSIC_DECODER_COMPLEXITY, EncoderSettings, OpusDecoder, OpusEncoder, SampleRate,
+};
 use mediaproc_wire::control::{Codec, Direction, FlowDecl, MediaKind, NO_MSI};
 use mediaproc_wire::rtp::RtpPacket;
 use serde_json::Value;
@@ -218,7 +220,8 @@ pub async fn talk_and_listen(edge: &Edge, packets: &[Vec<u8>], listen_extra: Dur
 }
 
 pub fn decode_in_order(packets: &[(u16, Vec<u8>)]) -> Vec<i16> {
-    let mut decoder = OpusDecoder::new(SampleRate::HZ_16000).unwrap();
+    let mut decoder =
+        OpusDecoder::with_complexity(SampleRate::HZ_16000, CLASSIC_DECODER_COMPLEXITY).unwrap();
     let mut sorted = packets.to_vec();
     let Some(first) = sorted.first().map(|p| p.0) else {
         return Vec::new();

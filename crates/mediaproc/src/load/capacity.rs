@@ -1,6 +1,11 @@
 //! `mediaproc load --find-capacity`: for each bot mode, the largest number of calls the daemon carries with no tick
 //! more than 5 ms late while its CPU stays under `--max-cpu` of the cores it was given — found by runs of growing size (each with a
 //! fresh daemon), the next size estimated from the measured CPU per call, then bisection.
+//!
+//! A size whose only fault is a late tick is run again, up to [`ATTEMPTS`] times, and passes if one run is clean: a
+//! virtual machine stalls its guest now and then (on the 2-core VM this was measured on, a tick more than 5 ms late
+//! turns up in many 6 s windows even with 2 idle calls), and such a stall does not come back on demand, while a
+//! daemon that is really short of CPU is late on every run. Every attempt is kept in the JSON report.
 
 use std::sync::atomic::Ordering;
 
@@ -13,8 +18,10 @@ use crate::{Failure, LoadArgs, output};
 const BOTS: [&str; 4] = ["record", "silent", "echo", "websocket"];
 /// The first run's size.
 const FIRST_CALLS: usize = 20;
-/// Runs per bot at most.
+/// Sizes tried per bot at most.
 const MAX_TRIALS: usize = 8;
+/// Runs of one size at most when late ticks are its only fault.
+const ATTEMPTS: usize = 3;
 
 pub fn find(args: &LoadArgs) -> Result<(), Failure> {
     let cores = if args.workers > 0 {
@@ -42,24 +49,39 @@ pub fn find(args: &LoadArgs) -> Result<(), Failure> {
                 find_capacity: false,
                 ..args.clone()
             };
-            let measured = run_once(&trial)?;
-            let cpu = measured.daemon_cpu_us_per_call_tick.ok_or_else(|| {
-                Failure::invalid(
-                    "the daemon's CPU time cannot be read (/proc): no capacity to find",
-                )
-            })?;
-            let share = cpu * calls as f64 * 50.0 / 1e6 / cores as f64;
-            let late = measured.late_ticks.unwrap_or(0);
-            let ok = late == 0 && share <= args.max_cpu && measured.send_errors == 0;
-            output::line(&format!(
-                "  {bot:<10} {calls:>5} calls  daemon CPU {:>5.1} % ({cpu:.0} µs per call-tick)  late ticks {late:>4}  {}",
-                share * 100.0,
-                if ok { "ok" } else { "over" }
-            ));
-            runs.push(
-                json!({"bot": bot, "calls": calls, "cpu_share": share, "late_ticks": late, "ok": ok,
-                             "report": measured.json()}),
-            );
+            let (mut ok, mut share) = (false, 0.0);
+            for attempt in 1..=ATTEMPTS {
+                let measured = run_once(&trial)?;
+                let cpu = measured.daemon_cpu_us_per_call_tick.ok_or_else(|| {
+                    Failure::invalid(
+                        "the daemon's CPU time cannot be read (/proc): no capacity to find",
+                    )
+                })?;
+                share = cpu * calls as f64 * 50.0 / 1e6 / cores as f64;
+                let late = measured.late_ticks.unwrap_or(0);
+                let within = share <= args.max_cpu && measured.send_errors == 0;
+                ok = within && late == 0;
+                // Only a late tick earns a rerun: CPU over the limit or failed sends are the load's own.
+                let rerun = within && !ok && attempt < ATTEMPTS;
+                output::line(&format!(
+                    "  {bot:<10} {calls:>5} calls  daemon CPU {:>5.1} % ({cpu:.0} µs per call-tick)  late ticks {late:>4}  {}",
+                    share * 100.0,
+                    if ok {
+                        "ok"
+                    } else if rerun {
+                        "late: again"
+                    } else {
+                        "over"
+                    }
+                ));
+                runs.push(
+                    json!({"bot": bot, "calls": calls, "attempt": attempt, "cpu_share": share,
+                                 "late_ticks": late, "ok": ok, "report": measured.json()}),
+                );
+                if !rerun {
+                    break;
+                }
+            }
             if ok {
                 pass = pass.max(calls);
             } else {

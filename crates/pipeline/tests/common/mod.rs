@@ -529,9 +529,14 @@ pub fn opus_payloads(pcm: &[i16], rate: SampleRate) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Decodes (sequence, payload) pairs in sequence order, concealing gaps, as a far-end receiver would.
+/// Decodes (sequence, payload) pairs in sequence order, concealing gaps, as a far-end receiver would (the classic
+/// decoder of libopus ≤ 1.4, which a third-party peer has: no OSCE post-filter to blur what the session did).
 pub fn decode_in_order(packets: &[(u16, Vec<u8>)], rate: SampleRate) -> Vec<i16> {
-    let mut dec = mediaproc_pipeline::OpusDecoder::new(rate).unwrap();
+    let mut dec = mediaproc_pipeline::OpusDecoder::with_complexity(
+        rate,
+        mediaproc_pipeline::CLASSIC_DECODER_COMPLEXITY,
+    )
+    .unwrap();
     let Some(first) = packets.first().map(|p| p.0) else {
         return Vec::new();
     };
