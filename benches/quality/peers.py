@@ -216,14 +216,20 @@ class Daemon:
         d.request("GET", "/healthz", auth=False)
         return d
 
-    def __init__(self, binary: str, logdir: str):
+    def __init__(self, binary: str, logdir: str, decoder_complexity: int | None = None):
         self.api_port = free_tcp_port()
         self.media_port = free_udp_port()
         env = dict(os.environ, MEDIAPROC_API_TOKEN=self.TOKEN, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         rec = os.path.join(logdir, "recordings")
-        self.proc = Proc("mediaproc", [binary, "serve", "--api", f"127.0.0.1:{self.api_port}",
-                                       "--media", f"127.0.0.1:{self.media_port}", "--workers", "1",
-                                       "--recordings", rec], logdir, env=env)
+        argv = [binary, "serve", "--api", f"127.0.0.1:{self.api_port}", "--media", f"127.0.0.1:{self.media_port}",
+                "--workers", "1", "--recordings", rec]
+        if decoder_complexity is not None:
+            # The daemon's `decoder_complexity` (its default otherwise), through a config file.
+            path = os.path.join(logdir, "mediaproc.toml")
+            with open(path, "w") as f:
+                f.write(f"decoder_complexity = {int(decoder_complexity)}\n")
+            argv += ["--config", path]
+        self.proc = Proc("mediaproc", argv, logdir, env=env)
         deadline = time.monotonic() + 15
         while True:
             try:

@@ -231,6 +231,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rtcp-rr-ms", type=int, default=1000,
                     help="interval of the RTCP receiver reports the far end sends mediaproc's RTP/UDP echo about the "
                          "return leg's loss (drives its adaptive FEC); 0 = none")
+    ap.add_argument("--decoder-complexity", type=int, default=None, metavar="N",
+                    help="the daemon's Opus decoder complexity (its `decoder_complexity`, 0..10; default: the "
+                         "daemon's default)")
     ap.add_argument("--nice", type=int, default=0,
                     help="run the harness and everything it starts (peers, relay, echoes, the daemon) at this nice "
                          "increment, e.g. -5 on a machine shared with other work (negative needs CAP_SYS_NICE): "
@@ -291,8 +294,9 @@ def main(argv=None) -> int:
             daemon = P.Daemon.external(args.daemon_api, args.daemon_token or "", args.daemon_media)
             log(f"using the running daemon at {args.daemon_api}")
         elif binary:
-            daemon = P.Daemon(binary, workdir)
-            log(f"mediaproc {binary}: API 127.0.0.1:{daemon.api_port}")
+            daemon = P.Daemon(binary, workdir, args.decoder_complexity)
+            cx = "" if args.decoder_complexity is None else f", decoder complexity {args.decoder_complexity}"
+            log(f"mediaproc {binary}: API 127.0.0.1:{daemon.api_port}{cx}")
         total = len(scenarios) * len(senders) * len(paths) * args.repeat
         k = 0
         for scenario, rep in [(s, i) for s in scenarios for i in range(args.repeat)]:
@@ -352,7 +356,7 @@ def main(argv=None) -> int:
     if rtt:
         print()
         print(rtt_table(rtt))
-    meta = {"seed": args.seed, "seconds": args.seconds, "jitterBufferMs": args.jitter_ms, "jitterBufferMode": args.jb_mode, "impair": args.impair,
+    meta = {"seed": args.seed, "decoderComplexity": args.decoder_complexity, "seconds": args.seconds, "jitterBufferMs": args.jitter_ms, "jitterBufferMode": args.jb_mode, "impair": args.impair,
             "mediaproc": binary, "codec": P.MEDIAPROC_ENCODER.__dict__, "senderCodec": P.SENDER_CODEC.__dict__,
             "scenarios": {s: SCENARIOS[s].__dict__ for s in scenarios}, "workdir": workdir,
             "elapsedSeconds": round(time.monotonic() - t_start, 1)}

@@ -184,6 +184,7 @@ impl Engine {
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         let wanted = config.media_priority;
+        let decoder_complexity = config.decoder_complexity;
         let (applied_tx, applied_rx) = std::sync::mpsc::sync_channel(count);
         for index in 0..count {
             let (tx, rx) = std::sync::mpsc::sync_channel(WORKER_COMMAND_CAPACITY);
@@ -195,7 +196,8 @@ impl Engine {
                 .spawn(move || {
                     let _ = applied_tx.send(crate::priority::apply_to_current_thread(wanted, true));
                     drop(applied_tx);
-                    crate::worker::run(index, origin, rx, load, waker, coalesce)
+                    let governor = crate::governor::Governor::new(decoder_complexity);
+                    crate::worker::run(index, origin, rx, load, waker, coalesce, governor)
                 })
                 .map_err(|source| DaemonError::Io {
                     context: "cannot start a media worker".into(),

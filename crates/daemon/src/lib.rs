@@ -36,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fleet;
+pub mod governor;
 pub mod health;
 pub mod metrics;
 pub mod phase;

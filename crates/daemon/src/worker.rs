@@ -956,6 +956,8 @@ impl WorkerSession {
             "packetsReceived": stats.packets_received,
             "packetsIgnored": stats.packets_ignored + c.ignored_payload_type,
             "encoder": encoder_json(&self.media),
+            // The inbound Opus decoders' complexity: the configured one, or less while the worker sheds load.
+            "decoderComplexity": self.media.decoder_complexity(),
             "framesToBot": stats.frames_to_bot,
             "overruns": stats.frames_dropped_for_bot,
             "underruns": stats.pacer.underruns,
@@ -1074,6 +1076,7 @@ pub fn run(
     load: Arc<LoadMonitor>,
     _quic_waker: TxWaker,
     coalesce: Duration,
+    mut governor: crate::governor::Governor,
 ) {
     let mut sessions: Vec<WorkerSession> = Vec::with_capacity(256);
     let mut busy = Duration::ZERO;
@@ -1084,6 +1087,9 @@ pub fn run(
             match commands.try_recv() {
                 Ok(WorkerCommand::Add(mut session)) => {
                     session.origin = Some(origin);
+                    if session.media.decoder_complexity() > governor.level() {
+                        let _ = session.media.set_decoder_complexity(governor.level());
+                    }
                     if let Some(bridge) = &session.bridge {
                         bridge.register_worker();
                     }
@@ -1169,7 +1175,19 @@ pub fn run(
                 .sum::<u64>()
                 .max(late_total);
             let window = done.saturating_sub(window_start).as_secs_f64();
-            load.publish(index, busy.as_secs_f64() / window, late_total);
+            let share = busy.as_secs_f64() / window;
+            load.publish(index, share, late_total);
+            if let Some(level) = governor.observe(share) {
+                // Once per change, not per frame: the neural decoder stages shed or taken back.
+                tracing::info!(
+                    worker = index,
+                    busy = share,
+                    "decoder complexity {level} for this worker's sessions"
+                );
+                for session in &mut sessions {
+                    let _ = session.media.set_decoder_complexity(level);
+                }
+            }
             busy = Duration::ZERO;
             window_start = done;
         }

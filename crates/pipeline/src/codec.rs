@@ -223,8 +223,15 @@ pub const DEFAULT_DECODER_COMPLEXITY: u8 = 7;
 pub const CLASSIC_DECODER_COMPLEXITY: u8 = 0;
 
 /// An Opus decoder producing 20 ms mono frames at a rate Opus supports natively.
+///
+/// libopus 1.6's decoder state is about 190 KB (its neural stages' history; 1.3's was 18 KB), and a session keeps
+/// a decoder per stream slot whether or not a participant uses it. So a decoder made with
+/// [`OpusDecoder::deferred`] has no state until [`OpusDecoder::start`] (or its first decode) creates it: once per
+/// participant, never per frame.
 pub struct OpusDecoder {
-    inner: Decoder,
+    inner: Option<Decoder>,
+    rate: opusic_c::SampleRate,
+    complexity: u8,
     samples_per_frame: usize,
 }
 
@@ -232,6 +239,8 @@ impl std::fmt::Debug for OpusDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpusDecoder")
             .field("samples_per_frame", &self.samples_per_frame)
+            .field("complexity", &self.complexity)
+            .field("started", &self.inner.is_some())
             .finish()
     }
 }
@@ -244,6 +253,14 @@ impl OpusDecoder {
 
     /// Creates a decoder at `rate` and decoder `complexity` (0..=10, see [`DEFAULT_DECODER_COMPLEXITY`]).
     pub fn with_complexity(rate: SampleRate, complexity: u8) -> Result<Self> {
+        let mut dec = Self::deferred(rate, complexity)?;
+        dec.start()?;
+        Ok(dec)
+    }
+
+    /// A decoder whose libopus state is created later, by [`OpusDecoder::start`] or the first decode; checks
+    /// `rate` and `complexity` now.
+    pub fn deferred(rate: SampleRate, complexity: u8) -> Result<Self> {
         let native = rate.opus_native().ok_or(Error::UnsupportedSampleRate {
             hz: rate.hz(),
             context: "Opus decoder (8/12/16/24/48 kHz)",
@@ -254,15 +271,56 @@ impl OpusDecoder {
                 problem: "must be 0..=10",
             });
         }
-        let mut inner =
-            Decoder::new(Channels::Mono, native).map_err(opus_err("decoder creation"))?;
-        inner
-            .set_complexity(complexity)
-            .map_err(opus_err("set decoder complexity"))?;
         Ok(Self {
-            inner,
+            inner: None,
+            rate: native,
+            complexity,
             samples_per_frame: rate.samples_per_frame(),
         })
+    }
+
+    /// Readies the decoder for a new source: creates its state (one allocation) or resets the existing one, so
+    /// nothing of a previous participant's signal leaks into the next one's first frames.
+    pub fn start(&mut self) -> Result<()> {
+        match &mut self.inner {
+            Some(inner) => inner.reset().map_err(opus_err("decoder reset")),
+            None => self.state().map(|_| ()),
+        }
+    }
+
+    /// The decoder complexity in force (or to be used when the state is made).
+    pub fn complexity(&self) -> u8 {
+        self.complexity
+    }
+
+    /// Changes the decoder complexity (0..=10) from the next frame on: one libopus control call, no allocation.
+    pub fn set_complexity(&mut self, complexity: u8) -> Result<()> {
+        if complexity > 10 {
+            return Err(Error::Config {
+                field: "decoder complexity",
+                problem: "must be 0..=10",
+            });
+        }
+        if let Some(inner) = &mut self.inner {
+            inner
+                .set_complexity(complexity)
+                .map_err(opus_err("set decoder complexity"))?;
+        }
+        self.complexity = complexity;
+        Ok(())
+    }
+
+    /// The libopus state, created on first use.
+    fn state(&mut self) -> Result<&mut Decoder> {
+        if self.inner.is_none() {
+            let mut inner =
+                Decoder::new(Channels::Mono, self.rate).map_err(opus_err("decoder creation"))?;
+            inner
+                .set_complexity(self.complexity)
+                .map_err(opus_err("set decoder complexity"))?;
+            self.inner = Some(inner);
+        }
+        Ok(self.inner.as_mut().expect("created above"))
     }
 
     /// Samples in one output frame.
@@ -294,7 +352,7 @@ impl OpusDecoder {
             });
         }
         let n = self
-            .inner
+            .state()?
             .decode_to_slice(packet, as_u16_mut(out), false)
             .map_err(opus_err("decode"))?;
         if n < out.len() {
@@ -319,7 +377,7 @@ impl OpusDecoder {
             });
         }
         let out = &mut out[..n];
-        self.inner
+        self.state()?
             .decode_to_slice(&[], as_u16_mut(out), false)
             .map_err(opus_err("concealment"))?;
         Ok(())
@@ -332,7 +390,7 @@ impl OpusDecoder {
         if next_packet.is_empty() {
             return self.conceal(out);
         }
-        self.inner
+        self.state()?
             .decode_to_slice(next_packet, as_u16_mut(out), true)
             .map_err(opus_err("FEC decode"))?;
         Ok(())

@@ -383,12 +383,13 @@ struct Stream {
 impl Stream {
     fn new(cfg: &SessionConfig) -> Result<Self> {
         let (opus, resampler) = match cfg.rate.opus_native() {
+            // Its libopus state is made when a source claims the stream (`OpusDecoder::start`).
             Some(_) => (
-                OpusDecoder::with_complexity(cfg.rate, cfg.decoder_complexity)?,
+                OpusDecoder::deferred(cfg.rate, cfg.decoder_complexity)?,
                 None,
             ),
             None => (
-                OpusDecoder::with_complexity(SampleRate::HZ_48000, cfg.decoder_complexity)?,
+                OpusDecoder::deferred(SampleRate::HZ_48000, cfg.decoder_complexity)?,
                 Some(FrameResampler::new(SampleRate::HZ_48000, cfg.rate)?),
             ),
         };
@@ -671,6 +672,22 @@ impl MediaSession {
         self.outbound.queued_frames()
     }
 
+    /// The inbound streams' Opus decoder complexity in force ([`SessionConfig::decoder_complexity`] until
+    /// [`MediaSession::set_decoder_complexity`] changes it).
+    pub fn decoder_complexity(&self) -> u8 {
+        self.cfg.decoder_complexity
+    }
+
+    /// Changes every inbound stream's Opus decoder complexity (0..=10) from its next frame on, e.g. to shed the
+    /// neural stages' CPU when the host is busy. No allocation.
+    pub fn set_decoder_complexity(&mut self, complexity: u8) -> Result<()> {
+        for s in &mut self.streams {
+            s.decoder.opus.set_complexity(complexity)?;
+        }
+        self.cfg.decoder_complexity = complexity;
+        Ok(())
+    }
+
     /// The outbound encoder's settings in force.
     pub fn encoder_settings(&self) -> EncoderSettings {
         self.pacer.encoder_settings()
@@ -806,6 +823,10 @@ impl MediaSession {
                 s.source_id = Some(source);
                 s.set_codec(codec);
                 s.jitter.restart();
+                // Creates the Opus decoder's state, or clears the previous source's — for a G.711 source too, so a
+                // later switch to Opus allocates nothing. A failure (no memory) shows as this stream's decode
+                // errors: every decode tries again and conceals.
+                let _ = s.decoder.opus.start();
                 s.decoder.g711.reset();
                 s.playout.restart();
                 if let Some(r) = &mut s.resampler {

@@ -1,6 +1,6 @@
 //! The baseline measured in the same run: libopus alone doing a call's codec work per tick (decode the edge's
 //! packet at 16 kHz; for duplex bots also encode a 16 kHz frame with the daemon's default settings), on one thread
-//! of this process. Timed in thread CPU time, as the daemon's side is (so preemption by a neighbour counts for
+//! of this process, its decoder at the daemon's decoder complexity. Timed in thread CPU time, as the daemon's side is (so preemption by a neighbour counts for
 //! neither), best of a few repetitions.
 
 use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
@@ -8,8 +8,8 @@ use mediaproc_pipeline::{EncoderSettings, OpusDecoder, OpusEncoder, SampleRate};
 const FRAMES: usize = 1000;
 const REPETITIONS: usize = 3;
 
-/// µs per call-tick of bare libopus; `duplex` adds the encode.
-pub fn codec_us_per_call_tick(duplex: bool) -> Result<f64, String> {
+/// µs per call-tick of bare libopus, decoding at `decoder_complexity`; `duplex` adds the encode.
+pub fn codec_us_per_call_tick(duplex: bool, decoder_complexity: u8) -> Result<f64, String> {
     let err = |e: mediaproc_pipeline::Error| e.to_string();
     // A second of speech-like audio, encoded once: the packets the edge sends.
     let mut encoder =
@@ -24,7 +24,8 @@ pub fn codec_us_per_call_tick(duplex: bool) -> Result<f64, String> {
     }
     let mut best = f64::INFINITY;
     for _ in 0..REPETITIONS {
-        let mut decoder = OpusDecoder::new(SampleRate::HZ_16000).map_err(err)?;
+        let mut decoder =
+            OpusDecoder::with_complexity(SampleRate::HZ_16000, decoder_complexity).map_err(err)?;
         let mut encoder =
             OpusEncoder::new(SampleRate::HZ_16000, EncoderSettings::default()).map_err(err)?;
         let start = thread_cpu_us();

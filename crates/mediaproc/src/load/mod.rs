@@ -22,6 +22,7 @@ use mediaproc_blob::MediaSessionConfig;
 use mediaproc_callsim::edge::{EdgeTarget, OPUS_PAYLOAD_TYPE};
 use mediaproc_callsim::load::{LoadCall, LoadCounters, LoadTransport, rtp_socket, run_load};
 use mediaproc_net::{ServerTrust, parse_fingerprint};
+use mediaproc_pipeline::DEFAULT_DECODER_COMPLEXITY;
 use serde_json::{Value, json};
 
 use crate::{Failure, LoadArgs, output};
@@ -243,7 +244,8 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         ));
     }
     let duplex = matches!(args.bot.as_str(), "echo" | "websocket");
-    let bare = bare::codec_us_per_call_tick(duplex).map_err(|err| fail("bare codec", err))?;
+    let bare = bare::codec_us_per_call_tick(duplex, DEFAULT_DECODER_COMPLEXITY)
+        .map_err(|err| fail("bare codec", err))?;
     let rss_before = daemon.pid.and_then(daemon::rss_bytes);
 
     let (sessions, fingerprint) = create_sessions(args, &http, daemon).await?;
@@ -360,10 +362,6 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         .map_err(|err| fail("load edge", err.to_string()))?
         .map_err(|err| fail("load edge", err.to_string()))?;
     let rss_end = daemon.pid.and_then(daemon::rss_bytes);
-    // The baseline again, now that the calls are done: the smaller of the two is libopus on a quiet machine.
-    let bare =
-        bare.min(bare::codec_us_per_call_tick(duplex).map_err(|err| fail("bare codec", err))?);
-
     // Every session's statistics, then the sessions go.
     let mut totals = StreamTotals::default();
     for s in &sessions {
@@ -385,6 +383,18 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
     for task in bot_tasks {
         task.abort();
     }
+    // The baseline again, now that the calls are done: the smaller of the two is libopus on a quiet machine. If the
+    // daemon shed its decoders' neural stages under this load, the baseline runs at the level its sessions ended at
+    // (the ratio then compares like with like; the report says which level).
+    let bare = match totals.decoder_complexity {
+        Some(c) if c != DEFAULT_DECODER_COMPLEXITY => {
+            bare::codec_us_per_call_tick(duplex, c).map_err(|err| fail("bare codec", err))?
+        }
+        _ => bare.min(
+            bare::codec_us_per_call_tick(duplex, DEFAULT_DECODER_COMPLEXITY)
+                .map_err(|err| fail("bare codec", err))?,
+        ),
+    };
 
     let (daemon_cpu_us_per_call_tick, cpu_by_thread, window_s, late_ticks) =
         match (window_start, window_end) {
@@ -436,6 +446,9 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         daemon_cpu_us_per_call_tick,
         cpu_by_thread,
         bare_codec_us_per_call_tick: bare,
+        decoder_complexity: totals
+            .decoder_complexity
+            .unwrap_or(DEFAULT_DECODER_COMPLEXITY),
         // Ticks more than 5 ms late (the daemon's own `lateTicks` counts those a whole frame late).
         late_ticks: lateness.over_5ms.or(late_ticks),
         lateness,

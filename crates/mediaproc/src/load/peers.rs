@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use mediaproc_callsim::edge::{EdgeTarget, OPUS_PAYLOAD_TYPE};
 use mediaproc_callsim::load::{LoadCall, LoadCounters, LoadTransport, rtp_socket, run_load};
+use mediaproc_pipeline::CLASSIC_DECODER_COMPLEXITY;
 use uuid::Uuid;
 
 use super::report::{Lateness, Measured, StreamTotals};
@@ -132,7 +133,8 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         ));
     }
     let duplex = args.bot == "echo";
-    let bare = bare::codec_us_per_call_tick(duplex).map_err(|err| fail("bare codec", err))?;
+    let bare = bare::codec_us_per_call_tick(duplex, CLASSIC_DECODER_COMPLEXITY)
+        .map_err(|err| fail("bare codec", err))?;
     let dir = std::env::temp_dir().join(format!("mediaproc-load-peers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|err| fail("scratch directory", err.to_string()))?;
     let mut fleet = Fleet {
@@ -250,8 +252,10 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         .await
         .map_err(|err| fail("load edge", err.to_string()))?
         .map_err(|err| fail("load edge", err.to_string()))?;
-    let bare =
-        bare.min(bare::codec_us_per_call_tick(duplex).map_err(|err| fail("bare codec", err))?);
+    let bare = bare.min(
+        bare::codec_us_per_call_tick(duplex, CLASSIC_DECODER_COMPLEXITY)
+            .map_err(|err| fail("bare codec", err))?,
+    );
     let (cpu_per_tick, window_s) = match (window_start, window_end) {
         (Some((t0, Some(c0))), Some((t1, Some(c1)))) => {
             let secs = (t1 - t0).as_secs_f64();
@@ -275,6 +279,7 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         daemon_cpu_us_per_call_tick: cpu_per_tick,
         cpu_by_thread: Vec::new(),
         bare_codec_us_per_call_tick: bare,
+        decoder_complexity: CLASSIC_DECODER_COMPLEXITY,
         late_ticks: None,
         lateness: Lateness::default(),
         packet_to_worker: Lateness::default(),

@@ -16,11 +16,17 @@ pub struct StreamTotals {
     pub overruns: u64,
     pub delay_ms_sum: u64,
     pub streams: u64,
+    /// The lowest decoder complexity a session reported at the end (the daemon sheds it under load).
+    pub decoder_complexity: Option<u8>,
 }
 
 impl StreamTotals {
     pub fn add(&mut self, stats: &Value) {
         self.sessions += 1;
+        if let Some(c) = stats["decoderComplexity"].as_u64() {
+            let c = c.min(10) as u8;
+            self.decoder_complexity = Some(self.decoder_complexity.map_or(c, |m| m.min(c)));
+        }
         self.overruns += stats["overruns"].as_u64().unwrap_or(0);
         let quic = stats["streams"].as_array().into_iter().flatten();
         let udp = stats["rtpUdp"]["stream"]
@@ -126,6 +132,8 @@ pub struct Measured {
     /// (thread name, µs per call-tick) of the daemon's threads.
     pub cpu_by_thread: Vec<(String, f64)>,
     pub bare_codec_us_per_call_tick: f64,
+    /// The Opus decoder complexity of the bare baseline (the daemon's sessions' at the end of the run).
+    pub decoder_complexity: u8,
     pub late_ticks: Option<u64>,
     pub lateness: Lateness,
     /// Packet arrival → the worker took it; tick deadline → frame in the bot's ring; the bot's frame taken at
@@ -220,8 +228,8 @@ impl Measured {
             (
                 "bare libopus".to_owned(),
                 format!(
-                    "{:.1} µs per call-tick (same packets, this run)",
-                    self.bare_codec_us_per_call_tick
+                    "{:.1} µs per call-tick (same packets, this run, decoder complexity {})",
+                    self.bare_codec_us_per_call_tick, self.decoder_complexity
                 ),
             ),
             (
@@ -341,6 +349,7 @@ impl Measured {
             "daemon_cpu_by_thread_us_per_call_tick": self.cpu_by_thread.iter()
                 .map(|(n, us)| (n.clone(), json!(us))).collect::<serde_json::Map<_, _>>(),
             "bare_codec_us_per_call_tick": self.bare_codec_us_per_call_tick,
+            "decoder_complexity": self.decoder_complexity,
             "overhead_ratio": self.overhead_ratio(),
             "tick_lateness_ms": {
                 "p50": self.lateness.p50,
