@@ -90,6 +90,10 @@ struct LoadArgs {
     /// wake-up (less CPU, ticks up to that late).
     #[arg(long, default_value_t = 0)]
     worker_wake_coalesce_us: u64,
+    /// `decoder_complexity` of the daemon this tool starts (0 = the classic Opus decoder, 7 = deep PLC + NoLACE,
+    /// the daemon's default); the bare baseline decodes at the same complexity.
+    #[arg(long, default_value_t = mediaproc_pipeline::DEFAULT_DECODER_COMPLEXITY, value_parser = clap::value_parser!(u8).range(0..=10))]
+    decoder_complexity: u8,
     /// Use a daemon that is already running (its control API address) instead of starting one.
     #[arg(long, value_name = "ADDR")]
     api: Option<std::net::SocketAddr>,

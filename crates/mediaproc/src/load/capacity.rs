@@ -2,10 +2,12 @@
 //! more than 5 ms late while its CPU stays under `--max-cpu` of the cores it was given — found by runs of growing size (each with a
 //! fresh daemon), the next size estimated from the measured CPU per call, then bisection.
 //!
-//! A size whose only fault is a late tick is run again, up to [`ATTEMPTS`] times, and passes if one run is clean: a
-//! virtual machine stalls its guest now and then (on the 2-core VM this was measured on, a tick more than 5 ms late
-//! turns up in many 6 s windows even with 2 idle calls), and such a stall does not come back on demand, while a
-//! daemon that is really short of CPU is late on every run. Every attempt is kept in the JSON report.
+//! A virtual machine stalls its guest now and then (on the 2-core VM this was measured on, a thread sleeping to 20 ms
+//! deadlines on an idle machine wakes more than 5 ms late about twice in 10 s, and ticks more than 5 ms late turn up
+//! in most 6 s runs even with 2 calls). So a run's late ticks do not fail its size when the load tool's own probe
+//! thread ([`super::stall`]) stalled in the same window and 99 % of ticks were on time (≤ 5 ms): a daemon short of
+//! CPU makes most ticks late. A size whose only fault is still a late tick is run again, up to [`ATTEMPTS`] times,
+//! and passes on one clean run. Every attempt is kept in the JSON report.
 
 use std::sync::atomic::Ordering;
 
@@ -22,6 +24,9 @@ const FIRST_CALLS: usize = 20;
 const MAX_TRIALS: usize = 8;
 /// Runs of one size at most when late ticks are its only fault.
 const ATTEMPTS: usize = 3;
+/// Tick lateness p99 (ms) at or under which late ticks that coincide with the machine's own stalls do not fail a
+/// size.
+const LATE_MS: f64 = 5.0;
 
 pub fn find(args: &LoadArgs) -> Result<(), Failure> {
     let cores = if args.workers > 0 {
@@ -60,13 +65,21 @@ pub fn find(args: &LoadArgs) -> Result<(), Failure> {
                 share = cpu * calls as f64 * 50.0 / 1e6 / cores as f64;
                 let late = measured.late_ticks.unwrap_or(0);
                 let within = share <= args.max_cpu && measured.send_errors == 0;
-                ok = within && late == 0;
+                // Late ticks while the machine itself stalled (the probe thread missed too) and 99 % of ticks on
+                // time are the machine's: load that is too much for the daemon makes most ticks late.
+                let stalls = measured.machine_stalls.map_or(0, |m| m.late);
+                let machine = late > 0
+                    && stalls > 0
+                    && measured.lateness.p99.is_some_and(|p99| p99 <= LATE_MS);
+                ok = within && (late == 0 || machine);
                 // Only a late tick earns a rerun: CPU over the limit or failed sends are the load's own.
                 let rerun = within && !ok && attempt < ATTEMPTS;
                 output::line(&format!(
                     "  {bot:<10} {calls:>5} calls  daemon CPU {:>5.1} % ({cpu:.0} µs per call-tick)  late ticks {late:>4}  {}",
                     share * 100.0,
-                    if ok {
+                    if ok && machine {
+                        "ok (the machine stalled too)"
+                    } else if ok {
                         "ok"
                     } else if rerun {
                         "late: again"

@@ -29,6 +29,8 @@ pub struct Spawn {
     pub workers: usize,
     /// `worker_wake_coalesce_us` of the daemon.
     pub wake_coalesce_us: u64,
+    /// `decoder_complexity` of the daemon.
+    pub decoder_complexity: u8,
 }
 
 impl Daemon {
@@ -49,12 +51,13 @@ impl Daemon {
              max_sessions = {slack}\noverloaded_at = 0.99\nheavily_loaded_at = 0.7\n\
              recordings_dir = \"{}\"\nquic_max_connections = {}\nquic_max_connections_per_address = {slack}\n\
              quic_handshake_rate = 10000\nquic_handshake_burst = 10000\nhttp_max_connections = {}\n\
-             worker_wake_coalesce_us = {}\n",
+             worker_wake_coalesce_us = {}\ndecoder_complexity = {}\n",
             settings.workers,
             dir.join("recordings").display(),
             slack.max(1024),
             (2 * slack).max(256),
             settings.wake_coalesce_us,
+            settings.decoder_complexity,
         );
         let config_path = dir.join("mediaproc.toml");
         std::fs::write(&config_path, config).map_err(|err| fail("configuration", &err))?;

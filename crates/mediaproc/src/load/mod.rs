@@ -13,6 +13,7 @@ mod capacity;
 mod daemon;
 mod peers;
 mod report;
+mod stall;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,6 @@ use mediaproc_blob::MediaSessionConfig;
 use mediaproc_callsim::edge::{EdgeTarget, OPUS_PAYLOAD_TYPE};
 use mediaproc_callsim::load::{LoadCall, LoadCounters, LoadTransport, rtp_socket, run_load};
 use mediaproc_net::{ServerTrust, parse_fingerprint};
-use mediaproc_pipeline::DEFAULT_DECODER_COMPLEXITY;
 use serde_json::{Value, json};
 
 use crate::{Failure, LoadArgs, output};
@@ -119,6 +119,7 @@ fn run_once(args: &LoadArgs) -> Result<Measured, Failure> {
             calls: args.calls,
             workers: args.workers,
             wake_coalesce_us: args.worker_wake_coalesce_us,
+            decoder_complexity: args.decoder_complexity,
         })?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -244,11 +245,12 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         ));
     }
     let duplex = matches!(args.bot.as_str(), "echo" | "websocket");
-    let bare = bare::codec_us_per_call_tick(duplex, DEFAULT_DECODER_COMPLEXITY)
+    let bare = bare::codec_us_per_call_tick(duplex, args.decoder_complexity)
         .map_err(|err| fail("bare codec", err))?;
     let rss_before = daemon.pid.and_then(daemon::rss_bytes);
 
     let (sessions, fingerprint) = create_sessions(args, &http, daemon).await?;
+    let mut probe = stall::StallProbe::start();
     let bot_counters = Arc::new(bots::BotCounters::default());
     let mut bot_tasks = Vec::new();
     if args.bot == "websocket" {
@@ -345,6 +347,7 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
             ));
         }
         if s == WARMUP_SECONDS {
+            probe.mark();
             window_start = Some((started.elapsed(), cpu.clone()));
             late_at_start = late;
             lateness_start = h["tickLateness"].clone();
@@ -357,6 +360,7 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         }
         last = (sent, received, cpu);
     }
+    let machine_stalls = probe.stop();
     let edge_report = edge
         .await
         .map_err(|err| fail("load edge", err.to_string()))?
@@ -386,14 +390,12 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
     // The baseline again, now that the calls are done: the smaller of the two is libopus on a quiet machine. If the
     // daemon shed its decoders' neural stages under this load, the baseline runs at the level its sessions ended at
     // (the ratio then compares like with like; the report says which level).
-    let bare = match totals.decoder_complexity {
-        Some(c) if c != DEFAULT_DECODER_COMPLEXITY => {
-            bare::codec_us_per_call_tick(duplex, c).map_err(|err| fail("bare codec", err))?
-        }
-        _ => bare.min(
-            bare::codec_us_per_call_tick(duplex, DEFAULT_DECODER_COMPLEXITY)
-                .map_err(|err| fail("bare codec", err))?,
-        ),
+    let level = totals.decoder_complexity.unwrap_or(args.decoder_complexity);
+    let again = |c| bare::codec_us_per_call_tick(duplex, c).map_err(|err| fail("bare codec", err));
+    let bare = if level == args.decoder_complexity {
+        bare.min(again(level)?)
+    } else {
+        again(level)?.min(again(level)?)
     };
 
     let (daemon_cpu_us_per_call_tick, cpu_by_thread, window_s, late_ticks) =
@@ -446,9 +448,8 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         daemon_cpu_us_per_call_tick,
         cpu_by_thread,
         bare_codec_us_per_call_tick: bare,
-        decoder_complexity: totals
-            .decoder_complexity
-            .unwrap_or(DEFAULT_DECODER_COMPLEXITY),
+        decoder_complexity: level,
+        machine_stalls,
         // Ticks more than 5 ms late (the daemon's own `lateTicks` counts those a whole frame late).
         late_ticks: lateness.over_5ms.or(late_ticks),
         lateness,

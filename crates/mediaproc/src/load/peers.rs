@@ -280,6 +280,7 @@ pub async fn run(args: &LoadArgs) -> Result<Measured, Failure> {
         cpu_by_thread: Vec::new(),
         bare_codec_us_per_call_tick: bare,
         decoder_complexity: CLASSIC_DECODER_COMPLEXITY,
+        machine_stalls: None,
         late_ticks: None,
         lateness: Lateness::default(),
         packet_to_worker: Lateness::default(),

@@ -134,6 +134,8 @@ pub struct Measured {
     pub bare_codec_us_per_call_tick: f64,
     /// The Opus decoder complexity of the bare baseline (the daemon's sessions' at the end of the run).
     pub decoder_complexity: u8,
+    /// The machine's own stalls in the measured window (a sleeping probe thread of the load tool), if measured.
+    pub machine_stalls: Option<super::stall::Stalls>,
     pub late_ticks: Option<u64>,
     pub lateness: Lateness,
     /// Packet arrival → the worker took it; tick deadline → frame in the bot's ring; the bot's frame taken at
@@ -252,6 +254,15 @@ impl Measured {
                 self.late_ticks
                     .map_or("n/a".to_owned(), |l| format!("{l} (> 5 ms late)")),
             ),
+            (
+                "machine stalls".to_owned(),
+                self.machine_stalls.map_or("n/a".to_owned(), |m| {
+                    format!(
+                        "{} of {} probe wake-ups > 5 ms late, max {:.1} ms (a sleeping thread of this tool, not the daemon)",
+                        m.late, m.wakeups, m.max_ms
+                    )
+                }),
+            ),
             ("packet in → bot".to_owned(), {
                 let (p50, p99) = self.in_to_bot();
                 format!(
@@ -305,7 +316,13 @@ impl Measured {
             ),
         ];
         // A third-party peer has no daemon statistics: only what the edge and /proc measured.
-        let daemon_only = ["tick lateness", "late ticks", "packet in → bot", "streams"];
+        let daemon_only = [
+            "tick lateness",
+            "late ticks",
+            "machine stalls",
+            "packet in → bot",
+            "streams",
+        ];
         for (name, value) in rows {
             if self.peer != "mediaproc" && daemon_only.contains(&name.as_str()) {
                 continue;
@@ -350,6 +367,8 @@ impl Measured {
                 .map(|(n, us)| (n.clone(), json!(us))).collect::<serde_json::Map<_, _>>(),
             "bare_codec_us_per_call_tick": self.bare_codec_us_per_call_tick,
             "decoder_complexity": self.decoder_complexity,
+            "machine_stalls": self.machine_stalls.map(|m| json!({
+                "probe_wakeups": m.wakeups, "late_over_5ms": m.late, "max_ms": m.max_ms})),
             "overhead_ratio": self.overhead_ratio(),
             "tick_lateness_ms": {
                 "p50": self.lateness.p50,
