@@ -137,7 +137,8 @@ impl FrameDecoder for OpusDecoder {
     }
 }
 
-/// Encoder settings. The defaults suit speech in a call: 32 kbit/s VoIP, complexity 5, in-band FEC off (it costs
+/// Encoder settings (the encoder always runs libopus's VoIP application with the voice signal hint, as
+/// GStreamer's `audio-type=voice`). The defaults suit speech in a call: 32 kbit/s, complexity 5, in-band FEC off (it costs
 /// quality on a clean path; the session turns it on when the far end reports loss, see
 /// [`crate::fec::FecController`]), DTX off (the pacer already skips the encoder for digital silence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +321,11 @@ impl OpusDecoder {
                 .map_err(opus_err("set decoder complexity"))?;
             self.inner = Some(inner);
         }
-        Ok(self.inner.as_mut().expect("created above"))
+        self.inner.as_mut().ok_or(Error::Opus {
+            operation: "decoder creation",
+            code: ErrorCode::Internal as i32,
+            message: ErrorCode::Internal.message(),
+        })
     }
 
     /// Samples in one output frame.
