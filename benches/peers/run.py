@@ -71,9 +71,11 @@ def main() -> int:
         lat = r["latency_ms"]
         rtt = (f"{lat['echo_rtt_p50']:.1f} / {lat['echo_rtt_p99']:.1f}" if lat.get("echo_rtt_p50") else "n/a")
         mem = r.get("memory_per_call_bytes")
+        # The conditional covers the memory cell only (it once swallowed the whole row of a peer without a reading).
+        memory = f"{mem / 1048576:.2f} MiB" if mem else "n/a"
         print(f"| {r['bot']} | {r['peer']} | {r['daemon_cpu_us_per_call_tick']:.1f} | "
               f"{r['bare_codec_us_per_call_tick']:.1f} | {r['overhead_ratio']:.2f} | {r['streams_per_core']:.0f} | "
-              f"{rtt} | {mem / 1048576:.2f} MiB |" if mem else "| n/a |")
+              f"{rtt} | {memory} |")
     by = {(r["bot"], r["peer"]): r for r in rows if "error" not in r}
     for bot in args.bots.split(","):
         m, g = by.get((bot, "mediaproc")), by.get((bot, "gstreamer"))
