@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mediaproc_pipeline::{EncoderSettings, JitterStats, SampleRate};
+use mediaproc_pipeline::{EncoderSettings, JitterStats, MediaSession, SampleRate};
 
 fn source(dtx: bool, noise_rms: f64) -> Source {
     Source::with_noise(
@@ -59,6 +59,16 @@ fn scenario(
         rep.max_lag_step_ms
     );
     (rep, stats, trace)
+}
+
+/// Runs `net` for 30 s over speech without DTX and scores it from 4 s on (after the jitter buffer's start hold): the
+/// session (for its statistics), the trace, the playout report and the time-scale operations.
+fn speech_30s(net: NetConfig, seed: u64) -> (MediaSession, Trace, PlayoutReport, TimeScaleOps) {
+    let src = source(false, 0.0);
+    let (session, trace) = run(&src, net, seed, Duration::from_secs(30), true);
+    let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
+    let ops = timescale_ops(&trace, 320, 200);
+    (session, trace, rep, ops)
 }
 
 #[test]
@@ -190,10 +200,7 @@ fn dtx_plays_comfort_noise() {
 /// Runs `net` for 30 s with `seed` and returns the report, the time-scale operations from 4 s on, and the mean and
 /// largest delay and the targets from 4 s on.
 fn harness_like(net: NetConfig, seed: u64) -> (PlayoutReport, TimeScaleOps, u32, u32, Vec<u32>) {
-    let src = source(false, 0.0);
-    let (_, trace) = run(&src, net, seed, Duration::from_secs(30), true);
-    let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
-    let ops = timescale_ops(&trace, 320, 200);
+    let (_, trace, rep, ops) = speech_30s(net, seed);
     let d: Vec<u32> = trace.delays[200..].iter().map(|d| d.1).collect();
     let t: Vec<u32> = trace.delays[200..].iter().map(|d| d.2).collect();
     let avg = d.iter().sum::<u32>() / d.len() as u32;
@@ -315,11 +322,8 @@ fn diag_chunked_sender() {
             },
             ..NetConfig::default()
         };
-        let src = source(false, 0.0);
-        let (session, trace) = run(&src, net, seed, Duration::from_secs(30), true);
+        let (session, trace, rep, ops) = speech_30s(net, seed);
         let s = session.stream_stats(7).unwrap();
-        let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
-        let ops = timescale_ops(&trace, 320, 200);
         let t: Vec<u32> = trace.delays.iter().step_by(50).map(|d| d.2).collect();
         println!("chunked loss {loss}: {rep:?} {ops:?} targets/s {t:?}; {s:?}");
     }
@@ -466,11 +470,8 @@ fn stalled(stall: Stall, seed: u64) -> (PlayoutReport, TimeScaleOps, JitterStats
         stall,
         ..NetConfig::default()
     };
-    let src = source(false, 0.0);
-    let (session, trace) = run(&src, net, seed, Duration::from_secs(30), true);
+    let (session, trace, rep, ops) = speech_30s(net, seed);
     let s = session.stream_stats(7).unwrap();
-    let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
-    let ops = timescale_ops(&trace, 320, 200);
     let env: Vec<u32> = trace.stats[200..]
         .iter()
         .map(|s| s.envelope_delay_ms)
@@ -551,12 +552,9 @@ fn host_stalls_beyond_catch_up_skip_the_audio_too() {
         stall,
         ..NetConfig::default()
     };
-    let src = source(false, 0.0);
-    let (session, trace) = run(&src, net, 32, Duration::from_secs(30), true);
+    let (session, _, rep, ops) = speech_30s(net, 32);
     let s = session.stream_stats(7).unwrap();
     let stats = session.stats();
-    let rep = playout_report(&src.decoded, 320, &trace.audio, 4 * 16_000);
-    let ops = timescale_ops(&trace, 320, 200);
     println!("skip: {rep:?} {ops:?} {stats:?} {s:?}");
     assert!(stats.skipped_ticks >= 8 * 6, "{stats:?}");
     assert!(rep.max_lag_step_ms < 20.0, "{rep:?}");
