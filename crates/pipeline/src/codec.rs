@@ -223,6 +223,17 @@ pub const DEFAULT_DECODER_COMPLEXITY: u8 = 7;
 /// cheapest (a quarter of [`DEFAULT_DECODER_COMPLEXITY`]'s cost per frame).
 pub const CLASSIC_DECODER_COMPLEXITY: u8 = 0;
 
+/// libopus accepts decoder complexities 0..=10.
+fn check_decoder_complexity(complexity: u8) -> Result<()> {
+    if complexity > 10 {
+        return Err(Error::Config {
+            field: "decoder complexity",
+            problem: "must be 0..=10",
+        });
+    }
+    Ok(())
+}
+
 /// An Opus decoder producing 20 ms mono frames at a rate Opus supports natively.
 ///
 /// libopus 1.6's decoder state is about 190 KB (its neural stages' history; 1.3's was 18 KB), and a session keeps
@@ -266,12 +277,7 @@ impl OpusDecoder {
             hz: rate.hz(),
             context: "Opus decoder (8/12/16/24/48 kHz)",
         })?;
-        if complexity > 10 {
-            return Err(Error::Config {
-                field: "decoder complexity",
-                problem: "must be 0..=10",
-            });
-        }
+        check_decoder_complexity(complexity)?;
         Ok(Self {
             inner: None,
             rate: native,
@@ -296,12 +302,7 @@ impl OpusDecoder {
 
     /// Changes the decoder complexity (0..=10) from the next frame on: one libopus control call, no allocation.
     pub fn set_complexity(&mut self, complexity: u8) -> Result<()> {
-        if complexity > 10 {
-            return Err(Error::Config {
-                field: "decoder complexity",
-                problem: "must be 0..=10",
-            });
-        }
+        check_decoder_complexity(complexity)?;
         if let Some(inner) = &mut self.inner {
             inner
                 .set_complexity(complexity)

@@ -245,8 +245,9 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
         ));
     }
     let duplex = matches!(args.bot.as_str(), "echo" | "websocket");
-    let bare = bare::codec_us_per_call_tick(duplex, args.decoder_complexity)
-        .map_err(|err| fail("bare codec", err))?;
+    let bare_at =
+        |c| bare::codec_us_per_call_tick(duplex, c).map_err(|err| fail("bare codec", err));
+    let bare = bare_at(args.decoder_complexity)?;
     let rss_before = daemon.pid.and_then(daemon::rss_bytes);
 
     let (sessions, fingerprint) = create_sessions(args, &http, daemon).await?;
@@ -391,11 +392,10 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
     // daemon shed its decoders' neural stages under this load, the baseline runs at the level its sessions ended at
     // (the ratio then compares like with like; the report says which level).
     let level = totals.decoder_complexity.unwrap_or(args.decoder_complexity);
-    let again = |c| bare::codec_us_per_call_tick(duplex, c).map_err(|err| fail("bare codec", err));
     let bare = if level == args.decoder_complexity {
-        bare.min(again(level)?)
+        bare.min(bare_at(level)?)
     } else {
-        again(level)?.min(again(level)?)
+        bare_at(level)?.min(bare_at(level)?)
     };
 
     let (daemon_cpu_us_per_call_tick, cpu_by_thread, window_s, late_ticks) =
