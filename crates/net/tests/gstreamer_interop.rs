@@ -158,9 +158,9 @@ fn worker(mut s: RtpUdpSocket, origin: Instant, stop: Arc<AtomicBool>) -> Worker
             }
         };
         let p = RtpPacket::parse(&inbuf[..len]).unwrap();
-        // A packet longer than 20 ms fails to decode into one 20 ms frame.
-        dec.decode(p.payload, &mut pcm)
-            .expect("GStreamer sends 20 ms frames");
+        let samples = opusic_c::utils::get_nb_samples(p.payload, opusic_c::SampleRate::Hz48000);
+        assert_eq!(samples, Ok(960), "GStreamer sends 20 ms frames");
+        dec.decode(p.payload, &mut pcm).unwrap();
         let m = enc.encode(&pcm, &mut opus).unwrap();
         let out = RtpPacket::new(PT, seq, ts, ssrc, &opus[..m]);
         let len = out.write(&mut outbuf).unwrap();
