@@ -135,7 +135,11 @@ pub(super) async fn run(
     let mut recv: Option<quinn::RecvStream> = None;
     let mut inbuf: Vec<u8> = Vec::with_capacity(2 * control::MAX_FRAME_LEN);
     let mut chunk = vec![0u8; control::MAX_FRAME_LEN];
-    let mut tick = tokio::time::interval(shared.config.tx_poll_interval);
+    // The first poll one interval from now, not at once (`interval`'s first tick completes immediately): a loop still
+    // busy with its first attach would otherwise flush on that tick whatever a session queued meanwhile, without
+    // the session's waker — the race `a_session_waker_wakes_only_its_own_connection` lost now and then under load.
+    let period = shared.config.tx_poll_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_rtcp = Instant::now();
     let reason = loop {
