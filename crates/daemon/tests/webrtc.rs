@@ -281,15 +281,26 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         let edge = connect_edge(&daemon, &quic_session).await.unwrap();
         talk_and_listen(&edge, &quic_packets, Duration::from_millis(600)).await
     };
-    // MEDIAPROC_WEBRTC_TRACE=1 prints the session's playout figures every 300 ms while the page runs.
+    // The daemon's wait (arrival → decode) every 300 ms while the page runs; MEDIAPROC_WEBRTC_TRACE=1 prints the
+    // session's playout figures each time.
+    let verbose = std::env::var_os("MEDIAPROC_WEBRTC_TRACE").is_some();
+    let page_done = std::sync::atomic::AtomicBool::new(false);
     let trace = async {
-        if std::env::var_os("MEDIAPROC_WEBRTC_TRACE").is_none() {
-            return;
-        }
-        for _ in 0..40 {
+        let mut waits = Vec::new();
+        while !page_done.load(std::sync::atomic::Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let st = session_stats(&daemon, &session).await;
             let w = &st["stats"]["webrtc"]["stream"];
+            // From 4 s of packets on: past the stream's 3 s start hold.
+            if let (Some(wait), Some(received)) =
+                (w["packetWaitMs"].as_f64(), w["received"].as_u64())
+                && received > 200
+            {
+                waits.push(wait);
+            }
+            if !verbose {
+                continue;
+            }
             println!(
                 "trace: tick slack {} ms, shifts {}; target {} playout {} envelope {} wait {} ms; accelerated {} \
                  decelerated {} ms, underruns {}, late {}",
@@ -305,9 +316,18 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
                 w["late"],
             );
         }
+        waits
     };
-    let (page_result, quic_received, ()) =
-        tokio::join!(evaluate(devtools, &page, &script), quic, trace);
+    let (page_result, quic_received, waits) = tokio::join!(
+        async {
+            let result = evaluate(devtools, &page, &script).await;
+            page_done.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        },
+        quic,
+        trace
+    );
+    let mean_wait = waits.iter().sum::<f64>() / waits.len().max(1) as f64;
     let result: Value = serde_json::from_str(&page_result).unwrap();
     assert!(result["error"].is_null(), "{}", result["error"]);
     let sent = samples(&result["sent"]);
@@ -352,6 +372,10 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         result["packetsReceived"],
         result["packetsLost"],
         started.elapsed().as_secs_f64(),
+    );
+    println!(
+        "daemon: packet wait (arrival to decode) mean {mean_wait:.1} ms over {} samples after the start hold",
+        waits.len()
     );
     println!(
         "daemon: tick phase shifts {}, tick slack {} ms, webrtc {} peer {}",

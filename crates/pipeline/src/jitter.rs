@@ -34,7 +34,11 @@
 //! Packets a bursty sender sends early (ffmpeg `-re` sends each 128 ms chunk of its input at once: the first packet
 //! on time, the others up to 108 ms early) have smaller transits and change nothing; a late packet (even one too
 //! late to play) and a held frame that the driver handed over only after the tick that missed it raise the
-//! envelope. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
+//! envelope. With a **late allowance** of `n` packets ([`JitterConfig::late_allowance_packets`]; 0 by default) the
+//! envelope is the `n+1`-th largest transit of the window instead: up to `n` packets per window that come later than
+//! all the others (a sender that stalls for a moment, as a browser's audio thread does on a busy machine) are
+//! concealed, like NetEQ's percentile target does, and the `n` latest arrivals do not hold every frame's delay up
+//! for [`ENVELOPE_HOLD_US`]. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
 //! and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th percentile of all
 //! packets misses a third of the bursts. A packet a stalled driver hands over before the overdue tick that plays it
 //! ([`JitterBuffer::insert_stalled`]) is stored without feeding these statistics: its stamp is when the driver ran
@@ -127,6 +131,8 @@ pub const START_HOLD_PACKETS: u32 = 150;
 /// removes delay only when the latest arrivals have stayed earlier for that long, so a path whose envelope wobbles
 /// around a tick boundary does not make the playout accelerate and expand in turn.
 pub const ENVELOPE_HOLD_US: i64 = 5_000_000;
+/// Largest [`JitterConfig::late_allowance_packets`]: an eighth of the window.
+pub const MAX_LATE_ALLOWANCE: usize = TRANSIT_WINDOW / 8;
 /// Duration of one frame on the media clock (µs); every codec here sends 20 ms frames.
 const FRAME_US: i64 = 20_000;
 /// Ticks a spare frame may wait for a quiet frame before the least energetic frame is dropped instead (1 s).
@@ -146,6 +152,11 @@ pub struct JitterConfig {
     pub initial_delay_frames: u16,
     /// Fraction of packets that should arrive in time (default 0.95).
     pub quantile: f32,
+    /// Packets of the last [`TRANSIT_WINDOW`] the on-time envelope leaves out (default 0: the playout waits for every
+    /// packet; at most [`MAX_LATE_ALLOWANCE`]). With `n`, the envelope is the `n+1`-th largest transit of the
+    /// window: a packet that arrives later than all but `n - 1` others of the window is concealed (and its audio
+    /// merged in if it still comes in time for a shortfall), rather than raising every frame's delay.
+    pub late_allowance_packets: u8,
 }
 
 impl Default for JitterConfig {
@@ -155,6 +166,7 @@ impl Default for JitterConfig {
             max_delay_frames: 25,
             initial_delay_frames: 2,
             quantile: 0.95,
+            late_allowance_packets: 0,
         }
     }
 }
@@ -173,6 +185,12 @@ impl JitterConfig {
             return Err(Error::Config {
                 field: "jitter max_delay_frames",
                 problem: "must be >= min_delay_frames and <= JITTER_CAPACITY_FRAMES / 2",
+            });
+        }
+        if usize::from(self.late_allowance_packets) > MAX_LATE_ALLOWANCE {
+            return Err(Error::Config {
+                field: "jitter late_allowance_packets",
+                problem: "must be at most MAX_LATE_ALLOWANCE (16)",
             });
         }
         if !(0.5..1.0).contains(&self.quantile) {
@@ -362,6 +380,8 @@ pub struct JitterBuffer {
     resume_after_switch: bool,
     /// The packet being inserted was handed over by a stalled driver ([`JitterBuffer::insert_stalled`]).
     stalled: bool,
+    /// Of `stats.lost`, frames given up while an underrun was held for them (a later frame came first).
+    given_up: u64,
     stats: JitterStats,
 }
 
@@ -417,6 +437,7 @@ impl JitterBuffer {
             surplus_ticks: 0,
             surplus_min_db: f32::INFINITY,
             wait_us: -1.0,
+            given_up: 0,
             codec: Codec::Opus,
             resume_after_switch: false,
             stalled: false,
@@ -425,6 +446,29 @@ impl JitterBuffer {
                 ..JitterStats::default()
             },
         })
+    }
+
+    /// Changes [`JitterConfig::late_allowance_packets`] from the next packet on (e.g. when a session's edge changes
+    /// to one whose peer stalls now and then). Fails above [`MAX_LATE_ALLOWANCE`].
+    pub fn set_late_allowance(&mut self, packets: u8) -> Result<()> {
+        let cfg = JitterConfig {
+            late_allowance_packets: packets,
+            ..self.cfg
+        };
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// Of the frames counted lost, those given up while an underrun was held for them: a later frame arrived
+    /// first, so the awaited one is lost or later than its successor (with a late allowance, usually the latter).
+    pub fn given_up(&self) -> u64 {
+        self.given_up
+    }
+
+    /// [`JitterConfig::late_allowance_packets`] in force.
+    pub fn late_allowance(&self) -> u8 {
+        self.cfg.late_allowance_packets
     }
 
     /// The codec whose packets the buffer holds (default Opus).
@@ -570,12 +614,24 @@ impl JitterBuffer {
         self.transit[self.transit_pos] = transit;
         self.transit_pos = (self.transit_pos + 1) % TRANSIT_WINDOW;
         self.transit_len = (self.transit_len + 1).min(TRANSIT_WINDOW);
-        let (min, max) = self.transit[..self.transit_len]
+        let window = &self.transit[..self.transit_len];
+        let (min, max) = window
             .iter()
             .fold((transit, transit), |(lo, hi), &t| (lo.min(t), hi.max(t)));
         // The envelope of the latest arrivals: what a packet needs is a playout point after its arrival, so the
         // latest transit (not the earliest) is the one to cover. Early packets (a sender that reads its input in
-        // chunks sends most packets of a chunk early) only make the buffer fuller.
+        // chunks sends most packets of a chunk early) only make the buffer fuller. A late allowance leaves out the
+        // `n` latest arrivals, once the window holds enough packets for them to be the exception.
+        let skip = usize::from(self.cfg.late_allowance_packets);
+        let max = if skip > 0 && window.len() > 8 * skip {
+            let mut sorted = [0i64; TRANSIT_WINDOW];
+            let sorted = &mut sorted[..window.len()];
+            sorted.copy_from_slice(window);
+            let k = sorted.len() - 1 - skip;
+            *sorted.select_nth_unstable(k).1
+        } else {
+            max
+        };
         self.envelope_us = max;
         if self.transit_len == 1 || max >= self.peak_us || now_us >= self.peak_until_us {
             self.peak_us = max;
@@ -815,6 +871,7 @@ impl JitterBuffer {
             let held = i64::from(self.hold).min(index - self.playout);
             self.playout += held;
             self.stats.lost += held as u64;
+            self.given_up += held as u64;
             self.hold = 0;
         }
         if fresh || ext_ts > self.last_ts_ext {
@@ -1057,6 +1114,35 @@ mod tests {
             Playout::Packet { payload, .. } => Some(payload[1]),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_late_allowance_leaves_the_latest_arrivals_out_of_the_envelope() {
+        let mut b = jb();
+        assert!(b.set_late_allowance(MAX_LATE_ALLOWANCE as u8 + 1).is_err());
+        b.set_late_allowance(2).unwrap();
+        assert_eq!(b.late_allowance(), 2);
+        // 40 packets on time, the 10th and the 20th 15 and 9 ms late, the 30th 4 ms late.
+        for n in 0..40u16 {
+            let late = match n {
+                10 => 15,
+                20 => 9,
+                30 => 4,
+                _ => 0,
+            };
+            b.insert(
+                ms(u64::from(n) * 20 + late),
+                n,
+                u32::from(n) * 960,
+                &[1, 2, 3],
+                None,
+            );
+        }
+        // The two latest arrivals are left out: the envelope is the third-latest transit, 4 ms.
+        assert_eq!(b.envelope_us(), Some(4_000));
+        b.set_late_allowance(0).unwrap();
+        b.insert(ms(40 * 20), 40, 40 * 960, &[1, 2, 3], None);
+        assert_eq!(b.envelope_us(), Some(15_000));
     }
 
     #[test]

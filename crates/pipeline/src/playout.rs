@@ -28,6 +28,11 @@
 //! its in-band FEC instead of being held as an underrun). An operation starts when the excess reaches half a frame
 //! ([`START_FRACTION`]), or on any deficit, and goes on each tick until it is below [`QUIET_MIN_MS`].
 //!
+//! A stream with a **late allowance** ([`crate::JitterConfig::late_allowance_packets`], a WebRTC peer's) has an
+//! envelope that leaves its latest arrivals out, so a late packet is an underrun by design: a frame the jitter
+//! buffer gives up while it was held ([`JitterBuffer::given_up`]) takes no loss margin, and the excess the
+//! shortfall concealment leaves is taken out of speech from half a frame on, not only at the next pause.
+//!
 //! **In speech** (audio that is not quiet) the decision is stricter, because every period removed from or inserted
 //! into a vowel is a step of the timeline: an accelerate needs an excess of [`VOICED_ACCELERATE_FRAMES`], a
 //! preemptive expand a deficit of [`VOICED_EXPAND_FRACTION`], and both wait [`VOICED_GAP_TICKS`] after any other
@@ -533,7 +538,13 @@ impl PlayoutEngine {
         };
         let level = jb.level_frames() * spf as i64 + self.future() as i64;
         let playing = jb.is_active();
-        let lost = jb.stats().lost;
+        // With a late allowance a held frame given up for a later one is the allowance at work, not a network loss:
+        // it takes no FEC margin (a frame of delay for 5 s, the very delay the allowance is there to save).
+        let lost = if jb.late_allowance() > 0 {
+            jb.stats().lost.saturating_sub(jb.given_up())
+        } else {
+            jb.stats().lost
+        };
         if lost > self.seen_lost {
             self.loss_ticks = LOSS_MARGIN_TICKS;
         } else {
@@ -576,7 +587,15 @@ impl PlayoutEngine {
                     + i64::from(self.overdue_ticks))
                     * spf as i64;
             let excess = to_samples(offset - keep - margin).max(surplus);
-            voiced_excess = to_samples(offset - keep - FRAME_US).max(surplus);
+            // A stream with a late allowance conceals the shortfall of its late packets, which lifts the offset by
+            // up to a frame each time: that excess is taken out of speech too (a period at a time, as NetEQ does)
+            // from half a frame on, not left until the next pause.
+            let voiced_margin = if jb.late_allowance() > 0 {
+                -FRAME_US / 2
+            } else {
+                FRAME_US
+            };
+            voiced_excess = to_samples(offset - keep - voiced_margin).max(surplus);
             self.accelerating = excess >= stop && (self.accelerating || excess >= start);
             // Any deficit counts: an offset short of the envelope's by a single sample makes the latest packets
             // miss their tick.

@@ -688,6 +688,16 @@ impl MediaSession {
         Ok(())
     }
 
+    /// Changes every inbound stream's late allowance ([`JitterConfig::late_allowance_packets`]) from its next
+    /// packet on, e.g. when the session's edge becomes a browser, whose sender stalls now and then. No allocation.
+    pub fn set_late_allowance(&mut self, packets: u8) -> Result<()> {
+        for s in &mut self.streams {
+            s.jitter.set_late_allowance(packets)?;
+        }
+        self.cfg.jitter.late_allowance_packets = packets;
+        Ok(())
+    }
+
     /// The outbound encoder's settings in force.
     pub fn encoder_settings(&self) -> EncoderSettings {
         self.pacer.encoder_settings()

@@ -70,6 +70,10 @@ fn time_scaling_and_encoder_control_allocate_nothing() {
             })
             .unwrap();
         }
+        if t == 400 {
+            // A WebRTC peer's late allowance: its envelope is an order statistic of the transit window.
+            s.set_late_allowance(6).unwrap();
+        }
         let _ = bot.outbound.push(&src.pcm[..320]);
         while s.handle_tick(now + Duration::from_millis(5)) {
             while s.poll_output().is_some() {}

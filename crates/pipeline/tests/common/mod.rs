@@ -6,8 +6,8 @@ use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use mediaproc_pipeline::{
-    EncoderSettings, JitterStats, MAX_PAYLOAD, MediaSession, OpusEncoder, Output, ReceivedAudio,
-    RtpPacketInfo, SampleRate, SessionConfig,
+    EncoderSettings, JitterConfig, JitterStats, MAX_PAYLOAD, MediaSession, OpusEncoder, Output,
+    ReceivedAudio, RtpPacketInfo, SampleRate, SessionConfig,
 };
 
 /// SplitMix64: small, seeded, deterministic.
@@ -248,8 +248,28 @@ pub fn run(
     duration: Duration,
     keep_audio: bool,
 ) -> (MediaSession, Trace) {
+    run_with(
+        source,
+        net,
+        seed,
+        duration,
+        keep_audio,
+        JitterConfig::default(),
+    )
+}
+
+/// [`run`] with the session's streams on `jitter`.
+pub fn run_with(
+    source: &Source,
+    net: NetConfig,
+    seed: u64,
+    duration: Duration,
+    keep_audio: bool,
+    jitter: JitterConfig,
+) -> (MediaSession, Trace) {
     let cfg = SessionConfig {
         tick_phase: Duration::from_millis(7),
+        jitter,
         ..SessionConfig::default()
     };
     let (mut session, mut bot) = MediaSession::new(cfg, Duration::ZERO).unwrap();
