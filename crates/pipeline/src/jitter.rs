@@ -38,11 +38,11 @@
 //! envelope is the `n+1`-th largest transit of the window instead: up to `n` packets per window that come later than
 //! all the others (a sender that stalls for a moment, as a browser's audio thread does on a busy machine) are
 //! concealed, like NetEQ's percentile target does, and the `n` latest arrivals do not hold every frame's delay up
-//! for [`ENVELOPE_HOLD_US`]. Measured against the smallest transit instead, the on-time packets of such a sender look 100+ ms late
-//! and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th percentile of all
-//! packets misses a third of the bursts. A packet a stalled driver hands over before the overdue tick that plays it
-//! ([`JitterBuffer::insert_stalled`]) is stored without feeding these statistics: its stamp is when the driver ran
-//! again, not when the path delivered it.
+//! for [`ENVELOPE_HOLD_US`]. Measured against the smallest transit instead, the on-time packets of such a sender
+//! look 100+ ms late and the early ones like surplus to remove, and only one packet in seven is on time, so a 95th
+//! percentile of all packets misses a third of the bursts. A packet a stalled driver hands over before the overdue
+//! tick that plays it ([`JitterBuffer::insert_stalled`]) is stored without feeding these statistics: its stamp is
+//! when the driver ran again, not when the path delivered it.
 //!
 //! ## Adaptive target delay (the buffer alone)
 //! The target level below drives [`JitterBuffer::pop`]'s start-up (the level a stream buffers before it plays),
