@@ -235,6 +235,7 @@ pub struct JitterStats {
     /// Packets rejected as empty or oversized.
     pub malformed: u64,
     /// Frames lost in the network (missing while later ones arrived, and not a DTX gap): FEC-recovered or concealed.
+    /// A frame given up this way whose packet still comes afterwards is also counted in `late`.
     pub lost: u64,
     /// Playout delay at the last tick, in ms: the packets buffered plus the decoded audio waiting in the playout sync
     /// buffer (0 when the jitter buffer is used without [`crate::playout::PlayoutEngine`]).
