@@ -392,11 +392,12 @@ async fn load(args: &LoadArgs, daemon: &Daemon) -> Result<Measured, Failure> {
     // daemon shed its decoders' neural stages under this load, the baseline runs at the level its sessions ended at
     // (the ratio then compares like with like; the report says which level).
     let level = totals.decoder_complexity.unwrap_or(args.decoder_complexity);
-    let bare = if level == args.decoder_complexity {
-        bare.min(bare_at(level)?)
+    let first = if level == args.decoder_complexity {
+        bare
     } else {
-        bare_at(level)?.min(bare_at(level)?)
+        bare_at(level)?
     };
+    let bare = first.min(bare_at(level)?);
 
     let (daemon_cpu_us_per_call_tick, cpu_by_thread, window_s, late_ticks) =
         match (window_start, window_end) {
