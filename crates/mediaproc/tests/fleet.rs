@@ -876,7 +876,7 @@ async fn mediaproc_load_fleet_drives_calls_through_every_node() {
         .lines()
         .find(|l| l.contains("calls per node"))
         .expect("load --fleet prints the calls per node");
-    println!("{per_node}");
+    println!("{said}");
     // Power of two choices: about a third each (never the fuller of the two drawn), not exactly.
     for node in &nodes {
         let count: usize = per_node

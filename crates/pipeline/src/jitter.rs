@@ -235,7 +235,8 @@ pub struct JitterStats {
     /// Packets rejected as empty or oversized.
     pub malformed: u64,
     /// Frames lost in the network (missing while later ones arrived, and not a DTX gap): FEC-recovered or concealed.
-    /// A frame given up this way whose packet still comes afterwards is also counted in `late`.
+    /// A frame given up this way whose packet still comes afterwards is also counted in `late`; one whose packet came
+    /// only together with its successor's (given up on arrival) counts in `late` alone.
     pub lost: u64,
     /// Playout delay at the last tick, in ms: the packets buffered plus the decoded audio waiting in the playout sync
     /// buffer (0 when the jitter buffer is used without [`crate::playout::PlayoutEngine`]).
@@ -866,13 +867,21 @@ impl JitterBuffer {
             // Nothing was late: no floor.
             self.clear_floor();
         } else if self.state == State::Playing && self.hold > 0 && index > self.playout {
-            // A later frame arrived while the held one is still missing: it is lost (or so late that playing it would
-            // move the timeline by a frame in the middle of speech). The concealment already played stands in for it,
-            // as a loss; the playout point moves on so no frame of delay is added.
+            // A later frame arrived while the held one was awaited: playing the held one now would move the timeline
+            // by a frame in the middle of speech. The concealment already played stands in for it; the playout point
+            // moves on so no frame of delay is added. A held frame still missing is lost; one that came just before
+            // its successor (a sender or host stall delivers a run of packets at once) was late, not lost.
             let held = i64::from(self.hold).min(index - self.playout);
+            for i in self.playout..self.playout + held {
+                if self.slot(i).is_some() {
+                    self.slot_mut(i).used = false;
+                    self.stats.late += 1;
+                } else {
+                    self.stats.lost += 1;
+                    self.given_up += 1;
+                }
+            }
             self.playout += held;
-            self.stats.lost += held as u64;
-            self.given_up += held as u64;
             self.hold = 0;
         }
         if fresh || ext_ts > self.last_ts_ext {
@@ -1144,6 +1153,37 @@ mod tests {
         b.set_late_allowance(0).unwrap();
         b.insert(ms(40 * 20), 40, 40 * 960, &[1, 2, 3], None);
         assert_eq!(b.envelope_us(), Some(15_000));
+    }
+
+    #[test]
+    fn a_held_frame_that_comes_with_its_successor_is_late_not_lost() {
+        let mut b = jb();
+        let pkt = |n: u8| [0x48, n, 1];
+        let ins = |b: &mut JitterBuffer, t: u64, n: u16| {
+            b.insert(ms(t), n, 960 * u32::from(n), &pkt(n as u8), None)
+        };
+        ins(&mut b, 0, 0);
+        ins(&mut b, 20, 1);
+        assert_eq!(seq_of(&b.pop_at(ms(21))), Some(0));
+        assert_eq!(seq_of(&b.pop_at(ms(41))), Some(1));
+        // The sender stalls: frame 2 misses its tick and comes with frame 3 (nothing is lost on the way).
+        assert_eq!(b.pop_at(ms(61)), Playout::Conceal);
+        assert_eq!(ins(&mut b, 75, 2), InsertOutcome::Accepted);
+        assert_eq!(ins(&mut b, 75, 3), InsertOutcome::Accepted);
+        // The concealment stood in for frame 2: the timeline goes on with frame 3, frame 2 counts as late.
+        assert_eq!(seq_of(&b.pop_at(ms(81))), Some(3));
+        let s = b.stats();
+        assert_eq!(
+            (s.lost, s.late, s.underruns, b.given_up()),
+            (0, 1, 1, 0),
+            "{s:?}"
+        );
+        // A held frame that never comes, with its successor there, is lost.
+        assert_eq!(b.pop_at(ms(101)), Playout::Conceal);
+        assert_eq!(ins(&mut b, 115, 5), InsertOutcome::Accepted);
+        assert_eq!(seq_of(&b.pop_at(ms(121))), Some(5));
+        let s = b.stats();
+        assert_eq!((s.lost, s.late, b.given_up()), (1, 1, 1), "{s:?}");
     }
 
     #[test]
