@@ -1,7 +1,7 @@
 """The quality harness: one command.
 
     python3 benches/quality/run.py [--quick] [--scenarios clean,loss5,burst10] [--senders gstreamer,ffmpeg]
-                                   [--seed N] [--json FILE] [--mediaproc PATH]
+                                   [--seed N | --seeds 1,2,3] [--json FILE] [--mediaproc PATH]
 
 For every scenario and sender, the same 12 s of espeak-ng speech goes sender -> seeded relay -> echo -> relay ->
 GStreamer receiver (16 kHz WAV), once through mediaproc's `echo` session on its RTP/UDP edge and once through a
@@ -60,10 +60,12 @@ def find_mediaproc(path: str | None) -> str:
     return default
 
 
-def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str, rep: int = 0) -> dict:
+def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str, rep: int = 0,
+             seed: int | None = None) -> dict:
+    seed = args.seed if seed is None else seed
     imp = SCENARIOS[scenario]
     imp_out = imp if args.impair == "both" else R.CLEAN
-    tag = f"{scenario}-{sender}-{echo.name}" + (f"-{rep}" if rep else "")
+    tag = f"{scenario}-{sender}-{echo.name}" + (f"-s{seed}" if seed != args.seed else "") + (f"-{rep}" if rep else "")
     logdir = os.path.join(workdir, tag)
     os.makedirs(logdir, exist_ok=True)
     out_wav = os.path.join(logdir, "received.wav")
@@ -72,7 +74,7 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
     # the QUIC edge forwards them on the source flow, SPEC section 4.5); the GStreamer echo has no RTCP session and
     # keeps its fixed FEC setting.
     rr = args.rtcp_rr_ms / 1000 if echo.name in ("mediaproc", "quic") else 0.0
-    relay = R.Relay(imp, imp_out, seed=f"{args.seed}/{scenario}/{sender}", rr_interval=rr).start()
+    relay = R.Relay(imp, imp_out, seed=f"{seed}/{scenario}/{sender}", rr_interval=rr).start()
     procs = []
     try:
         echo_addr = echo.start(relay.echo_port)
@@ -104,7 +106,8 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
         relay.stop()
         relay.write_arrivals(os.path.join(logdir, "arrivals.csv"))
     res = S.score_files(src_wav, out_wav)
-    res.update({"scenario": scenario, "sender": sender, "path": echo.name, "repeat": rep, "network": imp.describe(),
+    res.update({"scenario": scenario, "sender": sender, "path": echo.name, "repeat": rep, "seed": seed,
+                "network": imp.describe(),
                 "relay": relay.stats(), "echo": echo_info,
                 "jitterBufferDelayMs": echo_info.get("jitterBufferDelayMs"), "receivedWav": out_wav})
     return res
@@ -142,7 +145,8 @@ NUMERIC = ("pesqWb", "stoi", "corr", "lagSteps", "silentFrames", "jitterBufferDe
 
 
 def merged(results: list[dict]) -> list[dict]:
-    """One row per (scenario, sender, path): the mean of the repeats (`--repeat`), with `repeats` and `pesqAll`."""
+    """One row per (scenario, sender, path): the mean over seeds (`--seeds`) and repeats (`--repeat`), with `repeats`
+    (runs in the mean) and `pesqAll`."""
     groups: dict = {}
     for r in results:
         groups.setdefault((r["scenario"], r["sender"], r["path"]), []).append(r)
@@ -214,7 +218,11 @@ def main(argv=None) -> int:
                     help="payload type the QUIC edge declares for its flows (111: the reference edge's)")
     ap.add_argument("--no-pt-check", action="store_true",
                     help="skip the QUIC payload-type check (a short clean run with flows declared as pt 96)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="the relay's seed: one loss and jitter pattern, the same for "
+                                                       "every path")
+    ap.add_argument("--seeds", help="comma list of seeds, each run for every path (overrides --seed): the reference "
+                                    "is deterministic for a seed, so a row's mean over several seeds compares both "
+                                    "sides over several loss patterns, not one")
     ap.add_argument("--repeat", type=int, default=1, help="run every path N times; the table shows the means")
     ap.add_argument("--seconds", type=float, default=12.0, help="speech length")
     ap.add_argument("--jitter-ms", type=int, default=60,
@@ -258,6 +266,12 @@ def main(argv=None) -> int:
     scenarios = [s for s in args.scenarios.split(",") if s]
     senders = [s for s in args.senders.split(",") if s]
     paths = [p for p in args.paths.split(",") if p]
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else [args.seed]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: a comma list of integers")
+    if not seeds:
+        ap.error("--seeds: at least one seed")
     for s in scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
@@ -297,18 +311,19 @@ def main(argv=None) -> int:
             daemon = P.Daemon(binary, workdir, args.decoder_complexity)
             cx = "" if args.decoder_complexity is None else f", decoder complexity {args.decoder_complexity}"
             log(f"mediaproc {binary}: API 127.0.0.1:{daemon.api_port}{cx}")
-        total = len(scenarios) * len(senders) * len(paths) * args.repeat
+        total = len(scenarios) * len(seeds) * len(senders) * len(paths) * args.repeat
         k = 0
-        for scenario, rep in [(s, i) for s in scenarios for i in range(args.repeat)]:
+        for scenario, seed, rep in [(s, d, i) for s in scenarios for d in seeds for i in range(args.repeat)]:
             for sender in senders:
                 for path in paths:
                     k += 1
                     echo = make_echo(path, daemon, workdir, args, scenario)
-                    log(f"[{k}/{total}] {scenario} ({SCENARIOS[scenario].describe()}), {sender} sender, {path} echo")
+                    log(f"[{k}/{total}] {scenario} ({SCENARIOS[scenario].describe()}), {sender} sender, {path} echo"
+                        + (f", seed {seed}" if len(seeds) > 1 else ""))
                     try:
-                        r = one_path(args, scenario, sender, echo, src_wav, workdir, rep)
+                        r = one_path(args, scenario, sender, echo, src_wav, workdir, rep, seed)
                     except Exception as e:  # keep going: one broken path must not hide the others
-                        r = {"scenario": scenario, "sender": sender, "path": path, "error": str(e)}
+                        r = {"scenario": scenario, "sender": sender, "path": path, "seed": seed, "error": str(e)}
                     results.append(r)
                     starved = r.get("relay", {}).get("starvation", {})
                     log(f"      PESQ-WB {fmt(r.get('pesqWb'), '.2f')}  STOI {fmt(r.get('stoi'), '.3f')}  "
@@ -349,14 +364,14 @@ def main(argv=None) -> int:
     if starved:
         print(f"Runs whose way in was delayed by more than {STARVED_SPIKE_MS} ms before the echo (sender or relay "
               "starved of CPU; that path alone met the extra jitter): "
-              + ", ".join(f"{r['scenario']}/{r['sender']}/{r['path']} run {r.get('repeat', 0) + 1} "
+              + ", ".join(f"{r['scenario']}/{r['sender']}/{r['path']} seed {r.get('seed')} run {r.get('repeat', 0) + 1} "
                           f"(+{r['relay']['starvation']['senderSpikeMs']:.0f} ms)" for r in starved))
         print()
     print(acceptance_table(results))
     if rtt:
         print()
         print(rtt_table(rtt))
-    meta = {"seed": args.seed, "decoderComplexity": args.decoder_complexity, "seconds": args.seconds, "jitterBufferMs": args.jitter_ms, "jitterBufferMode": args.jb_mode, "impair": args.impair,
+    meta = {"seed": seeds[0], "seeds": seeds, "decoderComplexity": args.decoder_complexity, "seconds": args.seconds, "jitterBufferMs": args.jitter_ms, "jitterBufferMode": args.jb_mode, "impair": args.impair,
             "mediaproc": binary, "codec": P.MEDIAPROC_ENCODER.__dict__, "senderCodec": P.SENDER_CODEC.__dict__,
             "scenarios": {s: SCENARIOS[s].__dict__ for s in scenarios}, "workdir": workdir,
             "elapsedSeconds": round(time.monotonic() - t_start, 1)}
