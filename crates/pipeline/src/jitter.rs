@@ -226,7 +226,8 @@ pub struct JitterStats {
     pub accelerated: u64,
     /// Concealment frames inserted at quiet points to build delay.
     pub stretched: u64,
-    /// Ticks with nothing to play while the stream was active.
+    /// Ticks with nothing to play while the stream was active: counted (with `concealed`) once the packet that ends
+    /// the wait shows it was lateness, not the sender's DTX pause, so the counter never goes down.
     pub underruns: u64,
     /// Comfort-noise frames during the sender's DTX or a pause.
     pub dtx: u64,
@@ -351,6 +352,9 @@ pub struct JitterBuffer {
     last_played_seq: Option<i64>,
     in_dtx: bool,
     hold: u32,
+    /// Ticks of the current hold not yet in `stats.underruns` / `stats.concealed`: a hold is counted once it is known
+    /// to be lateness or a pause (DTX), so those counters (monotonic in `/metrics`) never go down.
+    unsettled: u32,
     transit: [i64; TRANSIT_WINDOW],
     transit_len: usize,
     transit_pos: usize,
@@ -421,6 +425,7 @@ impl JitterBuffer {
             last_played_seq: None,
             in_dtx: false,
             hold: 0,
+            unsettled: 0,
             transit: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
@@ -507,6 +512,7 @@ impl JitterBuffer {
         self.transit_pos = 0;
         self.last_played_seq = None;
         self.in_dtx = false;
+        self.settle_hold(0);
         self.hold = 0;
         self.surplus_ticks = 0;
         self.surplus_min_db = f32::INFINITY;
@@ -859,10 +865,7 @@ impl JitterBuffer {
             // pause does not add delay, and count them as DTX.
             let held = i64::from(self.hold).min(index - self.playout);
             self.playout += held;
-            let held = held as u64;
-            self.stats.underruns = self.stats.underruns.saturating_sub(held);
-            self.stats.concealed = self.stats.concealed.saturating_sub(held);
-            self.stats.dtx += held;
+            self.settle_hold(held as u32);
             self.hold = 0;
             // Nothing was late: no floor.
             self.clear_floor();
@@ -882,6 +885,7 @@ impl JitterBuffer {
                 }
             }
             self.playout += held;
+            self.settle_hold(0);
             self.hold = 0;
         }
         if fresh || ext_ts > self.last_ts_ext {
@@ -970,6 +974,7 @@ impl JitterBuffer {
             State::Buffering { resumed } => {
                 if level >= i64::from(self.target_frames()) && self.slot(self.playout).is_some() {
                     self.state = State::Playing;
+                    self.settle_hold(0);
                     self.hold = 0;
                 } else if resumed {
                     self.stats.dtx += 1;
@@ -987,6 +992,7 @@ impl JitterBuffer {
         self.filtered_level += (level as f32 - self.filtered_level) / 8.0;
         let target = i64::from(self.target_frames());
         if self.slot(self.playout).is_some() {
+            self.settle_hold(0);
             self.hold = 0;
             if level < target
                 && self.last_low_energy
@@ -1006,6 +1012,7 @@ impl JitterBuffer {
         }
         if self.highest_index > self.playout {
             // Missing frame with later frames buffered: DTX gap, or loss.
+            self.settle_hold(0);
             self.hold = 0;
             let lost = self.playout;
             self.playout += 1;
@@ -1035,7 +1042,8 @@ impl JitterBuffer {
         }
         // Nothing buffered.
         if self.in_dtx || self.hold >= MAX_HOLD_FRAMES {
-            // A pause, not lateness.
+            // A pause, not lateness. The ticks held before it stay unsettled until a packet tells which they were
+            // (the sender's next packet in sequence: DTX), at most MAX_HOLD_FRAMES of them.
             self.clear_floor();
             self.playout += 1;
             self.in_dtx = true;
@@ -1048,9 +1056,19 @@ impl JitterBuffer {
         }
         self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
         self.hold += 1;
-        self.stats.underruns += 1;
-        self.stats.concealed += 1;
+        self.unsettled += 1;
         Playout::Conceal
+    }
+
+    /// Counts the current hold's unsettled ticks: `dtx` of them as the sender's pause (DTX), the others as underruns
+    /// concealed.
+    fn settle_hold(&mut self, dtx: u32) {
+        let dtx = dtx.min(self.unsettled);
+        let late = u64::from(self.unsettled - dtx);
+        self.stats.underruns += late;
+        self.stats.concealed += late;
+        self.stats.dtx += u64::from(dtx);
+        self.unsettled = 0;
     }
 
     /// After decoding a [`Playout::Packet`]: if the level is above target and the frame was quiet (or the level is far
@@ -1184,6 +1202,41 @@ mod tests {
         assert_eq!(seq_of(&b.pop_at(ms(121))), Some(5));
         let s = b.stats();
         assert_eq!((s.lost, s.late, b.given_up()), (1, 1, 1), "{s:?}");
+    }
+
+    #[test]
+    fn a_hold_that_was_a_dtx_pause_never_counts_as_underruns() {
+        let mut b = jb();
+        let ins = |b: &mut JitterBuffer, t: u64, seq: u16, frame: u32| {
+            b.insert(ms(t), seq, 960 * frame, &[0x48, seq as u8, 1], None)
+        };
+        ins(&mut b, 0, 0, 0);
+        ins(&mut b, 20, 1, 1);
+        let mut underruns = Vec::new();
+        for tick in 0..20u32 {
+            let now = u64::from(tick) * 20 + 21;
+            // Frames 2..5 on time, then the sender pauses (DTX) for 6 frames: its next packet, sequence number 6,
+            // carries frame 12.
+            match tick + 1 {
+                n @ 2..=5 => {
+                    ins(&mut b, now - 1, n as u16, n);
+                }
+                12 => {
+                    ins(&mut b, now - 1, 6, 12);
+                }
+                n if n > 12 => {
+                    ins(&mut b, now - 1, (n - 6) as u16, n);
+                }
+                _ => {}
+            }
+            b.pop_at(ms(now));
+            underruns.push(b.stats().underruns);
+        }
+        // `/metrics` exports these as counters: the held ticks are not counted before the pause is known.
+        assert!(underruns.iter().all(|&u| u == 0), "{underruns:?}");
+        let s = b.stats();
+        assert_eq!((s.underruns, s.concealed, s.lost), (0, 0, 0), "{s:?}");
+        assert!(s.dtx >= 6, "{s:?}");
     }
 
     #[test]
