@@ -351,10 +351,10 @@ pub struct JitterBuffer {
     playout: i64,
     last_played_seq: Option<i64>,
     in_dtx: bool,
+    /// Ticks of the current hold (an underrun concealed while the frame is awaited). They are not yet in
+    /// `stats.underruns` / `stats.concealed`: a hold is counted when it ends ([`JitterBuffer::end_hold`]), once it is
+    /// known to be lateness or a pause (DTX), so those counters (monotonic in `/metrics`) never go down.
     hold: u32,
-    /// Ticks of the current hold not yet in `stats.underruns` / `stats.concealed`: a hold is counted once it is known
-    /// to be lateness or a pause (DTX), so those counters (monotonic in `/metrics`) never go down.
-    unsettled: u32,
     transit: [i64; TRANSIT_WINDOW],
     transit_len: usize,
     transit_pos: usize,
@@ -425,7 +425,6 @@ impl JitterBuffer {
             last_played_seq: None,
             in_dtx: false,
             hold: 0,
-            unsettled: 0,
             transit: [0; TRANSIT_WINDOW],
             transit_len: 0,
             transit_pos: 0,
@@ -512,8 +511,7 @@ impl JitterBuffer {
         self.transit_pos = 0;
         self.last_played_seq = None;
         self.in_dtx = false;
-        self.settle_hold(0);
-        self.hold = 0;
+        self.end_hold(0);
         self.surplus_ticks = 0;
         self.surplus_min_db = f32::INFINITY;
         self.floor_ticks = 0;
@@ -865,8 +863,7 @@ impl JitterBuffer {
             // pause does not add delay, and count them as DTX.
             let held = i64::from(self.hold).min(index - self.playout);
             self.playout += held;
-            self.settle_hold(held as u32);
-            self.hold = 0;
+            self.end_hold(held as u32);
             // Nothing was late: no floor.
             self.clear_floor();
         } else if self.state == State::Playing && self.hold > 0 && index > self.playout {
@@ -885,8 +882,7 @@ impl JitterBuffer {
                 }
             }
             self.playout += held;
-            self.settle_hold(0);
-            self.hold = 0;
+            self.end_hold(0);
         }
         if fresh || ext_ts > self.last_ts_ext {
             self.last_ts_ext = ext_ts;
@@ -974,8 +970,7 @@ impl JitterBuffer {
             State::Buffering { resumed } => {
                 if level >= i64::from(self.target_frames()) && self.slot(self.playout).is_some() {
                     self.state = State::Playing;
-                    self.settle_hold(0);
-                    self.hold = 0;
+                    self.end_hold(0);
                 } else if resumed {
                     self.stats.dtx += 1;
                     return Playout::Silence;
@@ -992,8 +987,7 @@ impl JitterBuffer {
         self.filtered_level += (level as f32 - self.filtered_level) / 8.0;
         let target = i64::from(self.target_frames());
         if self.slot(self.playout).is_some() {
-            self.settle_hold(0);
-            self.hold = 0;
+            self.end_hold(0);
             if level < target
                 && self.last_low_energy
                 && !self.in_dtx
@@ -1012,8 +1006,7 @@ impl JitterBuffer {
         }
         if self.highest_index > self.playout {
             // Missing frame with later frames buffered: DTX gap, or loss.
-            self.settle_hold(0);
-            self.hold = 0;
+            self.end_hold(0);
             let lost = self.playout;
             self.playout += 1;
             if self.in_dtx {
@@ -1042,8 +1035,8 @@ impl JitterBuffer {
         }
         // Nothing buffered.
         if self.in_dtx || self.hold >= MAX_HOLD_FRAMES {
-            // A pause, not lateness. The ticks held before it stay unsettled until a packet tells which they were
-            // (the sender's next packet in sequence: DTX), at most MAX_HOLD_FRAMES of them.
+            // A pause, not lateness. The ticks held before it (at most MAX_HOLD_FRAMES) are counted when a packet
+            // tells which they were (the sender's next packet in sequence: DTX).
             self.clear_floor();
             self.playout += 1;
             self.in_dtx = true;
@@ -1056,19 +1049,18 @@ impl JitterBuffer {
         }
         self.stats.target_delay_ms = u32::from(self.target_frames()) * 20;
         self.hold += 1;
-        self.unsettled += 1;
         Playout::Conceal
     }
 
-    /// Counts the current hold's unsettled ticks: `dtx` of them as the sender's pause (DTX), the others as underruns
-    /// concealed.
-    fn settle_hold(&mut self, dtx: u32) {
-        let dtx = dtx.min(self.unsettled);
-        let late = u64::from(self.unsettled - dtx);
+    /// Ends the current hold and counts its ticks: `dtx` of them as the sender's pause (DTX), the others as
+    /// underruns concealed.
+    fn end_hold(&mut self, dtx: u32) {
+        let dtx = dtx.min(self.hold);
+        let late = u64::from(self.hold - dtx);
         self.stats.underruns += late;
         self.stats.concealed += late;
         self.stats.dtx += u64::from(dtx);
-        self.unsettled = 0;
+        self.hold = 0;
     }
 
     /// After decoding a [`Playout::Packet`]: if the level is above target and the frame was quiet (or the level is far
