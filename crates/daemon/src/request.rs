@@ -64,6 +64,10 @@ pub struct EncoderRequest {
     /// In-band FEC: `auto` (default: follows the loss the far end reports in RTCP, off on a clean path), `on`, `off`.
     #[serde(default)]
     pub fec: Option<String>,
+    /// Time-shifted duplicates of each audio packet 40 ms later (RFC 7198): `auto` (default: on while the session's
+    /// inbound loss is 3 % or more, off below 1 %), `on`, `off`.
+    #[serde(default)]
+    pub duplicate: Option<String>,
     /// Opus DTX (default off).
     #[serde(default)]
     pub dtx: Option<bool>,
@@ -82,23 +86,26 @@ impl EncoderRequest {
                 return Err(format!("encoder.complexity: {c} is outside 0..=10"));
             }
         }
-        let fec = match self.fec.as_deref() {
-            None => None,
-            Some("auto") => Some(FecMode::Auto),
-            Some("on") => Some(FecMode::On),
-            Some("off") => Some(FecMode::Off),
-            Some(other) => {
-                return Err(format!(
-                    "encoder.fec: `{other}` is not one of `auto`, `on`, `off`"
-                ));
-            }
-        };
         Ok(EncoderOverrides {
             bitrate_bps: self.bitrate_bps,
             complexity: self.complexity,
-            fec,
+            fec: auto_on_off("fec", self.fec.as_deref())?,
+            duplicate: auto_on_off("duplicate", self.duplicate.as_deref())?,
             dtx: self.dtx,
         })
+    }
+}
+
+/// `auto`, `on` or `off` of the encoder member `field`.
+fn auto_on_off(field: &str, value: Option<&str>) -> Result<Option<FecMode>, String> {
+    match value {
+        None => Ok(None),
+        Some("auto") => Ok(Some(FecMode::Auto)),
+        Some("on") => Ok(Some(FecMode::On)),
+        Some("off") => Ok(Some(FecMode::Off)),
+        Some(other) => Err(format!(
+            "encoder.{field}: `{other}` is not one of `auto`, `on`, `off`"
+        )),
     }
 }
 

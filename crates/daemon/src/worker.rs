@@ -325,21 +325,26 @@ pub const STREAM_FIELDS: &[StreamField] = &[
     counter("malformed", "malformed_total", "Packets the jitter buffer rejected as empty or oversized.", |j| j.malformed),
 ];
 
-/// The outbound encoder as it runs: its settings, the FEC mode and the far end's reported loss driving it.
+/// The outbound encoder as it runs: its settings, the FEC and duplicate modes and the losses driving them.
 fn encoder_json(media: &MediaSession) -> Value {
     let settings = media.encoder_settings();
+    let mode = |m: FecMode| match m {
+        FecMode::On => "on",
+        FecMode::Off => "off",
+        _ => "auto",
+    };
+    let (duplicate, duplicating) = media.duplicate_mode();
     json!({
         "bitrateBps": settings.bitrate_bps,
         "complexity": settings.complexity,
-        "fec": match media.fec_mode() {
-            FecMode::On => "on",
-            FecMode::Off => "off",
-            _ => "auto",
-        },
+        "fec": mode(media.fec_mode()),
         "inbandFec": settings.inband_fec,
         "expectedLossPercent": settings.expected_loss_percent,
+        "duplicate": mode(duplicate),
+        "duplicating": duplicating,
         "dtx": settings.dtx,
         "remoteLossPercent": media.remote_loss_percent(),
+        "inboundLossPercent": media.inbound_loss_percent(),
     })
 }
 
@@ -984,6 +989,7 @@ impl WorkerSession {
             "dtmf": c.dtmf,
             "echoFrames": c.echo_frames,
             "encoderSkipped": stats.pacer.encoder_skipped,
+            "duplicatesSent": stats.pacer.duplicates,
             "framesCleared": stats.frames_cleared,
             "dominantSpeaker": self.media.dominant_speaker(),
             "network": {

@@ -716,6 +716,12 @@ impl Driver {
                 // Extend the 16-bit number by its step from the last one (wraps raise the rollover counter).
                 Some(last) => {
                     let step = p.sequence.wrapping_sub(last as u16) as i16;
+                    if step <= 0 {
+                        // A time-shifted duplicate (the session's `encoder.duplicate`): SRTP would refuse it as a
+                        // replay, and str0m's send history expects each number once. Not a loss: the first
+                        // copy went out.
+                        continue;
+                    }
                     last.wrapping_add_signed(i64::from(step))
                 }
             };

@@ -14,7 +14,15 @@
 //! usually loses them the other way too, and the first bursts of a lossy call otherwise reach the far end without
 //! FEC. On a clean path the inbound loss is zero and FEC stays off; the first report replaces the stand-in.
 //!
-//! [`EncoderOverrides`] (bitrate, complexity, FEC `auto|on|off`, DTX) apply at session start and at run time;
+//! **Time-shifted duplicates** ([`crate::pacer`]) cover what FEC cannot, a burst of lost packets, at twice the
+//! bandwidth. [`DuplicateMode::Auto`] follows the session's *inbound* loss, smoothed over one-second windows: on at
+//! [`DUPLICATE_ON_PERCENT`], off below [`DUPLICATE_OFF_PERCENT`]. Not the far end's report: an RFC 3550 receiver
+//! counts a duplicate as received, so with duplicates on its "fraction lost" falls to zero whatever the path loses
+//! (it would turn them off again, and FEC with them). For the same reason, while duplicates are on, FEC follows the
+//! larger of the report and the inbound loss. A session without inbound audio never turns them on by itself.
+//!
+//! [`EncoderOverrides`] (bitrate, complexity, FEC `auto|on|off`, duplicates `auto|on|off`, DTX) apply at session
+//! start and at run time;
 //! `FecMode::On` keeps FEC on with at least [`FEC_MIN_EXPECTED_PERCENT`] expected loss (more if the far end reports
 //! more), `FecMode::Off` keeps it off whatever is reported. Nothing here allocates.
 
@@ -32,6 +40,10 @@ pub const FEC_MAX_EXPECTED_PERCENT: u8 = 30;
 pub const FEC_EXPECTED_STEP_PERCENT: u8 = 2;
 /// Ticks (20 ms) between two looks at the inbound loss while no report has come (1 s, like RTCP's reports).
 pub const LOCAL_LOSS_WINDOW_TICKS: u32 = 50;
+/// Smoothed inbound loss at or above which time-shifted duplicates come on (percent).
+pub const DUPLICATE_ON_PERCENT: f32 = 3.0;
+/// Smoothed inbound loss below which they go off again (percent).
+pub const DUPLICATE_OFF_PERCENT: f32 = 1.0;
 /// Weight of a new report in the smoothed loss.
 const REPORT_WEIGHT: f32 = 0.5;
 
@@ -47,6 +59,10 @@ pub enum FecMode {
     Off,
 }
 
+/// How the time-shifted duplicates are chosen: `Auto` (default) follows the inbound loss, `On`/`Off` force them. The
+/// same three choices as [`FecMode`].
+pub type DuplicateMode = FecMode;
+
 /// Encoder settings to change; `None` keeps the current value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EncoderOverrides {
@@ -56,6 +72,8 @@ pub struct EncoderOverrides {
     pub complexity: Option<u8>,
     /// In-band FEC mode.
     pub fec: Option<FecMode>,
+    /// Time-shifted duplicates.
+    pub duplicate: Option<DuplicateMode>,
     /// Opus DTX.
     pub dtx: Option<bool>,
 }
@@ -72,6 +90,11 @@ pub struct FecController {
     local_seen: (u64, u64),
     on: bool,
     expected: u8,
+    /// The inbound loss (percent, smoothed like the reports), kept after the first report too: it drives the
+    /// duplicates.
+    inbound: Option<f32>,
+    duplicate_mode: DuplicateMode,
+    duplicate: bool,
 }
 
 impl FecController {
@@ -84,6 +107,9 @@ impl FecController {
             local_seen: (0, 0),
             on: false,
             expected: 0,
+            inbound: None,
+            duplicate_mode: DuplicateMode::Auto,
+            duplicate: false,
         };
         c.update();
         c
@@ -98,6 +124,27 @@ impl FecController {
     pub fn set_mode(&mut self, mode: FecMode) {
         self.mode = mode;
         self.update();
+    }
+
+    /// The duplicates' mode.
+    pub fn duplicate_mode(&self) -> DuplicateMode {
+        self.duplicate_mode
+    }
+
+    /// Changes the duplicates' mode.
+    pub fn set_duplicate_mode(&mut self, mode: DuplicateMode) {
+        self.duplicate_mode = mode;
+        self.update();
+    }
+
+    /// Whether time-shifted duplicates are to be sent.
+    pub fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+
+    /// The smoothed inbound loss in percent, once a window had packets.
+    pub fn inbound_loss_percent(&self) -> Option<f32> {
+        self.inbound
     }
 
     /// The smoothed remote loss in percent, if any report came.
@@ -117,28 +164,43 @@ impl FecController {
 
     /// The session's inbound streams' cumulative `lost` and `received` counts (call once per
     /// [`LOCAL_LOSS_WINDOW_TICKS`]): their loss since the last call stands in for the far end's report until one
-    /// arrives. Returns true if the settings may have changed.
+    /// arrives, and it drives the duplicates. Returns true if the settings may have changed.
     pub fn observe_local_loss(&mut self, lost: u64, received: u64) -> bool {
         let (l0, r0) = self.local_seen;
         self.local_seen = (lost, received);
-        if self.loss.is_some() {
-            return false;
-        }
         let (dl, dr) = (lost.saturating_sub(l0), received.saturating_sub(r0));
         if dl + dr == 0 {
             return false;
         }
         let pct = dl as f32 * 100.0 / (dl + dr) as f32;
-        self.local = Some(match self.local {
-            None => pct,
-            Some(old) => old + (pct - old) * REPORT_WEIGHT,
-        });
+        let smooth = |v: Option<f32>| {
+            Some(match v {
+                None => pct,
+                Some(old) => old + (pct - old) * REPORT_WEIGHT,
+            })
+        };
+        self.inbound = smooth(self.inbound);
+        let stand_in = self.loss.is_none();
+        if stand_in {
+            self.local = smooth(self.local);
+        }
         self.update();
-        true
+        stand_in || self.duplicate_mode == DuplicateMode::Auto
     }
 
     fn update(&mut self) {
-        let loss = self.loss.or(self.local).unwrap_or(0.0);
+        let inbound = self.inbound.unwrap_or(0.0);
+        self.duplicate = match self.duplicate_mode {
+            FecMode::Off => false,
+            FecMode::On => true,
+            FecMode::Auto if self.duplicate => inbound >= DUPLICATE_OFF_PERCENT,
+            FecMode::Auto => inbound >= DUPLICATE_ON_PERCENT,
+        };
+        let mut loss = self.loss.or(self.local).unwrap_or(0.0);
+        if self.duplicate {
+            // The far end's report no longer shows the path's loss (see the module docs).
+            loss = loss.max(inbound);
+        }
         let target = (loss.round() as i32).clamp(
             i32::from(FEC_MIN_EXPECTED_PERCENT),
             i32::from(FEC_MAX_EXPECTED_PERCENT),
@@ -181,9 +243,51 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_follow_the_inbound_loss_not_the_report() {
+        let base = EncoderSettings::default();
+        let mut c = FecController::new(FecMode::Auto);
+        assert!(!c.duplicate(), "off until the inbound loss is seen");
+        c.observe_local_loss(0, 50);
+        assert!(!c.duplicate());
+        // 10 % inbound loss: on, FEC with it.
+        c.observe_local_loss(5, 95);
+        assert!(c.duplicate());
+        // A receiver counting the duplicates as received reports no loss: duplicates and FEC stay on.
+        for _ in 0..5 {
+            c.report_fraction_lost(0);
+        }
+        assert!(c.duplicate());
+        assert!(c.apply(base).inband_fec, "FEC follows the inbound loss too");
+        // The inbound loss stays above the off threshold (2 % here): still on; then a clean stretch turns it off.
+        let (mut lost, mut received) = (5, 95);
+        for (l, r) in [(1, 49), (1, 49)] {
+            lost += l;
+            received += r;
+            c.observe_local_loss(lost, received);
+            assert!(c.duplicate(), "{:?}", c.inbound_loss_percent());
+        }
+        for _ in 0..4 {
+            received += 50;
+            c.observe_local_loss(lost, received);
+        }
+        assert!(!c.duplicate(), "{:?}", c.inbound_loss_percent());
+        assert!(!c.apply(base).inband_fec, "the clean report counts again");
+        // Forced either way.
+        c.set_duplicate_mode(FecMode::On);
+        assert!(c.duplicate());
+        c.set_duplicate_mode(FecMode::Off);
+        lost += 10;
+        received += 40;
+        c.observe_local_loss(lost, received);
+        assert!(!c.duplicate());
+    }
+
+    #[test]
     fn inbound_loss_stands_in_until_the_first_report() {
         let base = EncoderSettings::default();
         let mut c = FecController::new(FecMode::Auto);
+        // FEC alone (with duplicates on, FEC follows the inbound loss as well: see the test above).
+        c.set_duplicate_mode(FecMode::Off);
         // A clean inbound second: off.
         assert!(c.observe_local_loss(0, 50));
         assert!(!c.apply(base).inband_fec);

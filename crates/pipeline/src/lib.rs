@@ -108,7 +108,7 @@ pub mod tsm;
 pub use codec::*;
 pub use comfort::ComfortNoise;
 pub use error::{Error, Result};
-pub use fec::{EncoderOverrides, FecController, FecMode};
+pub use fec::{DuplicateMode, EncoderOverrides, FecController, FecMode};
 pub use frame::*;
 pub use g711::{G711_FRAME_BYTES, G711_RTP_CLOCK_HZ, G711Decoder, G711Encoder};
 pub use jitter::*;

@@ -9,6 +9,14 @@
 //! codec's ticks per frame (960 for Opus, 160 for G.711). A tick
 //! without a bot frame after the bot started sending counts as an underrun. The send status goes
 //! [`SendStatus::Active`] with the first frame the bot queues (like `AudioSendStatusChanged`).
+//!
+//! **Time-shifted duplicates** (RFC 7198 §3, [`SendPacer::set_duplicate`]): each audible packet goes out a second
+//! time, unchanged (same sequence number and timestamp), [`DUPLICATE_DELAY_FRAMES`] packets later. In-band FEC
+//! rebuilds one lost packet from the next; a loss burst of two or three packets defeats it, and a copy sent 40 ms
+//! later falls outside a typical burst. The receiver's jitter buffer keeps whichever copy comes first and drops the
+//! other as a duplicate (GStreamer's `rtpjitterbuffer`, libwebrtc's NetEQ, mediaproc's own). Two frames of delay
+//! keep the copy inside a 60 ms receiver's jitter buffer under 30 ms of jitter. The copies are kept in a fixed
+//! ring of the last packets: no allocation.
 
 use std::time::Duration;
 
@@ -45,6 +53,33 @@ pub struct OutgoingPacket<'a> {
     pub payload: &'a [u8],
 }
 
+/// How many packets after its first sending a packet goes out again when duplicates are on (40 ms).
+pub const DUPLICATE_DELAY_FRAMES: usize = 2;
+
+/// A packet kept for its second sending.
+#[derive(Clone, Copy)]
+struct Kept {
+    sequence: u16,
+    timestamp: u32,
+    marker: bool,
+    payload_type: u8,
+    deadline: Duration,
+    len: usize,
+    buf: [u8; MAX_PAYLOAD],
+}
+
+impl Kept {
+    const EMPTY: Kept = Kept {
+        sequence: 0,
+        timestamp: 0,
+        marker: false,
+        payload_type: 0,
+        deadline: Duration::ZERO,
+        len: 0,
+        buf: [0; MAX_PAYLOAD],
+    };
+}
+
 /// Counters of the pacer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PacerStats {
@@ -57,6 +92,8 @@ pub struct PacerStats {
     pub encoder_skipped: u64,
     /// Ticks without a bot frame after the bot became active.
     pub underruns: u64,
+    /// Second sendings of packets (time-shifted duplicates; not in `packets`).
+    pub duplicates: u64,
 }
 
 /// Paces and encodes the outbound stream.
@@ -78,6 +115,12 @@ pub struct SendPacer {
     buf: [u8; MAX_PAYLOAD],
     len: usize,
     last: (u16, u32, bool, Duration),
+    /// Duplicates on: the last [`DUPLICATE_DELAY_FRAMES`] packets, by index modulo the ring's length (`len` 0: none
+    /// to send again), and whether the one due now is in `dup`.
+    duplicate: bool,
+    kept: [Kept; DUPLICATE_DELAY_FRAMES],
+    dup: Kept,
+    dup_ready: bool,
 }
 
 impl std::fmt::Debug for SendPacer {
@@ -118,6 +161,10 @@ impl SendPacer {
             buf: [0; MAX_PAYLOAD],
             len: 0,
             last: (0, 0, false, Duration::ZERO),
+            duplicate: false,
+            kept: [Kept::EMPTY; DUPLICATE_DELAY_FRAMES],
+            dup: Kept::EMPTY,
+            dup_ready: false,
         })
     }
 
@@ -129,6 +176,22 @@ impl SendPacer {
     /// Changes the running encoder's settings (no allocation).
     pub fn set_encoder_settings(&mut self, settings: EncoderSettings) -> Result<()> {
         self.encoder.set_settings(settings)
+    }
+
+    /// Whether audible packets are sent a second time, [`DUPLICATE_DELAY_FRAMES`] later (see the module docs).
+    pub fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+
+    /// Turns the time-shifted duplicates on or off; turned off, no kept packet goes out again.
+    pub fn set_duplicate(&mut self, on: bool) {
+        if !on {
+            for k in &mut self.kept {
+                k.len = 0;
+            }
+            self.dup_ready = false;
+        }
+        self.duplicate = on;
     }
 
     /// The codec and payload type of the packets.
@@ -295,6 +358,26 @@ impl SendPacer {
 
     fn finish(&mut self, marker: bool) {
         self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
+        self.dup_ready = false;
+        if self.duplicate {
+            let slot = &mut self.kept[(self.next_index % DUPLICATE_DELAY_FRAMES as u64) as usize];
+            if slot.len > 0 {
+                self.dup = *slot;
+                self.dup_ready = true;
+                self.stats.duplicates += 1;
+            }
+            // Only audio is worth a second sending: a "no audio" or DTX packet is not kept.
+            let audible = self.len > self.codec.dtx_packet_max_len();
+            slot.len = if audible { self.len } else { 0 };
+            if audible {
+                slot.sequence = self.sequence;
+                slot.timestamp = self.timestamp;
+                slot.marker = marker;
+                slot.payload_type = self.payload_type;
+                slot.deadline = self.last.3;
+                slot.buf[..self.len].copy_from_slice(&self.buf[..self.len]);
+            }
+        }
         self.sequence = self.sequence.wrapping_add(1);
         self.timestamp = self
             .timestamp
@@ -314,6 +397,21 @@ impl SendPacer {
             deadline: self.last.3,
             payload: &self.buf[..self.len],
         }
+    }
+
+    /// The time-shifted duplicate due with the last [`SendPacer::produce`], if duplicates are on and the packet
+    /// [`DUPLICATE_DELAY_FRAMES`] before it carried audio. It is sent after [`SendPacer::packet`].
+    pub fn duplicate_packet(&self) -> Option<OutgoingPacket<'_>> {
+        let d = &self.dup;
+        self.dup_ready.then(|| OutgoingPacket {
+            ssrc: self.ssrc,
+            sequence: d.sequence,
+            timestamp: d.timestamp,
+            marker: d.marker,
+            payload_type: d.payload_type,
+            deadline: d.deadline,
+            payload: &d.buf[..d.len],
+        })
     }
 }
 
@@ -354,6 +452,48 @@ mod tests {
         assert!(p.shift(4_000, ms(60)));
         assert_eq!(p.next_deadline(), ms(78));
         assert!(!p.shift(-12_000, ms(0)), "at most half a frame");
+    }
+
+    #[test]
+    fn duplicates_repeat_audible_packets_two_frames_later_unchanged() {
+        let mut p = SendPacer::new(
+            Duration::ZERO,
+            SampleRate::HZ_16000,
+            EncoderSettings::default(),
+            7,
+            111,
+            65534,
+            0,
+        )
+        .unwrap();
+        let tone: Vec<i16> = (0..320).map(|i| ((i % 40) as i16 - 20) * 400).collect();
+        p.set_duplicate(true);
+        let mut sent = Vec::new();
+        // Audio, audio, silence, audio, audio, audio.
+        for audible in [true, true, false, true, true, true] {
+            p.produce(audible.then_some(&tone[..])).unwrap();
+            let first = p.packet();
+            sent.push((first.sequence, first.timestamp, first.payload.to_vec()));
+            let dup = p
+                .duplicate_packet()
+                .map(|d| (d.sequence, d.timestamp, d.payload.to_vec()));
+            let k = sent.len() - 1;
+            let expect = (k >= DUPLICATE_DELAY_FRAMES)
+                .then(|| sent[k - DUPLICATE_DELAY_FRAMES].clone())
+                .filter(|(_, _, payload)| payload.len() > 2);
+            assert_eq!(dup, expect, "packet {k}");
+        }
+        // Packets 0, 1, 3 (not the silence packet 2) went out again, across the sequence number's wrap.
+        assert_eq!(p.stats().duplicates, 3);
+        assert_eq!(
+            p.stats().packets,
+            6,
+            "duplicates are not counted as packets"
+        );
+        assert_eq!(sent[2].0, 0);
+        p.set_duplicate(false);
+        p.produce(Some(&tone)).unwrap();
+        assert!(p.duplicate_packet().is_none(), "off: nothing kept goes out");
     }
 
     #[test]
@@ -398,7 +538,8 @@ mod tests {
                 packets: 5,
                 encoded: 2,
                 encoder_skipped: 3,
-                underruns: 1
+                underruns: 1,
+                duplicates: 0,
             }
         );
         assert_eq!(p.next_deadline(), start + Duration::from_millis(100));

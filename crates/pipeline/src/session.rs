@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use crate::codec::{Codec, EncoderSettings, FrameDecoder, OpusDecoder};
 use crate::error::{Error, Result};
-use crate::fec::{EncoderOverrides, FecController, FecMode};
+use crate::fec::{DuplicateMode, EncoderOverrides, FecController, FecMode};
 use crate::frame::{
     FRAME_DURATION, FrameInfo, MAX_FRAME_SAMPLES, SILENCE_DBOV, SampleRate, level_dbov, ticks_100ns,
 };
@@ -109,6 +109,9 @@ pub struct SessionConfig {
     /// Outbound in-band FEC: `Auto` (default) follows the loss the far end reports
     /// ([`MediaSession::set_remote_loss`]) and is off until then; `On`/`Off` force it.
     pub fec: FecMode,
+    /// Outbound time-shifted duplicates ([`crate::pacer`]): `Auto` (default) follows the inbound loss; `On`/`Off`
+    /// force them.
+    pub duplicate: DuplicateMode,
     /// Opus decoder complexity of the inbound streams (0..=10, default [`crate::DEFAULT_DECODER_COMPLEXITY`]: deep
     /// PLC and the NoLACE post-filter; 0 is the classic decoder at a quarter of the cost).
     pub decoder_complexity: u8,
@@ -147,6 +150,7 @@ impl Default for SessionConfig {
             rate: SampleRate::HZ_16000,
             encoder: EncoderSettings::default(),
             fec: FecMode::Auto,
+            duplicate: DuplicateMode::Auto,
             decoder_complexity: crate::DEFAULT_DECODER_COMPLEXITY,
             jitter: JitterConfig::default(),
             speakers: SpeakerConfig::default(),
@@ -481,6 +485,8 @@ pub struct MediaSession {
     order: [usize; MAX_STREAMS],
     events: VecDeque<Event>,
     tx_pending: bool,
+    /// The pacer's time-shifted duplicate is still to be handed out this tick.
+    dup_pending: bool,
     /// The receive half of the due tick ran, its send half has not.
     send_pending: bool,
     delivering: bool,
@@ -539,7 +545,8 @@ impl MediaSession {
             ),
         };
         cfg.encoder.validate()?;
-        let fec = FecController::new(cfg.fec);
+        let mut fec = FecController::new(cfg.fec);
+        fec.set_duplicate_mode(cfg.duplicate);
         let mut pacer = SendPacer::new(
             start + cfg.tick_phase,
             encode_rate,
@@ -568,6 +575,7 @@ impl MediaSession {
             order: [0; MAX_STREAMS],
             events: VecDeque::with_capacity(EVENTS_CAPACITY),
             tx_pending: false,
+            dup_pending: false,
             send_pending: false,
             delivering: false,
             stats: SessionStats::default(),
@@ -708,6 +716,16 @@ impl MediaSession {
         self.fec.mode()
     }
 
+    /// The outbound time-shifted duplicates' mode, and whether they are on now.
+    pub fn duplicate_mode(&self) -> (DuplicateMode, bool) {
+        (self.fec.duplicate_mode(), self.pacer.duplicate())
+    }
+
+    /// The session's inbound loss, smoothed over one-second windows (percent), once a window had packets.
+    pub fn inbound_loss_percent(&self) -> Option<f32> {
+        self.fec.inbound_loss_percent()
+    }
+
     /// The loss the far end reported, smoothed (percent), if it reported any.
     pub fn remote_loss_percent(&self) -> Option<f32> {
         self.fec.remote_loss_percent()
@@ -739,11 +757,15 @@ impl MediaSession {
         if let Some(m) = o.fec {
             self.fec.set_mode(m);
         }
+        if let Some(m) = o.duplicate {
+            self.fec.set_duplicate_mode(m);
+        }
         self.apply_encoder();
         Ok(())
     }
 
     fn apply_encoder(&mut self) {
+        self.pacer.set_duplicate(self.fec.duplicate());
         let want = self.fec.apply(self.encoder_base);
         if want != self.pacer.encoder_settings() {
             // Validated values only; a libopus refusal keeps the previous settings.
@@ -1033,6 +1055,7 @@ impl MediaSession {
         };
         let became_active = self.pacer.produce(frame).unwrap_or(false);
         self.tx_pending = true;
+        self.dup_pending = true;
         if became_active {
             self.push_event(Event::SendStatusChanged(SendStatus::Active));
         }
@@ -1044,11 +1067,18 @@ impl MediaSession {
         }
     }
 
-    /// The next thing to do: a packet to send, then events. `None` when there is nothing.
+    /// The next thing to do: the tick's packet, then the time-shifted duplicate of an earlier one (when duplicates
+    /// are on; see [`crate::pacer`]), then events. `None` when there is nothing.
     pub fn poll_output(&mut self) -> Option<Output<'_>> {
         if self.tx_pending {
             self.tx_pending = false;
             return Some(Output::Transmit(self.pacer.packet()));
+        }
+        if self.dup_pending {
+            self.dup_pending = false;
+            if let Some(p) = self.pacer.duplicate_packet() {
+                return Some(Output::Transmit(p));
+            }
         }
         self.events.pop_front().map(Output::Event)
     }
