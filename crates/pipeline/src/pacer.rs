@@ -115,8 +115,8 @@ pub struct SendPacer {
     buf: [u8; MAX_PAYLOAD],
     len: usize,
     last: (u16, u32, bool, Duration),
-    /// Duplicates on: the last [`DUPLICATE_DELAY_FRAMES`] packets, by index modulo the ring's length (`len` 0: none
-    /// to send again), and whether the one due now is in `dup`.
+    /// Whether duplicates are on; the last [`DUPLICATE_DELAY_FRAMES`] packets by index modulo the ring's length
+    /// (`len` 0: nothing to send again); the copy due with the last packet, and whether there is one.
     duplicate: bool,
     kept: [Kept; DUPLICATE_DELAY_FRAMES],
     dup: Kept,
@@ -277,6 +277,10 @@ impl SendPacer {
             .timestamp
             .wrapping_add(self.codec.rtp_ticks_per_frame().wrapping_mul(n as u32));
         self.talking = false;
+        // The kept packets would go out too late to be of use after the skipped slots.
+        for k in &mut self.kept {
+            k.len = 0;
+        }
     }
 
     /// Produces the packet for the current deadline from the bot's frame (or `None` if it queued nothing).

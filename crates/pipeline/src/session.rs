@@ -557,6 +557,7 @@ impl MediaSession {
             cfg.initial_timestamp,
         )?;
         pacer.set_codec(cfg.codec, cfg.payload_type)?;
+        pacer.set_duplicate(fec.duplicate());
         let (inbound_p, inbound_c) =
             inbound(cfg.inbound_capacity_frames, cfg.rate, cfg.max_unmixed)?;
         let (outbound_p, outbound_c) = outbound(cfg.outbound_capacity_frames, cfg.rate)?;
