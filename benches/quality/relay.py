@@ -166,6 +166,8 @@ class Relay:
         # schedule (s, per leg): whether the sender or the relay itself was starved during this path's run (a loaded
         # machine delays the way in before any echo sees it; see `stats()["starvation"]`).
         self.rx_in: list[tuple[float, int]] = []
+        # RTP timestamp of every inbound RTP packet the relay dropped (`inbound_lost_frames`).
+        self.in_lost_ts: list[int] = []
         self.tx_late = {"in": 0.0, "out": 0.0}
         self._heap: list = []
         self._seq = 0
@@ -262,12 +264,25 @@ class Relay:
                     self._account_rr(data, lost, now, _addr)
                 if lost:
                     leg.stats.lost += 1
+                    if leg is self.leg_in and len(data) >= 12 and data[0] >> 6 == 2 and not 200 <= data[1] <= 204:
+                        self.in_lost_ts.append(int.from_bytes(data[4:8], "big"))
                     continue
                 due = leg.schedule(now, delay)
                 with self._cv:
                     heapq.heappush(self._heap, (due, self._seq, out_sock, dest, data, leg))
                     self._seq += 1
                     self._cv.notify()
+
+    def inbound_lost_frames(self, clock: int = 48000, frame_s: float = 0.020) -> set[int]:
+        """The source's 20 ms frames (index from the first inbound packet, by RTP timestamp) whose packet the way in
+        dropped: the speech no echo received. Both senders start at the file's first sample and send one frame per
+        packet."""
+        if not self.rx_in:
+            return set()
+        ts0 = self.rx_in[0][1]
+        per = clock * frame_s
+        return {int(round(((ts - ts0) & 0xFFFFFFFF) / per)) for ts in self.in_lost_ts
+                if ((ts - ts0) & 0xFFFFFFFF) < 0x80000000}
 
     def write_arrivals(self, path: str):
         """Writes the relay's log of forwarded packets as CSV: leg, time forwarded (s since the first inbound packet),

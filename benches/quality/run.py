@@ -105,7 +105,7 @@ def one_path(args, scenario: str, sender: str, echo, src_wav: str, workdir: str,
             pass
         relay.stop()
         relay.write_arrivals(os.path.join(logdir, "arrivals.csv"))
-    res = S.score_files(src_wav, out_wav)
+    res = S.score_files(src_wav, out_wav, lost_inbound=relay.inbound_lost_frames())
     res.update({"scenario": scenario, "sender": sender, "path": echo.name, "repeat": rep, "seed": seed,
                 "network": imp.describe(),
                 "relay": relay.stats(), "echo": echo_info,
@@ -141,7 +141,8 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
-NUMERIC = ("pesqWb", "stoi", "corr", "lagSteps", "silentFrames", "jitterBufferDelayMs", "lagStepsInPauses")
+NUMERIC = ("pesqWb", "stoi", "corr", "lagSteps", "silentFrames", "silentFramesLostInbound", "jitterBufferDelayMs",
+           "lagStepsInPauses")
 
 
 def merged(results: list[dict]) -> list[dict]:
@@ -170,22 +171,30 @@ def num(v, _spec=None):
     return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
 
 
+def silent(r: dict) -> str:
+    """Silent frames, and in brackets those where the way in had dropped the speech (`silentFramesLostInbound`)."""
+    out = num(r.get("silentFrames"))
+    if r.get("silentFrames") and r.get("silentFramesLostInbound") is not None:
+        out += f" ({num(r['silentFramesLostInbound'])})"
+    return out
+
+
 def table(results: list[dict]) -> str:
     results = merged(results)
-    head = ("| scenario | sender | path | PESQ-WB | STOI | corr | lag steps | silent frames | jitter buffer ms |\n"
+    head = ("| scenario | sender | path | PESQ-WB | STOI | corr | lag steps | silent frames (lost on the way in) | jitter buffer ms |\n"
             "|---|---|---|---|---|---|---|---|---|")
     rows = []
     for r in results:
         rows.append(f"| {r['scenario']} | {r['sender']} | {r['path']} | {fmt(r.get('pesqWb'), '.2f')} | "
                     f"{fmt(r.get('stoi'), '.3f')} | {fmt(r.get('corr'), '.3f')} | {num(r.get('lagSteps'), '.1f')} | "
-                    f"{num(r.get('silentFrames'), '.1f')} | {fmt(r.get('jitterBufferDelayMs'), '.0f')} |")
+                    f"{silent(r)} | {fmt(r.get('jitterBufferDelayMs'), '.0f')} |")
     return "\n".join([head] + rows)
 
 
 def acceptance_table(results: list[dict]) -> str:
     """mediaproc (each edge) against the GStreamer echo, per scenario and sender, with issue 13's targets."""
     by = {(r["scenario"], r["sender"], r["path"]): r for r in merged(results)}
-    head = ("| scenario | sender | edge | PESQ-WB mediaproc - GStreamer | target | met | silent frames | lag steps |\n"
+    head = ("| scenario | sender | edge | PESQ-WB mediaproc - GStreamer | target | met | silent frames (lost on the way in) | lag steps |\n"
             "|---|---|---|---|---|---|---|---|")
     rows = []
     for (sc, snd, path), r in by.items():
@@ -196,7 +205,7 @@ def acceptance_table(results: list[dict]) -> str:
         target = -0.05 if sc == "clean" else 0.1
         ok = d >= target and r.get("silentFrames") == 0
         rows.append(f"| {sc} | {snd} | {path} | {d:+.2f} | {target:+.2f} | {'yes' if ok else 'no'} | "
-                    f"{num(r.get('silentFrames'), '.1f')} | {num(r.get('lagSteps'), '.1f')} |")
+                    f"{silent(r)} | {num(r.get('lagSteps'), '.1f')} |")
     return "\n".join([head] + rows)
 
 
@@ -328,7 +337,7 @@ def main(argv=None) -> int:
                     starved = r.get("relay", {}).get("starvation", {})
                     log(f"      PESQ-WB {fmt(r.get('pesqWb'), '.2f')}  STOI {fmt(r.get('stoi'), '.3f')}  "
                         f"corr {fmt(r.get('corr'), '.3f')}  lag steps {r.get('lagSteps', 'n/a')}  "
-                        f"silent {r.get('silentFrames', 'n/a')}  jb {fmt(r.get('jitterBufferDelayMs'), '.0f')} ms  "
+                        f"silent {silent(r)}  jb {fmt(r.get('jitterBufferDelayMs'), '.0f')} ms  "
                         f"way-in spike {fmt(starved.get('senderSpikeMs'), '.0f')} ms"
                         + (f"  ERROR {r['error']}" if r.get("error") else ""))
         if "quic" in paths and not args.no_pt_check and args.quic_pt != 96 and not args.quick:

@@ -17,6 +17,11 @@ Definitions (all at 16 kHz, 20 ms frames of 320 samples):
   >= 10 ms; `lagStepsInPauses` counts those across longer pauses (legitimate adaptation, reported apart) (a whole frame
   dropped or inserted in speech shows as a 20 ms step; smooth time-stretching does not).
 - `silentFrames`: active source frames whose received frame (at the tracked lag) is below -50 dBFS.
+- `silentFramesLostInbound` (only when the way in's losses are given, as the harness does): those of the silent
+  frames whose own packet, or that of the frame before or after it (the codec's look-ahead and the lag track's
+  tolerance), the way in dropped: speech that never reached the echo. When such a burst starts at a word's onset
+  the decoder has nothing to extrapolate and conceals silence; the reference echo shows the same frames. A
+  diagnostic of where silence comes from; the acceptance still counts every silent frame.
 """
 
 from __future__ import annotations
@@ -157,7 +162,8 @@ def lag_track(src: np.ndarray, rec: np.ndarray, glag: int, active: np.ndarray):
     return lags, peaks
 
 
-def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> dict:
+def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True,
+                 lost_inbound: set[int] | None = None) -> dict:
     n = len(src)
     glag = global_lag(src, rec)
     deg = shifted(rec, glag, n)
@@ -195,6 +201,7 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
 
     silent = 0
     silent_at = []
+    silent_lost_in = 0
     for i in idx:
         lag = int(filt[i]) if not np.isnan(filt[i]) else glag
         fr = shifted(rec, i * FRAME + lag, FRAME)
@@ -202,6 +209,8 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
         if db < SILENT_DBFS:
             silent += 1
             silent_at.append(round(float(i * FRAME / RATE), 2))
+            if lost_inbound is not None and any(int(i) + d in lost_inbound for d in (-1, 0, 1)):
+                silent_lost_in += 1
 
     corr_global = float(np.dot(src, deg) / (np.linalg.norm(src) * np.linalg.norm(deg) + 1e-12))
     out = {
@@ -213,6 +222,7 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
         "lagStepsAt": step_at[:20],
         "lagStepsInPauses": steps_pause,
         "silentFrames": silent,
+        "silentFramesLostInbound": silent_lost_in if lost_inbound is not None else None,
         "silentAt": silent_at[:20],
         "activeFrames": int(active.sum()),
         "globalLagMs": glag * 1000.0 / RATE,
@@ -230,7 +240,7 @@ def score_arrays(src: np.ndarray, rec: np.ndarray, with_pesq: bool = True) -> di
     return out
 
 
-def score_files(src_path: str, rec_path: str) -> dict:
+def score_files(src_path: str, rec_path: str, lost_inbound: set[int] | None = None) -> dict:
     """Scores a received file; a missing, unreadable or (nearly) empty one scores as silence (every active frame
     silent, PESQ refused), so a path that delivered nothing still gets a row that says so."""
     src = load_wav(src_path)
@@ -242,10 +252,10 @@ def score_files(src_path: str, rec_path: str) -> dict:
     if len(rec) < RATE // 2:
         note = note or f"received only {len(rec)} samples"
         rec = np.concatenate([rec, np.zeros(len(src))])
-        out = score_arrays(src, rec, with_pesq=False)
+        out = score_arrays(src, rec, with_pesq=False, lost_inbound=lost_inbound)
         out.update({"note": note, "receivedSeconds": 0.0, "globalLagMs": None, "corr": None})
         return out
-    return score_arrays(src, rec)
+    return score_arrays(src, rec, lost_inbound=lost_inbound)
 
 
 def main(argv=None):

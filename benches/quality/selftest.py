@@ -61,6 +61,14 @@ def test_scorer() -> bool:
     holed[a : a + 960] = 0.0
     r = S.score_arrays(src, np.concatenate([lead, holed]))
     ok &= check(2 <= r["silentFrames"] <= 4, f"60 ms hole: ~3 silent frames ({r['silentFrames']} at {r['silentAt']})")
+    # The same hole, told that the way in dropped those frames' packets: every silent frame is one of them; told of
+    # a loss elsewhere, none is.
+    hole = set(range(f1, f1 + 3))
+    r = S.score_arrays(src, np.concatenate([lead, holed]), with_pesq=False, lost_inbound=hole)
+    ok &= check(r["silentFramesLostInbound"] == r["silentFrames"],
+                f"60 ms hole lost on the way in: all silent frames attributed ({r['silentFramesLostInbound']})")
+    r = S.score_arrays(src, np.concatenate([lead, holed]), with_pesq=False, lost_inbound={f2})
+    ok &= check(r["silentFramesLostInbound"] == 0, f"a loss elsewhere: none attributed ({r['silentFramesLostInbound']})")
 
     # Smooth time-stretch (0.5 % slower playout): no lag steps.
     idx = np.arange(int(n * 1.005)) / 1.005
@@ -118,6 +126,22 @@ def test_relay() -> bool:
     ok &= check(order == list(range(100)), f"15 ms jitter on pairs keeps the order ({len(order)} packets)")
     delays = [(t - sent[i]) * 1000 for i, t in got]
     ok &= check(max(delays) < 15 + 40 and np.mean(delays) > 3, f"delays {min(delays):.1f}..{max(delays):.1f} ms")
+
+    # Live relay, every inbound packet dropped: the frames lost on the way in, by RTP timestamp (48 kHz, 960 per
+    # frame) from the first inbound packet, across the timestamp's wrap.
+    rel = R.Relay(R.Impairment(loss="random", loss_pct=100), R.CLEAN, "t").start()
+    rel.set_targets(echo.getsockname(), ("127.0.0.1", 9))
+    ts0 = 0xFFFFFFFF - 960 * 2 + 1
+    for k in (0, 1, 2, 3, 7):
+        hdr = bytes([0x80, 96]) + k.to_bytes(2, "big") + ((ts0 + 960 * k) & 0xFFFFFFFF).to_bytes(4, "big")
+        tx.sendto(hdr + b"ssrc" + b"x" * 40, ("127.0.0.1", rel.in_port))
+        time.sleep(0.005)
+    deadline = time.monotonic() + 2
+    while rel.leg_in.stats.lost < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rel.stop()
+    lost = rel.inbound_lost_frames()
+    ok &= check(lost == {0, 1, 2, 3, 7}, f"frames lost on the way in, across the timestamp wrap ({sorted(lost)})")
     return ok
 
 
