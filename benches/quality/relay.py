@@ -54,6 +54,11 @@ class Impairment:
 CLEAN = Impairment()
 
 
+def is_rtp(data: bytes) -> bool:
+    """An RTP packet (version 2, a full fixed header), not RTCP (payload types 200-204 as RTCP's packet types)."""
+    return len(data) >= 12 and data[0] >> 6 == 2 and not 200 <= data[1] <= 204
+
+
 class LossModel:
     """Seeded loss and delay decisions, one per packet (or slot)."""
 
@@ -250,7 +255,7 @@ class Relay:
                 if s is self.in_sock:
                     if self.t0 is None:
                         self.t0 = now
-                    if len(data) >= 12 and data[0] >> 6 == 2 and not 200 <= data[1] <= 204:
+                    if is_rtp(data):
                         self.rx_in.append((now, int.from_bytes(data[4:8], "big")))
                     leg, out_sock, dest = self.leg_in, self.echo_sock, self.echo_addr
                 else:
@@ -264,7 +269,7 @@ class Relay:
                     self._account_rr(data, lost, now, _addr)
                 if lost:
                     leg.stats.lost += 1
-                    if leg is self.leg_in and len(data) >= 12 and data[0] >> 6 == 2 and not 200 <= data[1] <= 204:
+                    if leg is self.leg_in and is_rtp(data):
                         self.in_lost_ts.append(int.from_bytes(data[4:8], "big"))
                     continue
                 due = leg.schedule(now, delay)
@@ -281,8 +286,8 @@ class Relay:
             return set()
         ts0 = self.rx_in[0][1]
         per = clock * frame_s
-        return {int(round(((ts - ts0) & 0xFFFFFFFF) / per)) for ts in self.in_lost_ts
-                if ((ts - ts0) & 0xFFFFFFFF) < 0x80000000}
+        since = ((ts - ts0) & 0xFFFFFFFF for ts in self.in_lost_ts)
+        return {int(round(d / per)) for d in since if d < 0x80000000}  # 2^31 or more: from before the first packet
 
     def write_arrivals(self, path: str):
         """Writes the relay's log of forwarded packets as CSV: leg, time forwarded (s since the first inbound packet),
@@ -291,14 +296,14 @@ class Relay:
         with open(path, "w") as f:
             f.write("leg,arrival_s,seq,timestamp\n")
             for leg, at, head in self.in_log:
-                if len(head) < 12 or head[0] >> 6 != 2 or 200 <= head[1] <= 204:
+                if not is_rtp(head):
                     continue
                 seq = int.from_bytes(head[2:4], "big")
                 ts = int.from_bytes(head[4:8], "big")
                 f.write(f"{leg},{at - t0:.6f},{seq},{ts}\n")
 
     def _account_rr(self, data: bytes, lost: bool, now: float, echo_from):
-        if len(data) < 12 or data[0] >> 6 != 2 or 200 <= data[1] <= 204:
+        if not is_rtp(data):
             return  # not RTP (RTCP from the echo)
         rr = self._rr
         rr["ssrc"] = int.from_bytes(data[8:12], "big")
