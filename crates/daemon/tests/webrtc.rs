@@ -365,9 +365,10 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     println!(
         "webrtc echo: round trip p50 {p50_lag:.1} ms (windows {lag_ms:?}), windowed correlation p50 \
          {p50_corr:.3} (two Opus generations alone: {ceiling:.3}), getStats RTT p50 {rtt:.2} ms, connect {:.0} ms, \
-         browser jitter buffer {} ms, packets sent {} received {} lost {}, test {:.1} s",
+         browser jitter buffer {} ms (while recording: {}), packets sent {} received {} lost {}, test {:.1} s",
         result["connectMs"].as_f64().unwrap_or(0.0),
         result["jitterBufferDelayMs"],
+        result["netEq"],
         result["packetsSent"],
         result["packetsReceived"],
         result["packetsLost"],
@@ -472,8 +473,10 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let floor_p50 = median(floor_lags.iter().map(|(_, l)| *l as f64 / 16.0).collect());
     println!(
         "browser alone (one peer connection to another in the page): one-way p50 {floor_p50:.1} ms, browser jitter \
-         buffer {} ms; the echo's round trip through the daemon {p50_lag:.1} ms, of which the daemon's share {:.1} ms",
+         buffer {} ms (while recording: {}); the echo's round trip through the daemon {p50_lag:.1} ms, of which the \
+         daemon's share {:.1} ms",
         floor["jitterBufferDelayMs"],
+        floor["netEq"],
         p50_lag - floor_p50
     );
     daemon.shutdown().await;

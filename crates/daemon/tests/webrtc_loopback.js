@@ -25,14 +25,24 @@
   if (b.connectionState !== "connected") return JSON.stringify({ error: `loopback ${b.connectionState}` });
   playMuted(track);
   await sleep(WARMUP_MS);
+  const inboundNow = async () => {
+    let inbound = {};
+    (await b.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
+    });
+    return inbound;
+  };
+  const atStart = await inboundNow();
   const recording = await recordBoth(mic, track);
   await sleep(SECONDS * 1000);
   const { sent, received } = recording.stop();
-  let inbound = {};
-  (await b.getStats()).forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
-  });
-  const result = { sent, received, jitterBufferDelayMs: jitterBufferMs(inbound) };
+  const inbound = await inboundNow();
+  const result = {
+    sent,
+    received,
+    jitterBufferDelayMs: jitterBufferMs(inbound),
+    netEq: netEqBetween(atStart, inbound),
+  };
   a.close();
   b.close();
   return JSON.stringify(result);

@@ -38,9 +38,13 @@
   playMuted(track);
   // Both jitter buffers settle in the first seconds; the round trip is measured after that.
   await sleep(WARMUP_MS);
+  let inbound = {}, outbound = {};
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") inbound = s;
+  });
+  const atStart = inbound;
   const recording = await recordBoth(mic, track);
   const rtts = [];
-  let inbound = {}, outbound = {};
   for (let t = 0; t < SECONDS * 4; t++) {
     await sleep(250);
     (await pc.getStats()).forEach((s) => {
@@ -60,6 +64,7 @@
     packetsReceived: inbound.packetsReceived || 0,
     packetsLost: inbound.packetsLost || 0,
     jitterBufferDelayMs: jitterBufferMs(inbound),
+    netEq: netEqBetween(atStart, inbound),
     packetsSent: outbound.packetsSent || 0,
   };
   window.peerConnection = pc; // closed by the test after it has read the daemon's statistics

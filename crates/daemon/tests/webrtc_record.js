@@ -54,6 +54,22 @@ function pack(chunks) {
   return Array.from(out);
 }
 
+// What Chromium's jitter buffer (NetEQ) did between two inbound-rtp reports: mean delay, target and minimum per
+// emitted sample (ms), and the audio it removed (accelerate), inserted (decelerate) and concealed (ms at 48 kHz).
+function netEqBetween(a, b) {
+  const d = (k) => (b[k] || 0) - (a[k] || 0);
+  const emitted = d("jitterBufferEmittedCount");
+  const perSample = (k) => (emitted ? Math.round((10000 * d(k)) / emitted) / 10 : null);
+  return {
+    delayMs: perSample("jitterBufferDelay"),
+    targetMs: perSample("jitterBufferTargetDelay"),
+    minimumMs: perSample("jitterBufferMinimumDelay"),
+    acceleratedMs: Math.round(d("removedSamplesForAcceleration") / 48),
+    deceleratedMs: Math.round(d("insertedSamplesForDeceleration") / 48),
+    concealedMs: Math.round(d("concealedSamples") / 48),
+  };
+}
+
 // Chromium's jitter buffer delay per emitted sample (ms) from an inbound-rtp report.
 function jitterBufferMs(inbound) {
   return inbound.jitterBufferEmittedCount
