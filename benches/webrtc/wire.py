@@ -70,14 +70,16 @@ def opus_rtp(packets, want):
 
 
 def onsets(stream):
-    """Times of talk-spurt starts: a packet clearly above the silence size after five packets at it."""
+    """Times of talk-spurt starts: three packets clearly above the silence size after five packets at it (a lone
+    larger packet, e.g. one of a stalled sender's catch-up, is not speech)."""
     if not stream:
         return []
     sizes = sorted(s for _, s, _ in stream)
     silence = sizes[len(sizes) // 10]
+    speech = [size >= silence + 8 for _, size, _ in stream]
     quiet, res = 0, []
-    for t, size, _ in stream:
-        if size >= silence + 8 and quiet >= 5:
+    for i, (t, size, _) in enumerate(stream):
+        if quiet >= 5 and all(speech[i:i + 3]) and len(speech[i:i + 3]) == 3:
             res.append(t)
         quiet = quiet + 1 if size <= silence + 3 else 0
     return res
