@@ -956,8 +956,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch:
                     state.http.header_timeouts.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            state.http.connections_open.fetch_sub(1, Ordering::Relaxed);
+            // The cap's permit goes back before the count drops: whoever sees it drop finds the slot free.
             drop(permit);
+            state.http.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     // Every permit back means every connection finished.

@@ -420,7 +420,13 @@ async fn connection_caps_refuse_before_the_handshake() {
         (st.connections_refused, st.connections_refused_per_address),
         (1, 1)
     );
-    // A slot frees when a connection ends.
+    // A slot frees when a connection ends. The server counts a connection as open once its side of the handshake
+    // is done, which can be after the client's: all three must count before one closes, or "two open" would be
+    // seen with all three slots still held.
+    wait_until(Duration::from_secs(5), "three connections open", || {
+        server.stats().connections_open == 3
+    })
+    .await;
     ok.pop().unwrap().close(VarInt::from_u32(0), b"");
     wait_until(Duration::from_secs(5), "slot freed", || {
         server.stats().connections_open == 2

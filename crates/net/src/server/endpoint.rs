@@ -235,21 +235,25 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) 
                     tracing::debug!(conn = id, %remote, "edge connected");
                     let reason = connection::run(id, conn, shared.clone(), permit.slot).await;
                     tracing::debug!(conn = id, %remote, %reason, "edge connection ended");
+                    // The caps' share goes back before the connection stops counting as open: whoever sees the
+                    // count drop (a test, an operator's retry) finds the slot free.
+                    drop(permit);
                     shared
                         .stats
                         .connections_open
                         .fetch_sub(1, Ordering::Relaxed);
                 }
                 Ok(Err(e)) => {
+                    drop(permit);
                     inc(&shared.stats.handshakes_failed);
                     tracing::debug!(%remote, error = %e, "handshake failed");
                 }
                 Err(_) => {
+                    drop(permit);
                     inc(&shared.stats.handshakes_failed);
                     tracing::debug!(%remote, "handshake timed out");
                 }
             }
-            drop(permit);
         });
     }
 }
