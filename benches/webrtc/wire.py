@@ -92,14 +92,14 @@ def pct(values, p):
 
 def above_min(stream, rate=48_000):
     """Each packet's time minus its RTP time, ms above the smallest (RTP timestamps unwrapped)."""
-    base, last, wraps, rel = None, None, 0, []
+    last, wraps, rel = None, 0, []
     for t, _, ts in stream:
         if last is not None and ts < last and last - ts > 1 << 31:
             wraps += 1
         last = ts
         media = (ts + (wraps << 32)) / rate
         rel.append(t - media)
-    base = min(rel)
+    base = min(rel, default=0.0)
     return [(r - base) * 1000 for r in rel]
 
 
@@ -110,25 +110,31 @@ def analyse(packets, port, skip_s):
         raise SystemExit(f"no Opus RTP (payload type {OPUS_PT}) to and from port {port} in the capture")
     start = inbound[0][0] + skip_s
     outs = onsets(outbound)
-    holds = []
+    holds, unanswered = [], 0
     for t in onsets(inbound):
         if t < start:
             continue
         answer = next((o for o in outs if o >= t - 0.002), None)
         if answer is not None and answer - t < 0.15:
             holds.append((answer - t) * 1000)
-    late = [t for t, _, _ in inbound if t >= start]
+        else:
+            unanswered += 1
     transit = above_min([p for p in inbound if p[0] >= start])
     sends = above_min([p for p in outbound if p[0] >= start])
+
+    def spread(values):
+        return {p: round(pct(values, p), 1) for p in (50, 95, 99, 100)} if values else None
+
     return {
         "inboundPackets": len(inbound),
         "outboundPackets": len(outbound),
         "onsets": len(holds),
+        "onsetsWithoutEchoWithin150Ms": unanswered,
         "holdMsP50": round(pct(holds, 50), 1) if holds else None,
         "holdMsMean": round(sum(holds) / len(holds), 1) if holds else None,
         "holdMsMax": round(max(holds), 1) if holds else None,
-        "inboundTransitAboveFastestMs": {p: round(pct(transit, p), 1) for p in (50, 95, 99, 100)} if late else None,
-        "outboundSendAboveEarliestMs": {p: round(pct(sends, p), 1) for p in (50, 95, 99, 100)} if sends else None,
+        "inboundTransitAboveFastestMs": spread(transit),
+        "outboundSendAboveEarliestMs": spread(sends),
     }
 
 
