@@ -30,7 +30,7 @@ use crate::health::{HealthStatus, LoadMonitor};
 use crate::request::{BotKind, RtpCodec, SessionPlan};
 use crate::session::{BotPort, DropCounters, FrameSignal, LiveSession};
 use crate::webrtc::{PeerSlot, WebRtcCounters};
-use crate::worker::{NetSide, WorkerCommand, WorkerSession};
+use crate::worker::{NetSide, WebRtcEdge, WorkerCommand, WorkerSession};
 
 /// Outbound queue of a session served by a built-in bot (echo, record, play, tone): 1 s.
 pub const BUILT_IN_BOT_OUTBOUND_FRAMES: usize = 50;
@@ -670,7 +670,11 @@ impl Engine {
             self.workers[held.worker]
                 .try_send(WorkerCommand::WebRtc(
                     id,
-                    Some(Box::new((accepted.session, offset))),
+                    Some(Box::new(WebRtcEdge {
+                        rings: accepted.session,
+                        offset,
+                        dtx: self.config.webrtc_dtx,
+                    })),
                 ))
                 .map_err(|_| {
                     DaemonError::Media("the session's media worker is busy; try again".into())

@@ -57,6 +57,17 @@ const MAX_FLOWS: usize = 64;
 /// sessions.
 pub const MAX_RX_PER_TICK: usize = 256;
 
+/// A WebRTC peer's side of a session.
+#[derive(Debug)]
+pub struct WebRtcEdge {
+    /// The peer's rings.
+    pub rings: UdpSession,
+    /// Their clock's offset from the worker's.
+    pub offset: Duration,
+    /// Opus DTX toward the peer unless the session chose (`webrtc_dtx`; `MediaSession::set_dtx_default`).
+    pub dtx: bool,
+}
+
 /// A command from the engine.
 #[derive(Debug)]
 pub enum WorkerCommand {
@@ -66,9 +77,8 @@ pub enum WorkerCommand {
     Remove(Uuid),
     /// Change a session's encoder settings (validated by the request parser).
     Encoder(Uuid, EncoderOverrides),
-    /// A WebRTC peer became the session's packet edge (its rings, and their clock's offset from the worker's),
-    /// replacing the previous peer; `None` detaches it.
-    WebRtc(Uuid, Option<Box<(UdpSession, Duration)>>),
+    /// A WebRTC peer became the session's packet edge, replacing the previous peer; `None` detaches it.
+    WebRtc(Uuid, Option<Box<WebRtcEdge>>),
     /// Stop the thread (after ending all sessions).
     Stop,
 }
@@ -441,7 +451,7 @@ impl WorkerSession {
 
     /// Puts a WebRTC peer's rings in place of the session's packet edge (or removes them). What the previous
     /// edge dropped is counted first, so the daemon-wide totals keep it.
-    fn replace_packet_edge(&mut self, edge: Option<(UdpSession, Duration)>) {
+    fn replace_packet_edge(&mut self, edge: Option<WebRtcEdge>) {
         let quic = self.net.quic.stats.snapshot();
         let old = self.net.udp.as_ref().map(|edge| edge.stats().snapshot());
         self.count_net_drops(&quic, old.as_ref());
@@ -456,7 +466,10 @@ impl WorkerSession {
         };
         // Cannot fail: the value is in range.
         let _ = self.media.set_late_allowance(allowance);
-        self.net.udp = edge.map(|(rings, offset)| PacketEdge::Rings(rings, offset));
+        // A browser's NetEQ starts each talk spurt afresh after a DTX pause (docs/webrtc.md).
+        self.media
+            .set_dtx_default(edge.as_ref().is_some_and(|e| e.dtx));
+        self.net.udp = edge.map(|e| PacketEdge::Rings(e.rings, e.offset));
         self.udp_seen = false;
         self.udp_ssrc = None;
         self.loss_reports_seen.1 = 0;
@@ -1019,6 +1032,8 @@ impl WorkerSession {
             },
         });
         stats_json[udp_key] = udp.unwrap_or(Value::Null);
+        // Beside "duplicatesSent" (outside the literal: `json!` has a recursion limit).
+        stats_json["dtxNotSent"] = json!(stats.pacer.dtx_not_sent);
         self.live.set_stats(stats_json);
     }
 

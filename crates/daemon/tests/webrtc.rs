@@ -249,7 +249,12 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
     let _serial = serial().await;
     let dir = temp_dir("webrtc");
     let daemon = daemon(&dir).await;
-    let session = create_session(&daemon, json!({"bot": "echo"})).await;
+    // MEDIAPROC_WEBRTC_ENCODER='{"dtx":false}' sets the session's encoder (docs/api.md), e.g. to compare.
+    let encoder: Value = std::env::var("MEDIAPROC_WEBRTC_ENCODER")
+        .map(|e| serde_json::from_str(&e).expect("MEDIAPROC_WEBRTC_ENCODER is JSON"))
+        .unwrap_or_else(|_| json!({}));
+    let dtx = encoder["dtx"].as_bool().unwrap_or(true);
+    let session = create_session(&daemon, json!({"bot": "echo", "encoder": encoder})).await;
     let id = session["sessionId"].as_str().unwrap();
     let token = session["edgeToken"].as_str().unwrap();
     // MEDIAPROC_WEBRTC_MIC=FILE.wav plays a file of your own (e.g. espeak-ng speech) instead of the talk spurts.
@@ -403,6 +408,10 @@ async fn chromium_talks_to_the_echo_bot_through_whip() {
         stats["stats"]["echoFrames"].as_u64().unwrap_or(0) > 100,
         "{stats}"
     );
+    // DTX toward the browser (`webrtc_dtx`): the pauses between the talk spurts are not sent.
+    assert_eq!(stats["stats"]["encoder"]["dtx"], dtx, "{stats}");
+    let not_sent = stats["stats"]["dtxNotSent"].as_u64().unwrap_or(0);
+    assert!(if dtx { not_sent > 25 } else { not_sent == 0 }, "{stats}");
     let notices = stats["notices"].to_string();
     assert!(notices.contains("webrtcConnected"), "{notices}");
 

@@ -10,6 +10,11 @@
 //! without a bot frame after the bot started sending counts as an underrun. The send status goes
 //! [`SendStatus::Active`] with the first frame the bot queues (like `AudioSendStatusChanged`).
 //!
+//! **DTX** (the encoder's `dtx` on): a pause's first "no audio" or DTX packet goes out, the rest are not sent
+//! (RFC 7587 §3.1.3; libwebrtc does the same), their timestamps skipped and their sequence numbers not used. Toward
+//! a NetEQ receiver this also lowers the round trip: NetEQ plays comfort noise in the pause and starts each talk
+//! spurt as soon as its first packet arrives (docs/webrtc.md).
+//!
 //! **Time-shifted duplicates** (RFC 7198 §3, [`SendPacer::set_duplicate`]): each audible packet goes out a second
 //! time, unchanged (same sequence number and timestamp), [`DUPLICATE_DELAY_FRAMES`] packets later. In-band FEC
 //! rebuilds one lost packet from the next; a loss burst of two or three packets defeats it, and a copy sent 40 ms
@@ -94,6 +99,9 @@ pub struct PacerStats {
     pub underruns: u64,
     /// Second sendings of packets (time-shifted duplicates; not in `packets`).
     pub duplicates: u64,
+    /// DTX packets not sent: with DTX on, only the first "no audio" or comfort packet of a pause goes out (not in
+    /// `packets`).
+    pub dtx_not_sent: u64,
 }
 
 /// Paces and encodes the outbound stream.
@@ -121,6 +129,10 @@ pub struct SendPacer {
     kept: [Kept; DUPLICATE_DELAY_FRAMES],
     dup: Kept,
     dup_ready: bool,
+    /// Whether the last produced packet goes out (false: a DTX packet inside a pause, with DTX on).
+    send: bool,
+    /// Whether the last packet produced was a DTX or "no audio" packet.
+    in_dtx: bool,
 }
 
 impl std::fmt::Debug for SendPacer {
@@ -165,6 +177,8 @@ impl SendPacer {
             kept: [Kept::EMPTY; DUPLICATE_DELAY_FRAMES],
             dup: Kept::EMPTY,
             dup_ready: false,
+            send: true,
+            in_dtx: false,
         })
     }
 
@@ -329,6 +343,15 @@ impl SendPacer {
         Ok(became_active)
     }
 
+    /// Whether a packet of `len` bytes goes out: with DTX on, a pause's "no audio" or DTX packets after its first
+    /// are not sent.
+    fn dtx_gate(&mut self, len: usize) -> bool {
+        let dtx_packet = len <= self.codec.dtx_packet_max_len();
+        let send = !(dtx_packet && self.in_dtx && self.encoder.settings().dtx);
+        self.in_dtx = dtx_packet;
+        send
+    }
+
     /// G.711: every tick is 160 encoded bytes; silence (nothing queued, digital silence) is encoded as well.
     fn produce_g711(&mut self, audible: Option<&[i16]>) -> Result<()> {
         let r = self.g711.encode(audible, &mut self.buf);
@@ -361,6 +384,31 @@ impl SendPacer {
     }
 
     fn finish(&mut self, marker: bool) {
+        // DTX (RFC 7587 §3.1.3): a pause's first "no audio" packet tells the receiver it began; the rest are not
+        // sent (their sequence numbers are not used, the timestamp moves on), as libwebrtc does. The receiver
+        // plays comfort noise and starts the next talk spurt afresh (NetEQ re-anchors on it).
+        self.send = self.codec.is_g711() || self.dtx_gate(self.len);
+        if !self.send {
+            self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
+            self.dup_ready = false;
+            if self.duplicate {
+                // The slot's kept packet (if any) goes out as usual.
+                let slot =
+                    &mut self.kept[(self.next_index % DUPLICATE_DELAY_FRAMES as u64) as usize];
+                if slot.len > 0 {
+                    self.dup = *slot;
+                    self.dup_ready = true;
+                    self.stats.duplicates += 1;
+                }
+                slot.len = 0;
+            }
+            self.timestamp = self
+                .timestamp
+                .wrapping_add(self.codec.rtp_ticks_per_frame());
+            self.next_index += 1;
+            self.stats.dtx_not_sent += 1;
+            return;
+        }
         self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
         self.dup_ready = false;
         if self.duplicate {
@@ -388,6 +436,11 @@ impl SendPacer {
             .wrapping_add(self.codec.rtp_ticks_per_frame());
         self.next_index += 1;
         self.stats.packets += 1;
+    }
+
+    /// Whether the packet of the last [`SendPacer::produce`] goes out (false inside a DTX pause with DTX on).
+    pub fn sends(&self) -> bool {
+        self.send
     }
 
     /// The packet produced by the last [`SendPacer::produce`].
@@ -500,6 +553,61 @@ mod tests {
         assert!(p.duplicate_packet().is_none(), "off: nothing kept goes out");
     }
 
+    fn tone(n: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| ((i as f32 * 0.3).sin() * 5000.0) as i16)
+            .collect()
+    }
+
+    #[test]
+    fn with_dtx_a_pause_sends_its_first_no_audio_packet_only() {
+        let settings = EncoderSettings {
+            dtx: true,
+            ..EncoderSettings::default()
+        };
+        let mut p =
+            SendPacer::new(Duration::ZERO, SampleRate::HZ_16000, settings, 7, 111, 0, 0).unwrap();
+        let tone = tone(320);
+        let mut sent = Vec::new();
+        for talk in [true, false, false, false, true, false] {
+            p.produce(if talk { Some(&tone[..]) } else { None })
+                .unwrap();
+            if p.sends() {
+                let pk = p.packet();
+                sent.push((pk.sequence, pk.timestamp, pk.marker, pk.payload.len() > 2));
+            }
+        }
+        // The sequence numbers go on without a gap; the timestamps skip the pause.
+        assert_eq!(
+            sent,
+            [
+                (0, 0, true, true),
+                (1, 960, false, false),
+                (2, 4 * 960, true, true),
+                (3, 5 * 960, false, false),
+            ]
+        );
+        assert_eq!(p.stats().packets, 4);
+        assert_eq!(p.stats().dtx_not_sent, 2);
+        assert_eq!(p.next_deadline(), FRAME_DURATION * 6);
+        // Without DTX every tick sends.
+        let mut p = SendPacer::new(
+            Duration::ZERO,
+            SampleRate::HZ_16000,
+            EncoderSettings::default(),
+            7,
+            111,
+            0,
+            0,
+        )
+        .unwrap();
+        for _ in 0..5 {
+            p.produce(None).unwrap();
+            assert!(p.sends());
+        }
+        assert_eq!(p.stats().dtx_not_sent, 0);
+    }
+
     #[test]
     fn pacing_silence_underruns_and_status() {
         let start = Duration::from_millis(7);
@@ -544,6 +652,7 @@ mod tests {
                 encoder_skipped: 3,
                 underruns: 1,
                 duplicates: 0,
+                dtx_not_sent: 0,
             }
         );
         assert_eq!(p.next_deadline(), start + Duration::from_millis(100));

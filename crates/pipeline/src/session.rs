@@ -496,6 +496,8 @@ pub struct MediaSession {
     local_loss_ticks: u32,
     /// The encoder settings apart from FEC (configuration plus overrides).
     encoder_base: EncoderSettings,
+    /// The session chose DTX (its config turned it on, or an override set it): an edge's default does not apply.
+    dtx_chosen: bool,
 }
 
 impl std::fmt::Debug for MediaSession {
@@ -583,6 +585,7 @@ impl MediaSession {
             fec,
             local_loss_ticks: crate::fec::LOCAL_LOSS_WINDOW_TICKS,
             encoder_base: cfg.encoder,
+            dtx_chosen: cfg.encoder.dtx,
             cfg,
         };
         Ok((
@@ -755,6 +758,7 @@ impl MediaSession {
         }
         base.validate()?;
         self.encoder_base = base;
+        self.dtx_chosen |= o.dtx.is_some();
         if let Some(m) = o.fec {
             self.fec.set_mode(m);
         }
@@ -763,6 +767,15 @@ impl MediaSession {
         }
         self.apply_encoder();
         Ok(())
+    }
+
+    /// The edge's choice of DTX, in force unless the session's overrides chose (e.g. on toward a WebRTC peer, whose
+    /// NetEQ starts each talk spurt afresh after a pause; see [`crate::pacer`]). No allocation.
+    pub fn set_dtx_default(&mut self, on: bool) {
+        if !self.dtx_chosen {
+            self.encoder_base.dtx = on;
+            self.apply_encoder();
+        }
     }
 
     fn apply_encoder(&mut self) {
@@ -1069,11 +1082,13 @@ impl MediaSession {
     }
 
     /// The next thing to do: the tick's packet, then the time-shifted duplicate of an earlier one (when duplicates
-    /// are on; see [`crate::pacer`]), then events. `None` when there is nothing.
+    /// are on; see [`crate::pacer`]), then events. With DTX on, a tick inside a pause has no packet. `None` when there is nothing.
     pub fn poll_output(&mut self) -> Option<Output<'_>> {
         if self.tx_pending {
             self.tx_pending = false;
-            return Some(Output::Transmit(self.pacer.packet()));
+            if self.pacer.sends() {
+                return Some(Output::Transmit(self.pacer.packet()));
+            }
         }
         if self.dup_pending {
             self.dup_pending = false;

@@ -467,4 +467,25 @@ fn in_band_fec_follows_the_reported_loss() {
         }
     }
     assert_eq!(out.len(), 5);
+    // An edge's DTX default (a WebRTC peer): on, and a pause sends only its first packet (here the pause began
+    // before: its first "no audio" packet went out with the ticks above).
+    s.set_dtx_default(true);
+    assert!(s.encoder_settings().dtx);
+    let mut sent = 0;
+    for n in 5..10u64 {
+        assert!(s.handle_tick(ms(n * 20)));
+        while let Some(o) = s.poll_output() {
+            sent += u32::from(matches!(o, Output::Transmit(_)));
+        }
+    }
+    assert_eq!(sent, 0, "the bot queued nothing");
+    assert_eq!(s.stats().pacer.dtx_not_sent, 5);
+    // The session's own choice wins over the edge's default.
+    s.set_encoder_overrides(mediaproc_pipeline::EncoderOverrides {
+        dtx: Some(false),
+        ..Default::default()
+    })
+    .unwrap();
+    s.set_dtx_default(true);
+    assert!(!s.encoder_settings().dtx);
 }
