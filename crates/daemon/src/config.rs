@@ -27,6 +27,30 @@ pub const QUIC_SOCKET_BUFFER_FLOOR: usize = 64 * 1024;
 /// Largest `worker_wake_coalesce_us`: a tick later than 5 ms would eat into the jitter margin.
 pub const WAKE_COALESCE_CEILING_US: u64 = 5_000;
 
+/// Whether the daemon sends DTX to a WebRTC peer (`webrtc_dtx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebRtcDtx {
+    /// When the peer's offer says `usedtx=1` (RFC 7587: its receiver prefers DTX).
+    #[default]
+    Offer,
+    /// To every peer (every Opus receiver must cope; aiortc's plays the packets back to back, though).
+    On,
+    /// Never.
+    Off,
+}
+
+impl WebRtcDtx {
+    /// Whether a peer whose offer asked for DTX (`wants`) gets it.
+    pub fn applies(self, wants: bool) -> bool {
+        match self {
+            WebRtcDtx::Offer => wants,
+            WebRtcDtx::On => true,
+            WebRtcDtx::Off => false,
+        }
+    }
+}
+
 /// Everything `mediaproc serve` can be told. Defaults work on a laptop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -134,10 +158,10 @@ pub struct Config {
     /// ICE and DTLS must complete within this many milliseconds of the answer, or the peer fails (a session
     /// notice; the session is kept).
     pub webrtc_connect_timeout_ms: u64,
-    /// Opus DTX toward WebRTC peers unless the session's `encoder.dtx` says otherwise: a pause's packets after its
-    /// first are not sent. The browser's NetEQ then starts each talk spurt as soon as it arrives; Chromium's
-    /// echo round trip was 16 ms lower with it (docs/webrtc.md).
-    pub webrtc_dtx: bool,
+    /// Opus DTX toward WebRTC peers where the session's `encoder.dtx` is not set: a pause's packets after its
+    /// first are not sent, and the browser's NetEQ starts each talk spurt as soon as it arrives (Chromium's echo
+    /// round trip on talk spurts 16 ms lower, docs/webrtc.md). By default for peers whose offer asks (`usedtx=1`).
+    pub webrtc_dtx: WebRtcDtx,
     /// Serve the talk page at `/talk` and its page API (`/v1/talk/…`, behind a page token generated at start;
     /// `mediaproc demo --browser` turns it on). Off by default: the page token may create built-in-bot sessions.
     pub talk_page: bool,
@@ -256,7 +280,7 @@ impl Default for Config {
             webrtc_port_max: 0,
             webrtc_max_peers: 32,
             webrtc_connect_timeout_ms: millis(mediaproc_net::webrtc::CONNECT_TIMEOUT),
-            webrtc_dtx: true,
+            webrtc_dtx: WebRtcDtx::default(),
             talk_page: false,
             heavily_loaded_at: 0.7,
             overloaded_at: 0.9,
@@ -600,6 +624,13 @@ mod tests {
         assert_eq!(rt.media_priority, MediaPriority::Realtime);
         let err = Config::from_toml("media_priority = \"urgent\"").unwrap_err();
         assert!(err.to_string().contains("media_priority"), "{err}");
+        assert_eq!(Config::default().webrtc_dtx, WebRtcDtx::Offer);
+        let on = Config::from_toml("webrtc_dtx = \"on\"").unwrap();
+        assert!(on.webrtc_dtx.applies(false));
+        assert!(WebRtcDtx::Offer.applies(true) && !WebRtcDtx::Offer.applies(false));
+        assert!(!WebRtcDtx::Off.applies(true));
+        let err = Config::from_toml("webrtc_dtx = true").unwrap_err();
+        assert!(err.to_string().contains("webrtc_dtx"), "{err}");
     }
 
     #[test]

@@ -673,7 +673,7 @@ impl Engine {
                     Some(Box::new(WebRtcEdge {
                         rings: accepted.session,
                         offset,
-                        dtx: self.config.webrtc_dtx,
+                        dtx: self.config.webrtc_dtx.applies(accepted.wants_dtx),
                     })),
                 ))
                 .map_err(|_| {

@@ -64,7 +64,8 @@ pub struct WebRtcEdge {
     pub rings: UdpSession,
     /// Their clock's offset from the worker's.
     pub offset: Duration,
-    /// Opus DTX toward the peer unless the session chose (`webrtc_dtx`; `MediaSession::set_dtx_default`).
+    /// Opus DTX toward the peer unless the session chose (`webrtc_dtx` and the offer's `usedtx`;
+    /// `MediaSession::set_dtx_default`).
     pub dtx: bool,
 }
 

@@ -10,7 +10,12 @@
   const pc = new RTCPeerConnection();
   pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendrecv" });
   const remoteTrack = new Promise((resolve) => (pc.ontrack = (e) => resolve(e.track)));
-  await pc.setLocalDescription(await pc.createOffer());
+  // Ask for the daemon's DTX (RFC 7587 usedtx=1: this receiver prefers it): NetEQ then starts each talk spurt
+  // as it arrives after a pause (docs/webrtc.md).
+  const offer = await pc.createOffer();
+  const opus = /a=rtpmap:(\d+) opus\/48000/i.exec(offer.sdp);
+  const sdp = opus ? offer.sdp.replace(new RegExp(`(a=fmtp:${opus[1]} [^\r\n]*)`), "$1;usedtx=1") : offer.sdp;
+  await pc.setLocalDescription({ type: "offer", sdp });
   // WHIP without trickle ICE: the offer carries the gathered candidates.
   await new Promise((resolve) => {
     if (pc.iceGatheringState === "complete") return resolve();

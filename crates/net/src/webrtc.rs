@@ -248,6 +248,8 @@ pub struct AcceptedPeer {
     pub answer: String,
     /// The peer's events (connected, failed, closed).
     pub events: mpsc::Receiver<PeerEvent>,
+    /// The offer's Opus asks for DTX (`usedtx=1`: the peer's receiver prefers it, RFC 7587 §6.1).
+    pub wants_dtx: bool,
 }
 
 impl WebRtcPeer {
@@ -256,6 +258,7 @@ impl WebRtcPeer {
     /// [`NetError::NoPort`] (every port of the range is taken).
     pub async fn accept(offer: &str, config: &WebRtcConfig) -> Result<AcceptedPeer, NetError> {
         let offer = check_offer(offer)?;
+        let wants_dtx = offer_wants_dtx(&offer);
         let sock = bind_in_range(config)?;
         let local = sock.local_addr()?;
         let now = Instant::now();
@@ -334,6 +337,7 @@ impl WebRtcPeer {
             },
             answer: answer.to_sdp_string(),
             events,
+            wants_dtx,
         })
     }
 
@@ -395,6 +399,17 @@ pub fn check_offer(offer: &str) -> Result<SdpOffer, NetError> {
             offered.join(", ")
         )
     }))
+}
+
+/// Whether the offer's Opus says `usedtx=1`. Chromium's does not (its default is 0); a page can add it to its
+/// offer (the talk page does), and aiortc's receiver, which plays the packets back to back, must not get DTX.
+fn offer_wants_dtx(offer: &SdpOffer) -> bool {
+    offer.media_lines.iter().any(|line| {
+        line.rtp_params().iter().any(|p| {
+            let spec = p.spec();
+            spec.codec == Codec::Opus && spec.format.use_dtx == Some(true)
+        })
+    })
 }
 
 /// The audio media (of the offer's `mids`) the answer accepted, and its Opus payload type.
@@ -815,6 +830,19 @@ mod tests {
         );
         assert_eq!(accepted.peer.info().opus_payload_type(), 109);
         assert_eq!(accepted.peer.info().state(), PeerState::Connecting);
+        assert!(!accepted.wants_dtx, "no usedtx in the offer");
+    }
+
+    #[test]
+    fn usedtx_in_the_offer_is_seen() {
+        let asks = |fmtp: &str| {
+            let sdp = offer(&format!("a=rtpmap:111 opus/48000/2\r\n{fmtp}"), "111");
+            offer_wants_dtx(&check_offer(&sdp).unwrap())
+        };
+        assert!(asks("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1\r\n"));
+        assert!(!asks("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=0\r\n"));
+        assert!(!asks("a=fmtp:111 minptime=10;useinbandfec=1\r\n"));
+        assert!(!asks(""));
     }
 
     #[tokio::test]
