@@ -388,27 +388,6 @@ impl SendPacer {
         // sent (their sequence numbers are not used, the timestamp moves on), as libwebrtc does. The receiver
         // plays comfort noise and starts the next talk spurt afresh (NetEQ re-anchors on it).
         self.send = self.codec.is_g711() || self.dtx_gate(self.len);
-        if !self.send {
-            self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
-            self.dup_ready = false;
-            if self.duplicate {
-                // The slot's kept packet (if any) goes out as usual.
-                let slot =
-                    &mut self.kept[(self.next_index % DUPLICATE_DELAY_FRAMES as u64) as usize];
-                if slot.len > 0 {
-                    self.dup = *slot;
-                    self.dup_ready = true;
-                    self.stats.duplicates += 1;
-                }
-                slot.len = 0;
-            }
-            self.timestamp = self
-                .timestamp
-                .wrapping_add(self.codec.rtp_ticks_per_frame());
-            self.next_index += 1;
-            self.stats.dtx_not_sent += 1;
-            return;
-        }
         self.last = (self.sequence, self.timestamp, marker, self.next_deadline());
         self.dup_ready = false;
         if self.duplicate {
@@ -430,12 +409,16 @@ impl SendPacer {
                 slot.buf[..self.len].copy_from_slice(&self.buf[..self.len]);
             }
         }
-        self.sequence = self.sequence.wrapping_add(1);
+        if self.send {
+            self.sequence = self.sequence.wrapping_add(1);
+            self.stats.packets += 1;
+        } else {
+            self.stats.dtx_not_sent += 1;
+        }
         self.timestamp = self
             .timestamp
             .wrapping_add(self.codec.rtp_ticks_per_frame());
         self.next_index += 1;
-        self.stats.packets += 1;
     }
 
     /// Whether the packet of the last [`SendPacer::produce`] goes out (false inside a DTX pause with DTX on).
