@@ -160,7 +160,7 @@ pub struct Config {
     pub webrtc_connect_timeout_ms: u64,
     /// Opus DTX toward WebRTC peers where the session's `encoder.dtx` is not set: a pause's packets after its
     /// first are not sent, and the browser's NetEQ starts each talk spurt as soon as it arrives (Chromium's echo
-    /// round trip on talk spurts 16 ms lower, docs/webrtc.md). By default for peers whose offer asks (`usedtx=1`).
+    /// round trip on talk spurts 11 ms lower at the median, docs/webrtc.md). By default for peers whose offer asks (`usedtx=1`).
     pub webrtc_dtx: WebRtcDtx,
     /// Serve the talk page at `/talk` and its page API (`/v1/talk/…`, behind a page token generated at start;
     /// `mediaproc demo --browser` turns it on). Off by default: the page token may create built-in-bot sessions.
