@@ -150,48 +150,44 @@ def analyse(packets, port, skip_s):
 def selftest():
     import os
     import tempfile
-    # A browser talking in spurts (silence 30 bytes, speech 120), the daemon answering 8 ms later.
-    frames = []
 
     def udp(sport, dport, payload):
         l4 = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
         ip = bytes([0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17]) + bytes(10)
         return bytes(14) + ip + l4
 
-    for i in range(500):
-        speech = (i // 25) % 2 == 1
-        size = 120 if speech else 30
-        ts = (0xFFFF_FF00 + i * 960) & 0xFFFF_FFFF  # wraps
-        rtp = bytes([0x80, OPUS_PT]) + struct.pack(">HII", i, ts, 1) + bytes(size - 12)
-        frames.append((1.0 + i * 0.02 + 0.025, udp(5000, 6000, rtp)))
-        frames.append((1.0 + i * 0.02 + 0.033, udp(6000, 5000, rtp)))
-    with tempfile.NamedTemporaryFile(delete=False, suffix=".pcap") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for t, frame in frames:
-            f.write(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)), len(frame), len(frame)) + frame)
-        path = f.name
-    try:
-        r = analyse(read_pcap(path), 6000, 0.0)
-    finally:
-        os.unlink(path)
+    def analysed(frames):
+        with tempfile.NamedTemporaryFile(delete=False, suffix=".pcap") as f:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+            for t, frame in frames:
+                f.write(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)), len(frame), len(frame)) + frame)
+            path = f.name
+        try:
+            return analyse(read_pcap(path), 6000, 0.0)
+        finally:
+            os.unlink(path)
+
+    def spurts(dtx):
+        """A browser talking in spurts (silence 30 bytes, speech 120), the daemon answering 8 ms later; with `dtx`,
+        the daemon sends only the first packet of each pause, with one byte of Opus."""
+        frames = []
+        for i in range(500):
+            speech = (i // 25) % 2 == 1
+            size = 120 if speech else 30
+            ts = (0xFFFF_FF00 + i * 960) & 0xFFFF_FFFF  # wraps
+            header = bytes([0x80, OPUS_PT]) + struct.pack(">HII", i, ts, 1)
+            frames.append((1.0 + i * 0.02 + 0.025, udp(5000, 6000, header + bytes(size - 12))))
+            if not dtx or speech:
+                frames.append((1.0 + i * 0.02 + 0.033, udp(6000, 5000, header + bytes(size - 12))))
+            elif i % 25 == 0:
+                frames.append((1.0 + i * 0.02 + 0.033, udp(6000, 5000, header + bytes(1))))
+        return frames
+
+    r = analysed(spurts(dtx=False))
     assert r["onsets"] == 10 and r["holdMsP50"] == 8.0, r
     assert r["inboundTransitAboveFastestMs"][100] < 0.01, r
-    # The daemon in DTX: of each pause only its first packet (one byte of Opus) goes out.
-    with tempfile.NamedTemporaryFile(delete=False, suffix=".pcap") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, (t, frame) in enumerate(frames):
-            pause_index = (i // 2) % 50
-            if i % 2 == 1 and pause_index < 25 and pause_index != 0:
-                continue
-            if i % 2 == 1 and pause_index == 0:
-                frame = frame[:42 + 12] + bytes(1)
-                frame = frame[:38] + struct.pack(">H", 8 + 13) + frame[40:]
-            f.write(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)), len(frame), len(frame)) + frame)
-        path = f.name
-    try:
-        d = analyse(read_pcap(path), 6000, 0.0)
-    finally:
-        os.unlink(path)
+    d = analysed(spurts(dtx=True))
+    assert d["outboundPackets"] == 260, d
     assert d["onsets"] == 10 and d["holdMsP50"] == 8.0, d
     print("wire.py selftest: ok", r, d)
 

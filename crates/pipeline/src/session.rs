@@ -1082,7 +1082,8 @@ impl MediaSession {
     }
 
     /// The next thing to do: the tick's packet, then the time-shifted duplicate of an earlier one (when duplicates
-    /// are on; see [`crate::pacer`]), then events. With DTX on, a tick inside a pause has no packet. `None` when there is nothing.
+    /// are on; see [`crate::pacer`]), then events. With DTX on, a tick inside a pause has no packet. `None` when
+    /// there is nothing.
     pub fn poll_output(&mut self) -> Option<Output<'_>> {
         if self.tx_pending {
             self.tx_pending = false;
